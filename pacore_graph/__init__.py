@@ -1,0 +1,70 @@
+"""pacore-graph: PaCoRe (Parallel Coordinated Reasoning) as an embeddable LangGraph graph.
+
+Each round samples K trajectories in parallel, compacts each to its conclusion, and feeds the conclusions to
+the next round as reference responses; a final single trajectory gives the answer::
+
+    from pacore_graph import VLLMClient, build_pacore_graph
+
+    async with VLLMClient("http://127.0.0.1:8000/v1") as client:
+        graph = build_pacore_graph(client, "32,4")
+        state = await graph.ainvoke({"problem": "What is 17 * 23?"})
+        print(state["answer"], state["usage"]["effective_ttc_tokens"])
+"""
+
+from pacore_graph.clients.base import ChatBackend, ChatResult, Completion, SamplingParams, TokenUsage
+from pacore_graph.clients.langchain import LangChainBackend
+from pacore_graph.clients.vllm import VLLMClient
+from pacore_graph.compaction import CompactionPolicy, compact, conclusion_of
+from pacore_graph.config import PaCoReConfig
+from pacore_graph.errors import (
+    BackendError,
+    ConfigError,
+    ConnectError,
+    EmptyRoundError,
+    PaCoReError,
+    ProtocolError,
+    RoundError,
+    ScheduleError,
+    UpstreamError,
+    UpstreamTimeoutError,
+)
+from pacore_graph.graph import build_pacore_graph
+from pacore_graph.prompts import REFERENCE_TEMPLATE, build_prompt, normalize_problem, render_references
+from pacore_graph.result import PaCoReResult, RoundRow, RunUsage
+from pacore_graph.schedule import PRESETS, Schedule
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "PRESETS",
+    "REFERENCE_TEMPLATE",
+    "BackendError",
+    "ChatBackend",
+    "ChatResult",
+    "CompactionPolicy",
+    "Completion",
+    "ConfigError",
+    "ConnectError",
+    "EmptyRoundError",
+    "LangChainBackend",
+    "PaCoReConfig",
+    "PaCoReError",
+    "PaCoReResult",
+    "ProtocolError",
+    "RoundError",
+    "RoundRow",
+    "RunUsage",
+    "SamplingParams",
+    "Schedule",
+    "ScheduleError",
+    "TokenUsage",
+    "UpstreamError",
+    "UpstreamTimeoutError",
+    "VLLMClient",
+    "build_pacore_graph",
+    "build_prompt",
+    "compact",
+    "conclusion_of",
+    "normalize_problem",
+    "render_references",
+]

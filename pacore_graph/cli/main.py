@@ -1,0 +1,177 @@
+"""The ``pacore`` command line."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from typing import Annotated, Any, Literal
+
+import typer
+from rich.console import Console
+
+from pacore_graph.cli.render import show_result
+from pacore_graph.clients.base import SamplingParams
+from pacore_graph.clients.vllm import VLLMClient
+from pacore_graph.compaction import CompactionPolicy
+from pacore_graph.config import PaCoReConfig
+from pacore_graph.errors import ConfigError, PaCoReError
+from pacore_graph.graph import build_pacore_graph
+from pacore_graph.result import PaCoReResult
+from pacore_graph.schedule import DEFAULT_MAX_K, DEFAULT_MAX_ROUNDS, Schedule
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    name="pacore",
+    help="PaCoRe: parallel coordinated reasoning over any OpenAI-compatible model server.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+
+@app.callback()
+def _root() -> None:
+    """PaCoRe: parallel coordinated reasoning over any OpenAI-compatible model server."""
+
+
+NO_SERVER_HINT = (
+    "no model server configured: pass --base-url http://HOST:PORT/v1 or set PACORE_BASE_URL "
+    "(for example, start one with `vllm serve MODEL` and use http://127.0.0.1:8000/v1)"
+)
+
+
+def _read_problem(problem: str) -> str:
+    if problem != "-":
+        return problem
+    data = sys.stdin.buffer.read()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"standard input is not UTF-8 text (byte {exc.start}); convert it to UTF-8"
+        ) from exc
+
+
+async def _run(problem: str, config: PaCoReConfig, client: VLLMClient, progress: Console) -> PaCoReResult:
+    graph = build_pacore_graph(client, config=config)
+    ks = config.schedule.all_rounds
+    done = 0
+    output: dict[str, Any] = {}
+    with progress.status("starting round 1…") as status:
+        async for update in graph.astream({"problem": problem}, stream_mode="updates"):
+            for node, values in update.items():
+                if node == "explore":
+                    done += 1
+                elif node == "compact":
+                    done = 0
+                elif node == "synthesize" and values:
+                    output = values
+            round_number = len(ks) if "synthesize" in update else min(_round_of(update, ks, done), len(ks))
+            status.update(f"round {round_number}/{len(ks)}: {done}/{ks[round_number - 1]} trajectories done")
+    return PaCoReResult.from_output(output, config.schedule)
+
+
+def _round_of(update: dict[str, Any], ks: tuple[int, ...], done: int) -> int:
+    values = next(iter(update.values())) or {}
+    if "round" in values:
+        return int(values["round"])
+    trajectories = values.get("omega") or []
+    return int(trajectories[-1]["round"]) if trajectories else 1
+
+
+@app.command()
+def run(
+    problem: Annotated[str, typer.Argument(help="The problem to solve; '-' reads it from standard input.")],
+    schedule: Annotated[
+        str,
+        typer.Option(
+            "--schedule", "-s", help="Parallel rounds: '32,4', or low=[4], medium=[16], high=[32,4]."
+        ),
+    ] = "low",
+    base_url: Annotated[
+        str | None,
+        typer.Option(
+            envvar="PACORE_BASE_URL", help="OpenAI-compatible API root, e.g. http://127.0.0.1:8000/v1."
+        ),
+    ] = None,
+    model: Annotated[
+        str | None, typer.Option(envvar="PACORE_MODEL", help="Model name (default: the server's first).")
+    ] = None,
+    api_key: Annotated[
+        str | None, typer.Option(envvar="PACORE_API_KEY", help="Bearer key for the server.")
+    ] = None,
+    max_tokens: Annotated[
+        int | None, typer.Option(min=1, help="Completion token cap per trajectory.")
+    ] = None,
+    temperature: Annotated[float, typer.Option(min=0.0, help="Sampling temperature.")] = 1.0,
+    top_p: Annotated[float, typer.Option(min=0.0, max=1.0, help="Nucleus sampling.")] = 1.0,
+    seed: Annotated[int | None, typer.Option(help="Base seed; trajectory i uses seed + i.")] = None,
+    truncated: Annotated[
+        str, typer.Option(help="Trajectories cut off before concluding: 'drop' them or 'keep' them whole.")
+    ] = "drop",
+    concurrency: Annotated[int, typer.Option(min=1, help="Maximum requests in flight.")] = 64,
+    max_k: Annotated[int, typer.Option(min=1, help="Largest K allowed in one round.")] = DEFAULT_MAX_K,
+    max_rounds: Annotated[
+        int, typer.Option(min=1, help="Most parallel rounds allowed.")
+    ] = DEFAULT_MAX_ROUNDS,
+    json_output: Annotated[
+        bool, typer.Option("--json", help="Print one JSON object instead of the table.")
+    ] = False,
+    debug: Annotated[bool, typer.Option(help="Show tracebacks on errors.")] = False,
+) -> None:
+    """Solve PROBLEM with PaCoRe and print the answer and the per-round table."""
+    out = Console()
+    err = Console(stderr=True)
+    try:
+        text = _read_problem(problem)
+        if not text.strip():
+            raise ConfigError("the problem is empty; give the question to solve as the first argument")
+        if truncated not in ("drop", "keep"):
+            raise ConfigError(f"invalid --truncated {truncated!r}: use 'drop' or 'keep'")
+        policy: Literal["drop", "keep"] = "keep" if truncated == "keep" else "drop"
+        config = PaCoReConfig(
+            schedule=Schedule.parse(schedule, max_k=max_k, max_rounds=max_rounds),
+            params=SamplingParams(temperature=temperature, top_p=top_p, max_tokens=max_tokens, seed=seed),
+            compaction=CompactionPolicy(truncated=policy),
+        )
+        if not base_url:
+            raise ConfigError(NO_SERVER_HINT)
+        result = asyncio.run(_solve(text, config, base_url, model, api_key, concurrency, err))
+    except PaCoReError as exc:
+        if debug:
+            raise
+        err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2 if isinstance(exc, ConfigError) else 1) from None
+    except KeyboardInterrupt:
+        err.print("[bold red]interrupted[/]: the run was stopped; no answer was produced")
+        raise typer.Exit(130) from None
+    if json_output:
+        out.print_json(json.dumps(_json_summary(result)))
+    else:
+        show_result(result, out)
+        if result.finish_reason == "length":
+            err.print("[yellow]warning:[/] the final synthesis hit max_tokens; the answer may be cut off")
+
+
+async def _solve(
+    text: str,
+    config: PaCoReConfig,
+    base_url: str,
+    model: str | None,
+    api_key: str | None,
+    concurrency: int,
+    progress: Console,
+) -> PaCoReResult:
+    async with VLLMClient(base_url, model=model, api_key=api_key, max_concurrency=concurrency) as client:
+        return await _run(text, config, client, progress)
+
+
+def _json_summary(result: PaCoReResult) -> dict[str, Any]:
+    return result.model_dump(mode="json")
+
+
+def main() -> None:
+    """Entry point of the ``pacore`` script."""
+    app()

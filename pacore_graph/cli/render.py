@@ -1,0 +1,59 @@
+"""How the CLI shows a run: the answer, the round table, and a live progress line."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table
+
+from pacore_graph.result import PaCoReResult
+
+__all__ = ["round_table", "show_result"]
+
+
+def round_table(result: PaCoReResult) -> Table:
+    """One row per round: K, returned, messages kept, dropped, tokens and seconds."""
+    table = Table(title="rounds", title_justify="left")
+    for column in (
+        "round",
+        "K",
+        "returned",
+        "messages",
+        "dropped",
+        "prompt tok",
+        "completion tok",
+        "seconds",
+    ):
+        table.add_column(column, justify="right")
+    for row in result.rounds:
+        last = row is result.rounds[-1]
+        table.add_row(
+            f"{row.round}{' (synthesis)' if last else ''}",
+            str(row.k),
+            str(row.returned),
+            str(row.messages),
+            str(row.dropped_empty + row.dropped_truncated),
+            f"{row.prompt_tokens:,}",
+            f"{row.completion_tokens:,}",
+            f"{row.seconds:.1f}",
+        )
+    usage = result.usage
+    table.add_section()
+    table.add_row(
+        "total",
+        "",
+        "",
+        "",
+        "",
+        f"{usage.prompt_tokens:,}",
+        f"{usage.completion_tokens:,}",
+        "",
+    )
+    return table
+
+
+def show_result(result: PaCoReResult, console: Console) -> None:
+    """Print the answer, then the round table and the effective test-time compute."""
+    console.print(result.answer.strip() or "[yellow](empty answer)[/]", markup=not result.answer.strip())
+    console.print()
+    console.print(round_table(result))
+    console.print(f"effective TTC: {result.usage.effective_ttc_tokens:,} completion tokens")

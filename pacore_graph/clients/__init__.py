@@ -1,0 +1,23 @@
+"""Model backends: the ``ChatBackend`` protocol and its implementations."""
+
+from pacore_graph.clients.base import (
+    ChatBackend,
+    ChatMessage,
+    ChatResult,
+    Completion,
+    SamplingParams,
+    TokenUsage,
+)
+from pacore_graph.clients.langchain import LangChainBackend
+from pacore_graph.clients.vllm import VLLMClient
+
+__all__ = [
+    "ChatBackend",
+    "ChatMessage",
+    "ChatResult",
+    "Completion",
+    "LangChainBackend",
+    "SamplingParams",
+    "TokenUsage",
+    "VLLMClient",
+]

@@ -1,0 +1,282 @@
+"""``VLLMClient``: an async client for vLLM's (or any) OpenAI-compatible chat completions API.
+
+One pooled aiohttp ``ClientSession`` per client (keep-alive), a concurrency cap, connect and read timeouts,
+and retries with exponential backoff and full jitter on connection errors, timeouts, 429 and 5xx.
+
+Failure rules, all implemented in :meth:`VLLMClient._post`:
+
+* connection errors, timeouts, 429, 500, 502, 503 and 504 are retried up to ``max_retries`` times;
+  a 429 or 503 with ``Retry-After`` waits that long (capped at ``backoff_max``), otherwise the wait is
+  ``uniform(0, min(backoff_max, backoff_base * 2**attempt))``;
+* any other HTTP error fails at once with :class:`~pacore_graph.errors.UpstreamError` (status and body);
+* a 200 whose body is not a chat completion fails at once with :class:`~pacore_graph.errors.ProtocolError`.
+
+The retry loop is written here rather than taken from a retry library because it needs the response
+(status, ``Retry-After``) to choose the wait, and it is a dozen lines.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import json
+import random
+import time
+from collections.abc import Mapping, Sequence
+from types import TracebackType
+from typing import Any
+
+import aiohttp
+
+from pacore_graph.clients.base import ChatMessage, ChatResult, Completion, SamplingParams, TokenUsage
+from pacore_graph.errors import (
+    BODY_PREVIEW_CHARS,
+    ConfigError,
+    ConnectError,
+    ProtocolError,
+    UpstreamError,
+    UpstreamTimeoutError,
+)
+
+__all__ = ["VLLMClient"]
+
+RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+
+
+class VLLMClient:
+    """Async OpenAI-compatible chat client; implements :class:`~pacore_graph.clients.base.ChatBackend`.
+
+    Args:
+        base_url: the API root, e.g. ``http://127.0.0.1:8000/v1``.
+        model: the served model name; when ``None`` the first model of ``GET /models`` is used.
+        api_key: sent as a bearer token; never logged or shown in ``repr``.
+        max_concurrency: at most this many requests in flight (also the connection pool size).
+        connect_timeout, read_timeout: seconds to connect, and to wait between bytes of a response.
+        max_retries: retries after the first attempt on retryable failures.
+        backoff_base, backoff_max: the backoff schedule in seconds (see the module docstring).
+
+    Use it as ``async with VLLMClient(url) as client:`` or call :meth:`aclose` when done.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        model: str | None = None,
+        api_key: str | None = None,
+        max_concurrency: int = 64,
+        connect_timeout: float = 10.0,
+        read_timeout: float = 600.0,
+        max_retries: int = 3,
+        backoff_base: float = 0.5,
+        backoff_max: float = 30.0,
+    ) -> None:
+        if not base_url.startswith(("http://", "https://")):
+            raise ConfigError(f"invalid base URL {base_url!r}: use http://HOST:PORT/v1")
+        if max_concurrency < 1 or max_retries < 0:
+            raise ConfigError("max_concurrency must be at least 1 and max_retries at least 0")
+        self.base_url = base_url.rstrip("/")
+        self.model = model
+        self._api_key = api_key
+        self.max_concurrency = max_concurrency
+        self.max_retries = max_retries
+        self.backoff_base = backoff_base
+        self.backoff_max = backoff_max
+        self._timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=connect_timeout, sock_read=read_timeout
+        )
+        self._semaphore = asyncio.Semaphore(max_concurrency)
+        self._session: aiohttp.ClientSession | None = None
+
+    def __repr__(self) -> str:
+        return f"VLLMClient(base_url={self.base_url!r}, model={self.model!r})"
+
+    async def __aenter__(self) -> VLLMClient:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the pooled connections."""
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def _get_session(self) -> aiohttp.ClientSession:
+        # Created lazily: an aiohttp session must be made inside the running event loop.
+        if self._session is None or self._session.closed:
+            headers = {"Authorization": f"Bearer {self._api_key}"} if self._api_key else {}
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=self.max_concurrency),
+                timeout=self._timeout,
+                headers=headers,
+            )
+        return self._session
+
+    async def list_models(self) -> list[str]:
+        """The model names the server serves (``GET /models``)."""
+        data = await self._request("GET", "/models", None)
+        try:
+            return [str(item["id"]) for item in data["data"]]
+        except (KeyError, TypeError) as exc:
+            raise ProtocolError(
+                f"{self.base_url}/models did not return a model list: {_preview(data)}"
+            ) from exc
+
+    async def resolve_model(self) -> str:
+        """The model to use: the configured one, or the server's first."""
+        if self.model is None:
+            models = await self.list_models()
+            if not models:
+                raise ConfigError(
+                    f"the server at {self.base_url} serves no model; pass a model name (--model)"
+                )
+            self.model = models[0]
+        return self.model
+
+    async def chat(
+        self, messages: Sequence[ChatMessage], params: SamplingParams, *, n: int = 1
+    ) -> ChatResult:
+        """Sample ``n`` completions of ``messages`` with one request."""
+        body = await self.request_body(messages, params, n=n)
+        data = await self._request("POST", "/chat/completions", body)
+        return parse_chat_completion(data, n=n)
+
+    async def request_body(
+        self, messages: Sequence[ChatMessage], params: SamplingParams, *, n: int = 1
+    ) -> dict[str, Any]:
+        """The JSON body of a chat completions request (``extra`` fields merged last)."""
+        body: dict[str, Any] = {
+            "model": await self.resolve_model(),
+            "messages": [dict(m) for m in messages],
+            "temperature": params.temperature,
+            "top_p": params.top_p,
+        }
+        if n != 1:
+            body["n"] = n
+        for key in ("max_tokens", "seed", "stop"):
+            value = getattr(params, key)
+            if value is not None:
+                body[key] = value
+        body.update(params.extra)
+        return body
+
+    async def _request(self, method: str, path: str, body: Mapping[str, Any] | None) -> Any:
+        url = self.base_url + path
+        session = self._get_session()
+        for attempt in range(self.max_retries + 1):
+            last = attempt == self.max_retries
+            try:
+                async with self._semaphore, session.request(method, url, json=body) as response:
+                    text = await response.text(errors="replace")
+                    if response.status == 200:
+                        return _decode(text, url)
+                    if response.status not in RETRY_STATUSES or last:
+                        raise UpstreamError(
+                            _status_message(url, response.status, text), status=response.status, body=text
+                        )
+                    wait = _retry_after(response.headers.get("Retry-After"))
+            except TimeoutError as exc:
+                if last:
+                    raise UpstreamTimeoutError(
+                        f"{url} did not answer in time after {attempt + 1} attempts ({type(exc).__name__}); "
+                        "the server may be overloaded: raise the read timeout or lower the concurrency"
+                    ) from exc
+                wait = None
+            except aiohttp.ClientError as exc:
+                if last:
+                    raise ConnectError(
+                        f"cannot reach the model server at {self.base_url} after {attempt + 1} attempts "
+                        f"({type(exc).__name__}: {exc}); start one (e.g. `vllm serve MODEL`) and pass its URL "
+                        "with --base-url or PACORE_BASE_URL"
+                    ) from exc
+                wait = None
+            await asyncio.sleep(self._backoff(attempt, wait))
+        raise AssertionError("unreachable: the last attempt returns or raises")
+
+    def _backoff(self, attempt: int, retry_after: float | None) -> float:
+        if retry_after is not None:
+            return min(retry_after, self.backoff_max)
+        return random.uniform(0, min(self.backoff_max, self.backoff_base * 2**attempt))
+
+
+def _preview(data: Any) -> str:
+    return repr(data)[:BODY_PREVIEW_CHARS]
+
+
+def _decode(text: str, url: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ProtocolError(f"{url} answered 200 with a body that is not JSON: {text[:200]!r}") from exc
+
+
+def _status_message(url: str, status: int, text: str) -> str:
+    detail = text.strip()
+    try:
+        error = json.loads(text).get("error")
+        detail = str(error.get("message", error)) if isinstance(error, dict) else str(error or detail)
+    except (json.JSONDecodeError, AttributeError):
+        pass
+    hint = {
+        400: "the request was rejected; check the model name, the parameters and the prompt length",
+        401: "the server wants an API key: pass --api-key or set PACORE_API_KEY",
+        403: "the API key was refused",
+        404: "check the base URL (it usually ends in /v1) and the model name (--model)",
+    }.get(status, "the server failed; see its logs")
+    return f"{url} answered HTTP {status}: {detail[:300]} ({hint})"
+
+
+def _retry_after(value: str | None) -> float | None:
+    """Seconds from a ``Retry-After`` header: a number, or an HTTP date."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        return max(0.0, email.utils.parsedate_to_datetime(value).timestamp() - time.time())
+    except (TypeError, ValueError):
+        return None
+
+
+def parse_chat_completion(data: Any, *, n: int = 1) -> ChatResult:
+    """Read an OpenAI chat completion body into a :class:`ChatResult`, or raise ``ProtocolError``."""
+    if not isinstance(data, dict) or not isinstance(data.get("choices"), list):
+        raise ProtocolError(f"the server's answer is not a chat completion: {_preview(data)}")
+    choices = sorted(data["choices"], key=lambda c: c.get("index", 0) if isinstance(c, dict) else 0)
+    if len(choices) != n:
+        raise ProtocolError(
+            f"asked for {n} completion(s) but the server returned {len(choices)}: {_preview(data)}"
+        )
+    completions = []
+    for choice in choices:
+        message = choice.get("message") if isinstance(choice, dict) else None
+        if not isinstance(message, dict):
+            raise ProtocolError(f"a choice has no message: {_preview(choice)}")
+        content = message.get("content")
+        if content is not None and not isinstance(content, str):
+            raise ProtocolError(f"a choice's content is not text: {_preview(choice)}")
+        reasoning = message.get("reasoning") or message.get("reasoning_content")
+        completions.append(
+            Completion(
+                content=content or "",
+                reasoning=reasoning if isinstance(reasoning, str) else None,
+                finish_reason=choice.get("finish_reason") or "unknown",
+            )
+        )
+    usage = data.get("usage")
+    if not isinstance(usage, dict):
+        usage = {}
+    return ChatResult(
+        completions=completions,
+        usage=TokenUsage(
+            prompt_tokens=int(usage.get("prompt_tokens") or 0),
+            completion_tokens=int(usage.get("completion_tokens") or 0),
+        ),
+        model=data.get("model"),
+    )

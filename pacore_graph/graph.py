@@ -1,0 +1,65 @@
+"""``build_pacore_graph``: PaCoRe as a compiled LangGraph ``StateGraph``.
+
+::
+
+    START → prepare ─┬─ Send × K_1 ─→ explore ─→ compact ─┬─ Send × K_{r+1} ─→ explore ...
+                     │                                    └─ (after round R) ─→ synthesize → END
+                     └─ (no parallel rounds) ─────────────────────────────────→ synthesize
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from langgraph.graph import END, START, StateGraph
+from langgraph.graph.state import CompiledStateGraph
+
+from pacore_graph.clients.base import ChatBackend, SamplingParams
+from pacore_graph.compaction import CompactionPolicy
+from pacore_graph.config import PaCoReConfig
+from pacore_graph.nodes import PaCoReNodes
+from pacore_graph.prompts import REFERENCE_TEMPLATE
+from pacore_graph.schedule import Schedule
+from pacore_graph.state import PaCoReInput, PaCoReOutput, PaCoReState
+
+__all__ = ["build_pacore_graph"]
+
+
+def build_pacore_graph(
+    backend: ChatBackend,
+    schedule: Schedule | str | list[int] | int = "low",
+    *,
+    params: SamplingParams | None = None,
+    synthesis_params: SamplingParams | None = None,
+    compaction: CompactionPolicy | None = None,
+    template: str = REFERENCE_TEMPLATE,
+    config: PaCoReConfig | None = None,
+    checkpointer: Any = None,
+    name: str = "pacore",
+) -> CompiledStateGraph[PaCoReState, None, PaCoReInput, PaCoReOutput]:
+    """Build the PaCoRe graph over ``backend``.
+
+    Input ``{"problem": str}`` or ``{"messages": [...]}``; output ``{"answer", "finish_reason", "usage"}``.
+    Pass ``config`` to set everything at once, or the individual keyword arguments. The result works standalone
+    (``ainvoke``, ``astream``) and as a node of a parent graph that shares the ``problem``/``answer`` keys.
+    """
+    if config is None:
+        config = PaCoReConfig(
+            schedule=Schedule.parse(schedule),
+            params=params or SamplingParams(),
+            synthesis_params=synthesis_params,
+            compaction=compaction or CompactionPolicy(),
+            template=template,
+        )
+    nodes = PaCoReNodes(backend, config)
+    graph = StateGraph(PaCoReState, input_schema=PaCoReInput, output_schema=PaCoReOutput)
+    graph.add_node("prepare", nodes.prepare)
+    graph.add_node("explore", nodes.explore)  # type: ignore[arg-type]  # gets a Send payload, not the state
+    graph.add_node("compact", nodes.compact)
+    graph.add_node("synthesize", nodes.synthesize)
+    graph.add_edge(START, "prepare")
+    graph.add_conditional_edges("prepare", nodes.dispatch, ["explore", "synthesize"])
+    graph.add_edge("explore", "compact")
+    graph.add_conditional_edges("compact", nodes.dispatch, ["explore", "synthesize"])
+    graph.add_edge("synthesize", END)
+    return graph.compile(checkpointer=checkpointer, name=name)

@@ -1,0 +1,163 @@
+"""The PaCoRe graph's nodes: each turns state into one pure-function call or one backend call."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from langgraph.types import Overwrite, Send
+
+from pacore_graph.clients.base import ChatBackend, ChatResult, SamplingParams
+from pacore_graph.compaction import compact, conclusion_of, is_cut_mid_thought
+from pacore_graph.config import PaCoReConfig
+from pacore_graph.errors import EmptyRoundError, ProtocolError
+from pacore_graph.prompts import build_prompt, normalize_problem
+from pacore_graph.state import ExploreTask, PaCoReState, RoundStats, Trajectory, UsageSummary
+
+__all__ = ["PaCoReNodes", "round_stats", "summarize_usage"]
+
+
+def round_stats(
+    round_number: int,
+    k: int,
+    trajectories: Sequence[Trajectory],
+    *,
+    messages: int,
+    dropped_empty: int = 0,
+    dropped_truncated: int = 0,
+) -> RoundStats:
+    """The row of the round table for one finished round."""
+    started = min((t["started_at"] for t in trajectories), default=0.0)
+    finished = max((t["started_at"] + t["seconds"] for t in trajectories), default=0.0)
+    return RoundStats(
+        round=round_number,
+        k=k,
+        returned=len(trajectories),
+        messages=messages,
+        dropped_empty=dropped_empty,
+        dropped_truncated=dropped_truncated,
+        prompt_tokens=sum(t["prompt_tokens"] for t in trajectories),
+        completion_tokens=sum(t["completion_tokens"] for t in trajectories),
+        seconds=round(finished - started, 3),
+    )
+
+
+def summarize_usage(rounds: Sequence[RoundStats]) -> UsageSummary:
+    """Run totals; effective test-time compute is every trajectory's completion tokens, summed."""
+    completion = sum(r["completion_tokens"] for r in rounds)
+    return UsageSummary(
+        prompt_tokens=sum(r["prompt_tokens"] for r in rounds),
+        completion_tokens=completion,
+        effective_ttc_tokens=completion,
+        rounds=list(rounds),
+    )
+
+
+class PaCoReNodes:
+    """The node functions of one PaCoRe graph, bound to a backend and a config."""
+
+    def __init__(self, backend: ChatBackend, config: PaCoReConfig) -> None:
+        self.backend = backend
+        self.config = config
+
+    def prepare(self, state: PaCoReState) -> dict[str, Any]:
+        """Validate the input and turn it into chat messages x; start at round 1 with M_0 = ∅."""
+        problem = state.get("problem")
+        conversation = normalize_problem(problem if problem is not None else state.get("messages") or [])
+        return {"conversation": conversation, "round": 1, "references": [], "omega": Overwrite([])}
+
+    def dispatch(self, state: PaCoReState) -> list[Send] | str:
+        """Fan out round r: one ``Send`` per trajectory, all on the same prompt P(x, M_{r-1})."""
+        round_number = state["round"]
+        parallel = self.config.schedule.rounds
+        if round_number > len(parallel):
+            return "synthesize"
+        prompt = build_prompt(state["conversation"], state["references"], self.config.template)
+        return [
+            Send("explore", ExploreTask(round=round_number, index=i, prompt=prompt))
+            for i in range(parallel[round_number - 1])
+        ]
+
+    async def explore(self, task: ExploreTask) -> dict[str, Any]:
+        """Sample one trajectory of a parallel round."""
+        seed_offset = self.config.schedule.offset(task["round"]) + task["index"]
+        trajectory = await self._sample(
+            task["prompt"], self.config.params.with_seed_offset(seed_offset), task["round"], task["index"]
+        )
+        return {"omega": [trajectory]}
+
+    def compact(self, state: PaCoReState) -> dict[str, Any]:
+        """C(Ω_r) → M_r; fail loudly if nothing usable is left, rather than synthesize from nothing."""
+        round_number = state["round"]
+        k = self.config.schedule.rounds[round_number - 1]
+        compacted = compact(state["omega"], self.config.compaction)
+        stats = round_stats(
+            round_number,
+            k,
+            state["omega"],
+            messages=len(compacted.messages),
+            dropped_empty=compacted.dropped_empty,
+            dropped_truncated=compacted.dropped_truncated,
+        )
+        if not compacted.messages:
+            raise EmptyRoundError(
+                f"round {round_number} left no usable conclusion: K={k}, {stats['returned']} returned, "
+                f"{stats['dropped_empty']} empty, {stats['dropped_truncated']} cut off by max_tokens before "
+                "concluding; raise max_tokens, or keep truncated trajectories (compaction truncated='keep', "
+                "CLI --truncated keep)"
+            )
+        return {
+            "references": compacted.messages,
+            "omega": Overwrite([]),
+            "round": round_number + 1,
+            "rounds": [stats],
+        }
+
+    async def synthesize(self, state: PaCoReState) -> dict[str, Any]:
+        """The final K = 1 round on P(x, M_R): its conclusion is the answer."""
+        round_number = state["round"]
+        prompt = build_prompt(state["conversation"], state["references"], self.config.template)
+        params = self.config.final_params.with_seed_offset(self.config.schedule.total_trajectories - 1)
+        trajectory = await self._sample(prompt, params, round_number, 0)
+        stats = round_stats(
+            round_number, 1, [trajectory], messages=int(bool(trajectory["conclusion"].strip()))
+        )
+        return {
+            "answer": trajectory["conclusion"],
+            "finish_reason": trajectory["finish_reason"],
+            "rounds": [stats],
+            "usage": summarize_usage([*state["rounds"], stats]),
+        }
+
+    async def _sample(
+        self, prompt: list[dict[str, Any]], params: SamplingParams, round_number: int, index: int
+    ) -> Trajectory:
+        started_at = time.time()
+        clock = time.perf_counter()
+        result = await self.backend.chat(prompt, params)
+        return _trajectory(result, round_number, index, started_at, time.perf_counter() - clock)
+
+
+def _trajectory(
+    result: ChatResult, round_number: int, index: int, started_at: float, seconds: float
+) -> Trajectory:
+    if not result.completions:
+        raise ProtocolError(
+            "the backend returned no completion; check that the server supports chat completions"
+        )
+    completion = result.completions[0]
+    return Trajectory(
+        round=round_number,
+        index=index,
+        conclusion=conclusion_of(completion.content),
+        content_chars=len(completion.content),
+        finish_reason=completion.finish_reason,
+        cut_mid_thought=is_cut_mid_thought(
+            completion.content, completion.reasoning, completion.finish_reason
+        ),
+        prompt_tokens=result.usage.prompt_tokens,
+        completion_tokens=result.usage.completion_tokens,
+        seconds=round(seconds, 3),
+        started_at=started_at,
+    )

@@ -1,0 +1,128 @@
+"""P(x, M): how a problem and the previous round's conclusions become the next round's chat messages.
+
+The template is the one PaCoRe-8B was trained on, byte for byte, rendered with jinja2's default settings
+(``trim_blocks`` off, one trailing newline stripped), exactly as the authors' inference code does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import jinja2
+import jinja2.sandbox
+
+from pacore_graph.clients.base import ChatMessage
+from pacore_graph.errors import ConfigError
+
+__all__ = [
+    "REFERENCE_TEMPLATE",
+    "build_prompt",
+    "last_user_content",
+    "normalize_problem",
+    "render_references",
+]
+
+REFERENCE_TEMPLATE = """\
+You are given a problem and a list of reference responses. Your job is to analyze these references and provide your own response.
+
+Original Problem:
+{{ original_prompt }}
+
+Reference Responses:
+{% for response in ref_responses %}
+Reference {{ loop.index }}:
+{{ response }}
+{% endfor %}
+
+Now, based on the original problem and reference responses above, please provide your own comprehensive solution.
+"""  # noqa: E501
+
+
+def render_references(
+    original_prompt: str, references: Sequence[str], template: str = REFERENCE_TEMPLATE
+) -> str:
+    """Render the synthesis template for ``original_prompt`` with ``references`` numbered from 1.
+
+    Custom templates (from graph specs) are rendered in jinja2's sandbox, since they are user input.
+    """
+    try:
+        compiled = jinja2.sandbox.SandboxedEnvironment().from_string(template)
+        return compiled.render(original_prompt=original_prompt, ref_responses=list(references))
+    except jinja2.TemplateError as exc:
+        raise ConfigError(f"the prompt template cannot be rendered: {exc}; check its jinja2 syntax") from exc
+
+
+def _text_of(content: Any) -> str | None:
+    """The text of a message content: a string, or a list of text parts joined (OpenAI's multi-part form)."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list) and all(isinstance(p, dict) and p.get("type") == "text" for p in content):
+        return "".join(str(p.get("text", "")) for p in content)
+    return None
+
+
+def _last_user_index(messages: Sequence[ChatMessage]) -> int:
+    for i in range(len(messages) - 1, -1, -1):
+        if messages[i].get("role") == "user":
+            return i
+    raise ConfigError("the problem has no user message; give a string or chat messages with a 'user' turn")
+
+
+def last_user_content(messages: Sequence[ChatMessage]) -> str:
+    """The text of the last user message: the 'original problem' the template quotes."""
+    text = _text_of(messages[_last_user_index(messages)].get("content"))
+    if text is None:
+        raise ConfigError("the last user message must be text (a string or text parts only)")
+    return text
+
+
+def normalize_problem(problem: str | Sequence[Any]) -> list[dict[str, Any]]:
+    """Turn a problem into OpenAI-style chat messages, validating it.
+
+    Accepts a string, OpenAI-style message dicts, or LangChain ``BaseMessage`` objects. Raises
+    :class:`~pacore_graph.errors.ConfigError` for an empty problem or one without a text user turn.
+    """
+    if isinstance(problem, str):
+        messages: list[dict[str, Any]] = [{"role": "user", "content": problem}]
+    elif isinstance(problem, Sequence) and problem:
+        from langchain_core.messages import BaseMessage, convert_to_openai_messages
+
+        messages = [
+            dict(convert_to_openai_messages(m)) if isinstance(m, BaseMessage) else _as_message_dict(m)
+            for m in problem
+        ]
+    else:
+        raise ConfigError(
+            "the problem is empty; give a non-empty string or a non-empty list of chat messages"
+        )
+    if not last_user_content(messages).strip():
+        raise ConfigError(
+            "the problem is empty (the last user message has no text); give the question to solve"
+        )
+    return messages
+
+
+def _as_message_dict(message: Any) -> dict[str, Any]:
+    if not isinstance(message, dict) or not isinstance(message.get("role"), str) or "content" not in message:
+        raise ConfigError(
+            f"invalid chat message {message!r}: each message needs a 'role' and a 'content', "
+            "e.g. {'role': 'user', 'content': '...'}"
+        )
+    return dict(message)
+
+
+def build_prompt(
+    messages: Sequence[ChatMessage], references: Sequence[str], template: str = REFERENCE_TEMPLATE
+) -> list[dict[str, Any]]:
+    """P(x, M): the messages one trajectory of the next round is sampled from.
+
+    With no references (round 1) the original messages are returned unchanged. Otherwise only the content of
+    the last user message is replaced by the rendered template; system messages and earlier turns are kept.
+    """
+    copied = [dict(m) for m in messages]
+    if not references:
+        return copied
+    index = _last_user_index(copied)
+    copied[index]["content"] = render_references(last_user_content(copied), references, template)
+    return copied

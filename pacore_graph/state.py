@@ -1,0 +1,96 @@
+"""The graph's state: plain JSON-ready data holding only what the next step needs.
+
+Full transcripts (content with reasoning, request bodies) never enter the state, so checkpoints stay small;
+an explorer keeps only its trajectory's conclusion and the numbers the round table needs.
+"""
+
+from __future__ import annotations
+
+import operator
+from typing import Annotated, Any, NotRequired, TypedDict
+
+__all__ = [
+    "ExploreTask",
+    "PaCoReInput",
+    "PaCoReOutput",
+    "PaCoReState",
+    "RoundStats",
+    "Trajectory",
+    "UsageSummary",
+]
+
+
+class Trajectory(TypedDict):
+    """One sampled trajectory, already reduced to what compaction needs."""
+
+    round: int
+    index: int
+    conclusion: str
+    content_chars: int
+    finish_reason: str
+    cut_mid_thought: bool
+    prompt_tokens: int
+    completion_tokens: int
+    seconds: float
+    started_at: float
+
+
+class RoundStats(TypedDict):
+    """What one round asked for, got back and kept; the synthesis is the last round, with k = 1."""
+
+    round: int
+    k: int
+    returned: int
+    messages: int
+    dropped_empty: int
+    dropped_truncated: int
+    prompt_tokens: int
+    completion_tokens: int
+    seconds: float
+
+
+class UsageSummary(TypedDict):
+    """Token totals of a run. ``effective_ttc_tokens`` sums the completion tokens of every trajectory."""
+
+    prompt_tokens: int
+    completion_tokens: int
+    effective_ttc_tokens: int
+    rounds: list[RoundStats]
+
+
+class ExploreTask(TypedDict):
+    """The payload of one explorer ``Send``: which trajectory, and the prompt P(x, M) to sample from."""
+
+    round: int
+    index: int
+    prompt: list[dict[str, Any]]
+
+
+class PaCoReInput(TypedDict, total=False):
+    """Graph input: a ``problem`` string, or chat ``messages`` (OpenAI dicts or LangChain messages)."""
+
+    problem: str
+    messages: list[Any]
+
+
+class PaCoReOutput(TypedDict):
+    """Graph output: the synthesized answer, how the final trajectory ended, and the usage of the run."""
+
+    answer: str
+    finish_reason: str
+    usage: UsageSummary
+
+
+class PaCoReState(TypedDict):
+    """The full graph state."""
+
+    problem: NotRequired[str]
+    messages: NotRequired[list[Any]]
+    conversation: list[dict[str, Any]]  # x: the problem as chat messages
+    round: int  # the round being run, 1-based
+    references: list[str]  # M_{r-1}
+    omega: Annotated[list[Trajectory], operator.add]  # Ω_r: explorers append, compaction resets
+    rounds: Annotated[list[RoundStats], operator.add]
+    answer: str
+    finish_reason: str
+    usage: UsageSummary

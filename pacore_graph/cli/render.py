@@ -11,23 +11,13 @@ __all__ = ["round_table", "show_result"]
 
 
 def round_table(result: PaCoReResult) -> Table:
-    """One row per round: K, returned, messages kept, dropped, tokens and seconds."""
+    """One row per round (the last is the final synthesis): K, returned, kept, dropped, tokens, seconds."""
     table = Table(title="rounds", title_justify="left")
-    for column in (
-        "round",
-        "K",
-        "returned",
-        "messages",
-        "dropped",
-        "prompt tok",
-        "completion tok",
-        "seconds",
-    ):
-        table.add_column(column, justify="right")
+    for column in ("round", "K", "returned", "kept", "dropped", "prompt tok", "completion tok", "seconds"):
+        table.add_column(column, justify="right", no_wrap=True)
     for row in result.rounds:
-        last = row is result.rounds[-1]
         table.add_row(
-            f"{row.round}{' (synthesis)' if last else ''}",
+            "final" if row is result.rounds[-1] else str(row.round),
             str(row.k),
             str(row.returned),
             str(row.messages),
@@ -38,16 +28,7 @@ def round_table(result: PaCoReResult) -> Table:
         )
     usage = result.usage
     table.add_section()
-    table.add_row(
-        "total",
-        "",
-        "",
-        "",
-        "",
-        f"{usage.prompt_tokens:,}",
-        f"{usage.completion_tokens:,}",
-        "",
-    )
+    table.add_row("total", "", "", "", "", f"{usage.prompt_tokens:,}", f"{usage.completion_tokens:,}", "")
     return table
 
 

@@ -483,7 +483,8 @@ class FakeOpenAIServer:
             return _error_response(500, f"fake server script raised {exc!r}", "server_error")
         try:
             return await self._respond(request, fake, replies)
-        except _ShuttingDown:
+        except (_ShuttingDown, ConnectionError):
+            # Server closing, or the client hung up mid-response (e.g. its read timeout): not a server error.
             _drop_connection(request, reset=True)
             return web.Response()  # never reaches the client: the connection is gone
 
@@ -570,20 +571,16 @@ class FakeOpenAIServer:
         ]
         payload = {**self._envelope(fake, "chat.completion"), "choices": choices, "usage": _usage_json(usage)}
         body = json.dumps(payload).encode()
-        # A StreamResponse written by hand, so usage is counted only once the body is really sent.
         response = web.StreamResponse(status=200)
         response.content_type = "application/json"
         response.content_length = len(body)
         await response.prepare(request)
         if truncate:
-            await response.write(body[: len(body) // 2])
+            await self._write_pieces(response, [body[: len(body) // 2]], finish=False)
             _drop_connection(request, reset=False)
-            return response
-        for piece in _split_bytes(body, _DRIP_PIECES if drip > 0 else 1):
-            await self._pause(drip)
-            await response.write(piece)
-        await response.write_eof()
-        self._usage += usage
+        else:
+            pieces = _split_bytes(body, _DRIP_PIECES if drip > 0 else 1)
+            await self._write_pieces(response, pieces, drip=drip, usage=usage)
         return response
 
     async def _send_stream(
@@ -599,10 +596,8 @@ class FakeOpenAIServer:
         usage = _usage(fake, replies)
         chunks = self._stream_chunks(fake, replies, usage)
         if cut_after is None:
-            response = await self._send_events(request, [*chunks, "[DONE]"], drip=drip)
-            if fake.include_usage:
-                self._usage += usage
-            return response
+            reported = usage if fake.include_usage else None
+            return await self._send_events(request, [*chunks, "[DONE]"], drip=drip, usage=reported)
         response = await self._send_events(request, chunks[:cut_after], drip=drip, finish=not abort)
         if abort:
             _drop_connection(request, reset=False)
@@ -615,18 +610,35 @@ class FakeOpenAIServer:
         *,
         drip: float = 0.0,
         finish: bool = True,
+        usage: TokenUsage | None = None,
     ) -> web.StreamResponse:
         """Write ``events`` as SSE ``data:`` lines (dicts as JSON, strings verbatim)."""
         response = web.StreamResponse(status=200, headers={"Cache-Control": "no-cache"})
         response.content_type = "text/event-stream"
         await response.prepare(request)
-        for event in events:
+        pieces = [f"data: {e if isinstance(e, str) else json.dumps(e)}\n\n".encode() for e in events]
+        await self._write_pieces(response, pieces, drip=drip, finish=finish, usage=usage)
+        return response
+
+    async def _write_pieces(
+        self,
+        response: web.StreamResponse,
+        pieces: Sequence[bytes],
+        *,
+        drip: float = 0.0,
+        finish: bool = True,
+        usage: TokenUsage | None = None,
+    ) -> None:
+        """Write the body pieces (``drip`` seconds before each), adding ``usage`` to the total on the way."""
+        for i, piece in enumerate(pieces):
             await self._pause(drip)
-            data = event if isinstance(event, str) else json.dumps(event)
-            await response.write(f"data: {data}\n\n".encode())
+            if usage is not None and i == len(pieces) - 1:
+                # Counted before the last write, not after: once it is out, the client may check the total
+                # before this coroutine runs again.
+                self._usage += usage
+            await response.write(piece)
         if finish:
             await response.write_eof()
-        return response
 
     def _stream_chunks(
         self, fake: FakeRequest, replies: list[FakeReply], usage: TokenUsage

@@ -1,0 +1,1 @@
+"""The ``pacore`` command line (typer + rich)."""

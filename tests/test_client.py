@@ -13,8 +13,7 @@ from pacore_graph import (
     UpstreamTimeoutError,
     VLLMClient,
 )
-from pacore_graph.testing import FakeOpenAIServer, FakeReply, Fault
-from pacore_graph.testing.fake_server import fail_first, reply_sequence
+from pacore_graph.testing import FakeOpenAIServer, FakeReply, Fault, fail_first, reply_sequence
 
 USER = [{"role": "user", "content": "What is 2+2?"}]
 
@@ -32,8 +31,15 @@ async def test_request_body_carries_params_and_vllm_extras():
         await client.chat(USER, params)
         body = server.requests[0].body
     assert body == {
-        "model": "m", "messages": USER, "temperature": 0.6, "top_p": 0.95, "max_tokens": 64, "seed": 7,
-        "stop": ["\n\n"], "top_k": 20, "min_p": 0.1,
+        "model": "m",
+        "messages": USER,
+        "temperature": 0.6,
+        "top_p": 0.95,
+        "max_tokens": 64,
+        "seed": 7,
+        "stop": ["\n\n"],
+        "top_k": 20,
+        "min_p": 0.1,
     }
 
 
@@ -72,10 +78,9 @@ async def test_one_pooled_connection_is_reused():
     async with FakeOpenAIServer() as server, fast_client(server.base_url, model="m") as client:
         for _ in range(3):
             await client.chat(USER, SamplingParams())
-        peers = {r.headers.get("x-fake-peer") for r in server.requests}
-    # keep-alive: aiohttp sends no "Connection: close", and the session object is shared
-    assert all(r.headers.get("connection", "").lower() != "close" for r in server.requests)
-    assert len(server.requests) == 3 and peers
+    peers = {r.peer for r in server.requests}
+    assert len(server.requests) == 3
+    assert len(peers) == 1 and None not in peers, "keep-alive: all requests share one TCP connection"
 
 
 @pytest.mark.parametrize("status", [500, 502, 503, 504])

@@ -54,10 +54,7 @@ def sse_events(text: str) -> list[str]:
 
 def stream_text(chunks: list[dict[str, Any]], key: str, index: int = 0) -> str:
     return "".join(
-        choice["delta"].get(key) or ""
-        for chunk in chunks
-        for choice in chunk["choices"]
-        if choice["index"] == index
+        choice["delta"].get(key) or "" for chunk in chunks for choice in chunk["choices"] if choice["index"] == index
     )
 
 
@@ -73,9 +70,7 @@ async def test_default_script_replies_ok_with_openai_shape() -> None:
     assert data["id"].startswith("chatcmpl-")
     assert isinstance(data["created"], int)
     assert data["model"] == "my-model"
-    assert data["choices"] == [
-        {"index": 0, "message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}
-    ]
+    assert data["choices"] == [{"index": 0, "message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}]
     assert data["usage"] == {"prompt_tokens": 5, "completion_tokens": 1, "total_tokens": 6}
 
 
@@ -144,10 +139,7 @@ async def test_single_reply_is_replicated_for_n() -> None:
 
 async def test_list_of_replies_gives_one_choice_each() -> None:
     def script(request: FakeRequest) -> list[FakeReply]:
-        return [
-            FakeReply(content=f"answer {i}", finish_reason="length" if i else "stop")
-            for i in range(request.n)
-        ]
+        return [FakeReply(content=f"answer {i}", finish_reason="length" if i else "stop") for i in range(request.n)]
 
     async with FakeOpenAIServer(script) as server:
         data = await post_json(server, chat_body(n=2))
@@ -203,12 +195,8 @@ async def test_async_script_sees_the_request() -> None:
 
 
 async def test_reply_sequence_in_order_then_fallback_or_error() -> None:
-    async with FakeOpenAIServer(
-        reply_sequence([FakeReply("a"), FakeReply("b")], then=FakeReply("z"))
-    ) as server:
-        contents = [
-            (await post_json(server, chat_body()))["choices"][0]["message"]["content"] for _ in range(4)
-        ]
+    async with FakeOpenAIServer(reply_sequence([FakeReply("a"), FakeReply("b")], then=FakeReply("z"))) as server:
+        contents = [(await post_json(server, chat_body()))["choices"][0]["message"]["content"] for _ in range(4)]
     assert contents == ["a", "b", "z", "z"]
 
     with pytest.raises(RuntimeError) as caught:

@@ -49,36 +49,26 @@ def _read_problem(problem: str) -> str:
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise ConfigError(
-            f"standard input is not UTF-8 text (byte {exc.start}); convert it to UTF-8"
-        ) from exc
+        raise ConfigError(f"standard input is not UTF-8 text (byte {exc.start}); convert it to UTF-8") from exc
 
 
 async def _run(problem: str, config: PaCoReConfig, client: VLLMClient, progress: Console) -> PaCoReResult:
+    """Run the graph, showing which round is running and how many of its trajectories are done."""
     graph = build_pacore_graph(client, config=config)
     ks = config.schedule.all_rounds
-    done = 0
+    round_number, done = 1, 0
     output: dict[str, Any] = {}
-    with progress.status("starting round 1…") as status:
+    with progress.status(f"round 1/{len(ks)}: 0/{ks[0]} trajectories done") as status:
         async for update in graph.astream({"problem": problem}, stream_mode="updates"):
-            for node, values in update.items():
-                if node == "explore":
-                    done += 1
-                elif node == "compact":
-                    done = 0
-                elif node == "synthesize" and values:
-                    output = values
-            round_number = len(ks) if "synthesize" in update else min(_round_of(update, ks, done), len(ks))
-            status.update(f"round {round_number}/{len(ks)}: {done}/{ks[round_number - 1]} trajectories done")
+            if "explore" in update:
+                done += 1
+            elif "compact" in update:
+                round_number, done = round_number + 1, 0
+            elif "synthesize" in update:
+                output = update["synthesize"]
+            label = "final synthesis" if round_number == len(ks) else f"round {round_number}/{len(ks)}"
+            status.update(f"{label}: {done}/{ks[round_number - 1]} trajectories done")
     return PaCoReResult.from_output(output, config.schedule)
-
-
-def _round_of(update: dict[str, Any], ks: tuple[int, ...], done: int) -> int:
-    values = next(iter(update.values())) or {}
-    if "round" in values:
-        return int(values["round"])
-    trajectories = values.get("omega") or []
-    return int(trajectories[-1]["round"]) if trajectories else 1
 
 
 @app.command()
@@ -86,25 +76,17 @@ def run(
     problem: Annotated[str, typer.Argument(help="The problem to solve; '-' reads it from standard input.")],
     schedule: Annotated[
         str,
-        typer.Option(
-            "--schedule", "-s", help="Parallel rounds: '32,4', or low=[4], medium=[16], high=[32,4]."
-        ),
+        typer.Option("--schedule", "-s", help="Parallel rounds: '32,4', or low=[4], medium=[16], high=[32,4]."),
     ] = "low",
     base_url: Annotated[
         str | None,
-        typer.Option(
-            envvar="PACORE_BASE_URL", help="OpenAI-compatible API root, e.g. http://127.0.0.1:8000/v1."
-        ),
+        typer.Option(envvar="PACORE_BASE_URL", help="OpenAI-compatible API root, e.g. http://127.0.0.1:8000/v1."),
     ] = None,
     model: Annotated[
         str | None, typer.Option(envvar="PACORE_MODEL", help="Model name (default: the server's first).")
     ] = None,
-    api_key: Annotated[
-        str | None, typer.Option(envvar="PACORE_API_KEY", help="Bearer key for the server.")
-    ] = None,
-    max_tokens: Annotated[
-        int | None, typer.Option(min=1, help="Completion token cap per trajectory.")
-    ] = None,
+    api_key: Annotated[str | None, typer.Option(envvar="PACORE_API_KEY", help="Bearer key for the server.")] = None,
+    max_tokens: Annotated[int | None, typer.Option(min=1, help="Completion token cap per trajectory.")] = None,
     temperature: Annotated[float, typer.Option(min=0.0, help="Sampling temperature.")] = 1.0,
     top_p: Annotated[float, typer.Option(min=0.0, max=1.0, help="Nucleus sampling.")] = 1.0,
     seed: Annotated[int | None, typer.Option(help="Base seed; trajectory i uses seed + i.")] = None,
@@ -113,12 +95,8 @@ def run(
     ] = "drop",
     concurrency: Annotated[int, typer.Option(min=1, help="Maximum requests in flight.")] = 64,
     max_k: Annotated[int, typer.Option(min=1, help="Largest K allowed in one round.")] = DEFAULT_MAX_K,
-    max_rounds: Annotated[
-        int, typer.Option(min=1, help="Most parallel rounds allowed.")
-    ] = DEFAULT_MAX_ROUNDS,
-    json_output: Annotated[
-        bool, typer.Option("--json", help="Print one JSON object instead of the table.")
-    ] = False,
+    max_rounds: Annotated[int, typer.Option(min=1, help="Most parallel rounds allowed.")] = DEFAULT_MAX_ROUNDS,
+    json_output: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of the table.")] = False,
     debug: Annotated[bool, typer.Option(help="Show tracebacks on errors.")] = False,
 ) -> None:
     """Solve PROBLEM with PaCoRe and print the answer and the per-round table."""

@@ -6,6 +6,15 @@
 """
 
 from pacore_graph.testing.backends import BackendCall, FunctionBackend
-from pacore_graph.testing.fake_server import FakeOpenAIServer, FakeReply, FakeRequest, Fault
+from pacore_graph.testing.fake_server import FakeOpenAIServer, FakeReply, FakeRequest, Fault, fail_first, reply_sequence
 
-__all__ = ["BackendCall", "FakeOpenAIServer", "FakeReply", "FakeRequest", "Fault", "FunctionBackend"]
+__all__ = [
+    "BackendCall",
+    "FakeOpenAIServer",
+    "FakeReply",
+    "FakeRequest",
+    "Fault",
+    "FunctionBackend",
+    "fail_first",
+    "reply_sequence",
+]

@@ -48,9 +48,7 @@ class FunctionBackend:
         self.function = function
         self.calls: list[BackendCall] = []
 
-    async def chat(
-        self, messages: Sequence[ChatMessage], params: SamplingParams, *, n: int = 1
-    ) -> ChatResult:
+    async def chat(self, messages: Sequence[ChatMessage], params: SamplingParams, *, n: int = 1) -> ChatResult:
         """Call the function ``n`` times and wrap its replies."""
         copied = [dict(m) for m in messages]
         self.calls.append(BackendCall(messages=copied, params=params, n=n))

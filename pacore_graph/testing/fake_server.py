@@ -223,6 +223,7 @@ class FakeRequest:
     headers: dict[str, str]
     body: dict[str, Any]
     index: int
+    peer: tuple[str, int] | None = None  # the client's (host, port): equal ports mean a reused connection
 
     @property
     def messages(self) -> list[dict[str, Any]]:
@@ -474,7 +475,9 @@ class FakeOpenAIServer:
         if isinstance(body, str):
             return _error_response(400, body, "invalid_request_error")
         headers = {name.lower(): value for name, value in request.headers.items()}
-        fake = FakeRequest(path=request.path, headers=headers, body=body, index=len(self.requests))
+        peername = request.transport.get_extra_info("peername") if request.transport else None
+        peer = (str(peername[0]), int(peername[1])) if peername else None
+        fake = FakeRequest(path=request.path, headers=headers, body=body, index=len(self.requests), peer=peer)
         self.requests.append(fake)
         try:
             replies = await self._run_script(fake)
@@ -491,9 +494,7 @@ class FakeOpenAIServer:
     def _check_auth(self, request: web.Request) -> web.Response | None:
         if self.api_key is None or request.headers.get("Authorization") == f"Bearer {self.api_key}":
             return None
-        return _error_response(
-            401, "Invalid or missing API key", "invalid_request_error", code="invalid_api_key"
-        )
+        return _error_response(401, "Invalid or missing API key", "invalid_request_error", code="invalid_api_key")
 
     async def _run_script(self, fake: FakeRequest) -> list[FakeReply]:
         result: object = self.script(fake)
@@ -510,9 +511,7 @@ class FakeOpenAIServer:
             raise ValueError(f"script returned {len(replies)} replies for a request with n={fake.n}")
         return replies
 
-    async def _respond(
-        self, request: web.Request, fake: FakeRequest, replies: list[FakeReply]
-    ) -> web.StreamResponse:
+    async def _respond(self, request: web.Request, fake: FakeRequest, replies: list[FakeReply]) -> web.StreamResponse:
         await self._pause(max(reply.delay for reply in replies))
         fault = next((reply.fault for reply in replies if reply.fault is not None), None)
         if fault is None or fault.kind == "slow_drip":
@@ -526,9 +525,7 @@ class FakeOpenAIServer:
         self, request: web.Request, fake: FakeRequest, replies: list[FakeReply], fault: Fault
     ) -> web.StreamResponse:
         if fault.kind == "http_error":
-            return _error_response(
-                fault.status, fault.message, fault.error_type, fault.code, fault.retry_after
-            )
+            return _error_response(fault.status, fault.message, fault.error_type, fault.code, fault.retry_after)
         if fault.kind == "html_error":
             title = f"{fault.status} {fault.message}"
             page = f"<html><head><title>{title}</title></head><body><h1>{title}</h1><hr>nginx</body></html>\n"
@@ -547,9 +544,7 @@ class FakeOpenAIServer:
             return web.json_response({**self._envelope(fake, "chat.completion"), "choices": []})
         if fault.kind == "truncated_stream":
             if fake.stream:
-                return await self._send_stream(
-                    request, fake, replies, cut_after=fault.after_chunks, abort=fault.abort
-                )
+                return await self._send_stream(request, fake, replies, cut_after=fault.after_chunks, abort=fault.abort)
             return await self._send_json(request, fake, replies, truncate=True)
         raise AssertionError(f"unhandled fault kind {fault.kind!r}")  # slow_drip is handled by the caller
 
@@ -640,9 +635,7 @@ class FakeOpenAIServer:
         if finish:
             await response.write_eof()
 
-    def _stream_chunks(
-        self, fake: FakeRequest, replies: list[FakeReply], usage: TokenUsage
-    ) -> list[dict[str, Any]]:
+    def _stream_chunks(self, fake: FakeRequest, replies: list[FakeReply], usage: TokenUsage) -> list[dict[str, Any]]:
         # Choices are interleaved round-robin, one choice per chunk, as vLLM does for n > 1.
         per_choice = [_deltas(reply) for reply in replies]
         envelope = self._envelope(fake, "chat.completion.chunk")

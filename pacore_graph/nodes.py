@@ -120,9 +120,7 @@ class PaCoReNodes:
         prompt = build_prompt(state["conversation"], state["references"], self.config.template)
         params = self.config.final_params.with_seed_offset(self.config.schedule.total_trajectories - 1)
         trajectory = await self._sample(prompt, params, round_number, 0)
-        stats = round_stats(
-            round_number, 1, [trajectory], messages=int(bool(trajectory["conclusion"].strip()))
-        )
+        stats = round_stats(round_number, 1, [trajectory], messages=int(bool(trajectory["conclusion"].strip())))
         return {
             "answer": trajectory["conclusion"],
             "finish_reason": trajectory["finish_reason"],
@@ -139,13 +137,9 @@ class PaCoReNodes:
         return _trajectory(result, round_number, index, started_at, time.perf_counter() - clock)
 
 
-def _trajectory(
-    result: ChatResult, round_number: int, index: int, started_at: float, seconds: float
-) -> Trajectory:
+def _trajectory(result: ChatResult, round_number: int, index: int, started_at: float, seconds: float) -> Trajectory:
     if not result.completions:
-        raise ProtocolError(
-            "the backend returned no completion; check that the server supports chat completions"
-        )
+        raise ProtocolError("the backend returned no completion; check that the server supports chat completions")
     completion = result.completions[0]
     return Trajectory(
         round=round_number,
@@ -153,9 +147,7 @@ def _trajectory(
         conclusion=conclusion_of(completion.content),
         content_chars=len(completion.content),
         finish_reason=completion.finish_reason,
-        cut_mid_thought=is_cut_mid_thought(
-            completion.content, completion.reasoning, completion.finish_reason
-        ),
+        cut_mid_thought=is_cut_mid_thought(completion.content, completion.reasoning, completion.finish_reason),
         prompt_tokens=result.usage.prompt_tokens,
         completion_tokens=result.usage.completion_tokens,
         seconds=round(seconds, 3),

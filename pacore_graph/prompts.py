@@ -39,9 +39,7 @@ Now, based on the original problem and reference responses above, please provide
 """  # noqa: E501
 
 
-def render_references(
-    original_prompt: str, references: Sequence[str], template: str = REFERENCE_TEMPLATE
-) -> str:
+def render_references(original_prompt: str, references: Sequence[str], template: str = REFERENCE_TEMPLATE) -> str:
     """Render the synthesis template for ``original_prompt`` with ``references`` numbered from 1.
 
     Custom templates (from graph specs) are rendered in jinja2's sandbox, since they are user input.
@@ -89,17 +87,12 @@ def normalize_problem(problem: str | Sequence[Any]) -> list[dict[str, Any]]:
         from langchain_core.messages import BaseMessage, convert_to_openai_messages
 
         messages = [
-            dict(convert_to_openai_messages(m)) if isinstance(m, BaseMessage) else _as_message_dict(m)
-            for m in problem
+            dict(convert_to_openai_messages(m)) if isinstance(m, BaseMessage) else _as_message_dict(m) for m in problem
         ]
     else:
-        raise ConfigError(
-            "the problem is empty; give a non-empty string or a non-empty list of chat messages"
-        )
+        raise ConfigError("the problem is empty; give a non-empty string or a non-empty list of chat messages")
     if not last_user_content(messages).strip():
-        raise ConfigError(
-            "the problem is empty (the last user message has no text); give the question to solve"
-        )
+        raise ConfigError("the problem is empty (the last user message has no text); give the question to solve")
     return messages
 
 

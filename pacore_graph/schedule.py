@@ -84,9 +84,7 @@ class Schedule(BaseModel):
         return self
 
     @classmethod
-    def parse(
-        cls, value: Any, *, max_k: int = DEFAULT_MAX_K, max_rounds: int = DEFAULT_MAX_ROUNDS
-    ) -> Schedule:
+    def parse(cls, value: Any, *, max_k: int = DEFAULT_MAX_K, max_rounds: int = DEFAULT_MAX_ROUNDS) -> Schedule:
         """Parse any accepted form, with explicit limits; raise ``ScheduleError`` naming the bad value."""
         schedule = cls.model_construct(rounds=_parse_rounds(value))
         schedule.check_limits(max_k=max_k, max_rounds=max_rounds)

@@ -87,7 +87,8 @@ def test_table_output_shows_answer_and_rounds():
 def test_environment_variables_configure_the_server():
     with FakeOpenAIServer(script, model="served").in_thread() as server:
         result = CliRunner().invoke(
-            app, ["run", PROBLEM, "-s", "1", "--json"],
+            app,
+            ["run", PROBLEM, "-s", "1", "--json"],
             env={"PACORE_BASE_URL": server.base_url, "PACORE_MODEL": "chosen-model"},
         )
         models = {r.body["model"] for r in server.requests}
@@ -99,8 +100,20 @@ def test_problem_from_stdin_and_sampling_flags():
     with FakeOpenAIServer(script).in_thread() as server:
         result = CliRunner().invoke(
             app,
-            ["run", "-", "-s", "1", "--base-url", server.base_url, "--max-tokens", "99", "--temperature", "0.3",
-             "--seed", "5"],
+            [
+                "run",
+                "-",
+                "-s",
+                "1",
+                "--base-url",
+                server.base_url,
+                "--max-tokens",
+                "99",
+                "--temperature",
+                "0.3",
+                "--seed",
+                "5",
+            ],
             input=PROBLEM,
         )
         bodies = [r.body for r in server.requests]
@@ -115,7 +128,10 @@ def pacore(*args: str, env: dict | None = None, stdin: bytes | None = None) -> s
     """Run the installed CLI as a user would, in a fresh process."""
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("PACORE_")} | (env or {})
     return subprocess.run(
-        [sys.executable, "-m", "pacore_graph.cli", *args], capture_output=True, env=full_env, input=stdin,
+        [sys.executable, "-m", "pacore_graph.cli", *args],
+        capture_output=True,
+        env=full_env,
+        input=stdin,
         timeout=60,
     )
 

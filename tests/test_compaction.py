@@ -38,9 +38,7 @@ def test_cut_mid_thought_detection():
 
 
 def test_empty_conclusions_are_dropped_and_counted():
-    result = compact(
-        [trajectory(0, "<think>x</think>  "), trajectory(1, "<think>y</think>4"), trajectory(2, "")]
-    )
+    result = compact([trajectory(0, "<think>x</think>  "), trajectory(1, "<think>y</think>4"), trajectory(2, "")])
     assert result.messages == ["4"]
     assert result.dropped_empty == 2
     assert result.dropped_truncated == 0

@@ -75,20 +75,14 @@ async def test_system_message_and_earlier_turns_survive_every_round():
 
 async def test_astream_yields_node_updates():
     graph = build_pacore_graph(FunctionBackend(numbered), [2])
-    nodes = [
-        node async for update in graph.astream({"problem": "Q"}, stream_mode="updates") for node in update
-    ]
+    nodes = [node async for update in graph.astream({"problem": "Q"}, stream_mode="updates") for node in update]
     assert nodes.count("explore") == 2
     assert nodes[0] == "prepare" and nodes[-1] == "synthesize"
 
 
 async def test_a_round_with_no_conclusion_fails_loudly():
-    backend = FunctionBackend(
-        lambda m, p: Completion(content="<think>never finishes", finish_reason="length")
-    )
-    with pytest.raises(
-        EmptyRoundError, match="round 1 left no usable conclusion: K=2, 2 returned, 0 empty, 2 cut"
-    ):
+    backend = FunctionBackend(lambda m, p: Completion(content="<think>never finishes", finish_reason="length"))
+    with pytest.raises(EmptyRoundError, match="round 1 left no usable conclusion: K=2, 2 returned, 0 empty, 2 cut"):
         await build_pacore_graph(backend, [2]).ainvoke({"problem": "Q"})
 
 
@@ -139,9 +133,7 @@ async def test_works_as_a_node_inside_a_parent_graph():
     state = await parent.compile().ainvoke({})
     assert state["log"] == ["asked", "got answer None"]
     assert len(backend.calls) == 3
-    subgraph_updates = [
-        ns async for ns, _ in parent.compile().astream({}, stream_mode="updates", subgraphs=True) if ns
-    ]
+    subgraph_updates = [ns async for ns, _ in parent.compile().astream({}, stream_mode="updates", subgraphs=True) if ns]
     assert subgraph_updates, "the PaCoRe nodes stream as a subgraph"
 
 

@@ -43,9 +43,7 @@ def test_a_string_problem_becomes_one_user_message():
 
 
 def test_langchain_messages_are_accepted():
-    messages = normalize_problem(
-        [SystemMessage("sys"), HumanMessage("hi"), AIMessage("yo"), HumanMessage("Q")]
-    )
+    messages = normalize_problem([SystemMessage("sys"), HumanMessage("hi"), AIMessage("yo"), HumanMessage("Q")])
     assert [m["role"] for m in messages] == ["system", "user", "assistant", "user"]
     assert build_prompt(messages, ["A: 2", "B: 3"])[-1]["content"] == GOLDEN
 

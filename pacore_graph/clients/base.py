@@ -92,8 +92,6 @@ class ChatBackend(Protocol):
     :class:`pacore_graph.testing.FunctionBackend` (a Python function, for tests).
     """
 
-    async def chat(
-        self, messages: Sequence[ChatMessage], params: SamplingParams, *, n: int = 1
-    ) -> ChatResult:
+    async def chat(self, messages: Sequence[ChatMessage], params: SamplingParams, *, n: int = 1) -> ChatResult:
         """Sample ``n`` completions of ``messages``; raise a :class:`~pacore_graph.errors.BackendError` on failure."""
         ...

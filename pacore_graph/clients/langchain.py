@@ -25,9 +25,7 @@ class LangChainBackend:
     def __init__(self, model: BaseChatModel) -> None:
         self.model = model
 
-    async def chat(
-        self, messages: Sequence[ChatMessage], params: SamplingParams, *, n: int = 1
-    ) -> ChatResult:
+    async def chat(self, messages: Sequence[ChatMessage], params: SamplingParams, *, n: int = 1) -> ChatResult:
         """Sample ``n`` completions through the wrapped chat model."""
         kwargs: dict[str, Any] = {"temperature": params.temperature, "top_p": params.top_p, **params.extra}
         for key in ("max_tokens", "seed", "stop"):
@@ -44,9 +42,7 @@ class LangChainBackend:
 
 def _completion(reply: BaseMessage) -> Completion:
     reasoning = reply.additional_kwargs.get("reasoning_content") or reply.additional_kwargs.get("reasoning")
-    finish = (
-        reply.response_metadata.get("finish_reason") or reply.response_metadata.get("stop_reason") or "stop"
-    )
+    finish = reply.response_metadata.get("finish_reason") or reply.response_metadata.get("stop_reason") or "stop"
     return Completion(
         content=reply.text if isinstance(reply.text, str) else str(reply.content),
         reasoning=reasoning if isinstance(reasoning, str) else None,
@@ -58,6 +54,4 @@ def _usage(reply: BaseMessage) -> TokenUsage:
     meta = reply.usage_metadata if isinstance(reply, AIMessage) else None
     if not meta:
         return TokenUsage()
-    return TokenUsage(
-        prompt_tokens=meta.get("input_tokens", 0), completion_tokens=meta.get("output_tokens", 0)
-    )
+    return TokenUsage(prompt_tokens=meta.get("input_tokens", 0), completion_tokens=meta.get("output_tokens", 0))

@@ -82,9 +82,7 @@ class VLLMClient:
         self.max_retries = max_retries
         self.backoff_base = backoff_base
         self.backoff_max = backoff_max
-        self._timeout = aiohttp.ClientTimeout(
-            total=None, sock_connect=connect_timeout, sock_read=read_timeout
-        )
+        self._timeout = aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout, sock_read=read_timeout)
         self._semaphore = asyncio.Semaphore(max_concurrency)
         self._session: aiohttp.ClientSession | None = None
 
@@ -122,24 +120,18 @@ class VLLMClient:
         try:
             return [str(item["id"]) for item in data["data"]]
         except (KeyError, TypeError) as exc:
-            raise ProtocolError(
-                f"{self.base_url}/models did not return a model list: {_preview(data)}"
-            ) from exc
+            raise ProtocolError(f"{self.base_url}/models did not return a model list: {_preview(data)}") from exc
 
     async def resolve_model(self) -> str:
         """The model to use: the configured one, or the server's first."""
         if self.model is None:
             models = await self.list_models()
             if not models:
-                raise ConfigError(
-                    f"the server at {self.base_url} serves no model; pass a model name (--model)"
-                )
+                raise ConfigError(f"the server at {self.base_url} serves no model; pass a model name (--model)")
             self.model = models[0]
         return self.model
 
-    async def chat(
-        self, messages: Sequence[ChatMessage], params: SamplingParams, *, n: int = 1
-    ) -> ChatResult:
+    async def chat(self, messages: Sequence[ChatMessage], params: SamplingParams, *, n: int = 1) -> ChatResult:
         """Sample ``n`` completions of ``messages`` with one request."""
         body = await self.request_body(messages, params, n=n)
         data = await self._request("POST", "/chat/completions", body)
@@ -250,9 +242,7 @@ def parse_chat_completion(data: Any, *, n: int = 1) -> ChatResult:
         raise ProtocolError(f"the server's answer is not a chat completion: {_preview(data)}")
     choices = sorted(data["choices"], key=lambda c: c.get("index", 0) if isinstance(c, dict) else 0)
     if len(choices) != n:
-        raise ProtocolError(
-            f"asked for {n} completion(s) but the server returned {len(choices)}: {_preview(data)}"
-        )
+        raise ProtocolError(f"asked for {n} completion(s) but the server returned {len(choices)}: {_preview(data)}")
     completions = []
     for choice in choices:
         message = choice.get("message") if isinstance(choice, dict) else None

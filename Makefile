@@ -37,8 +37,9 @@ wheel-check: install
 	$(PYTHON) -m venv /tmp/pacore-wheel-venv
 	/tmp/pacore-wheel-venv/bin/pip install --quiet dist/*.whl
 	cd /tmp && /tmp/pacore-wheel-venv/bin/pacore --help >/dev/null
+	cd /tmp && /tmp/pacore-wheel-venv/bin/python $(CURDIR)/tests/fixtures/wheel_check_graphs.py /tmp/pacore-wheel-venv/bin/pacore
 	cd /tmp && /tmp/pacore-wheel-venv/bin/python -c "import importlib.util as u, pacore_graph.graphs, pacore_graph.tools; assert u.find_spec('graphs') is None and u.find_spec('tools') is None, 'top-level graphs/tools leaked'"
-	@echo "wheel OK: pacore --help runs from a wheel install"
+	@echo "wheel OK: pacore --help and pacore graphs run from a wheel install"
 
 clean:
 	rm -rf $(VENV) dist build *.egg-info

@@ -20,6 +20,7 @@ from pacore_graph.errors import (
     BackendError,
     ConfigError,
     ConnectError,
+    ContextBudgetError,
     EmptyRoundError,
     PaCoReError,
     ProtocolError,
@@ -28,6 +29,7 @@ from pacore_graph.errors import (
     UpstreamError,
     UpstreamTimeoutError,
 )
+from pacore_graph.extract import ExtractionPolicy, Vote, extract_answer, extract_boxed, majority_vote, normalize_answer
 from pacore_graph.graph import build_pacore_graph
 from pacore_graph.prompts import REFERENCE_TEMPLATE, build_prompt, normalize_problem, render_references
 from pacore_graph.result import PaCoReResult, RoundRow, RunUsage
@@ -45,7 +47,9 @@ __all__ = [
     "Completion",
     "ConfigError",
     "ConnectError",
+    "ContextBudgetError",
     "EmptyRoundError",
+    "ExtractionPolicy",
     "LangChainBackend",
     "PaCoReConfig",
     "PaCoReError",
@@ -61,10 +65,15 @@ __all__ = [
     "UpstreamError",
     "UpstreamTimeoutError",
     "VLLMClient",
+    "Vote",
     "build_pacore_graph",
     "build_prompt",
     "compact",
     "conclusion_of",
+    "extract_answer",
+    "extract_boxed",
+    "majority_vote",
+    "normalize_answer",
     "normalize_problem",
     "render_references",
 ]

@@ -6,7 +6,8 @@ Every exception derives from one root, so callers can catch the whole family::
     ├── ConfigError              misuse: a bad schedule, problem, parameter or spec (fix the input)
     │   └── ScheduleError        a schedule that is empty, non-positive, non-integer or too large
     ├── RoundError               a round could not produce what the next step needs
-    │   └── EmptyRoundError      no trajectory of a round left a usable conclusion
+    │   ├── EmptyRoundError      no trajectory of a round left a usable conclusion
+    │   └── ContextBudgetError   a round's prompt would not fit the configured budget (nothing was sent)
     └── BackendError             talking to the model server failed
         ├── ConnectError         the server could not be reached (after retries)
         ├── UpstreamTimeoutError the server did not answer in time (after retries)
@@ -22,6 +23,7 @@ __all__ = [
     "BackendError",
     "ConfigError",
     "ConnectError",
+    "ContextBudgetError",
     "EmptyRoundError",
     "PaCoReError",
     "ProtocolError",
@@ -53,6 +55,10 @@ class RoundError(PaCoReError):
 
 class EmptyRoundError(RoundError):
     """Every trajectory of a round was dropped (empty, truncated or failed)."""
+
+
+class ContextBudgetError(RoundError):
+    """A prompt would exceed the configured budget; raised before anything is sent."""
 
 
 class BackendError(PaCoReError):

@@ -1,4 +1,9 @@
-"""The PaCoRe graph's nodes: each turns state into one pure-function call or one backend call."""
+"""The PaCoRe graph's nodes: each turns state into one pure-function call or one backend call.
+
+They are the parts reasoning graphs are assembled from (see ``pacore_graph.graphs``): ``prepare``, the explorer
+fan-out (``dispatch`` + ``explore``), the compactor (``compact``), the synthesizer (``synthesize``) and the voter
+(``vote``).
+"""
 
 from __future__ import annotations
 
@@ -9,13 +14,14 @@ from typing import Any
 from langgraph.types import Overwrite, Send
 
 from pacore_graph.clients.base import ChatBackend, ChatResult, SamplingParams
-from pacore_graph.compaction import compact, conclusion_of, is_cut_mid_thought
+from pacore_graph.compaction import compact, conclusion_of, full_text_of, is_cut_mid_thought
 from pacore_graph.config import PaCoReConfig
-from pacore_graph.errors import EmptyRoundError, ProtocolError
+from pacore_graph.errors import ContextBudgetError, EmptyRoundError, ProtocolError
+from pacore_graph.extract import extract_answer, majority_vote
 from pacore_graph.prompts import build_prompt, normalize_problem
 from pacore_graph.state import ExploreTask, PaCoReState, RoundStats, Trajectory, UsageSummary
 
-__all__ = ["PaCoReNodes", "round_stats", "summarize_usage"]
+__all__ = ["PaCoReNodes", "prompt_chars", "round_stats", "summarize_usage"]
 
 
 def round_stats(
@@ -54,6 +60,18 @@ def summarize_usage(rounds: Sequence[RoundStats]) -> UsageSummary:
     )
 
 
+def prompt_chars(messages: Sequence[dict[str, Any]]) -> int:
+    """The length of a prompt's text: every message content, text parts included."""
+    total = 0
+    for message in messages:
+        content = message.get("content")
+        if isinstance(content, str):
+            total += len(content)
+        elif isinstance(content, list):
+            total += sum(len(str(part.get("text", ""))) for part in content if isinstance(part, dict))
+    return total
+
+
 class PaCoReNodes:
     """The node functions of one PaCoRe graph, bound to a backend and a config."""
 
@@ -74,6 +92,7 @@ class PaCoReNodes:
         if round_number > len(parallel):
             return "synthesize"
         prompt = build_prompt(state["conversation"], state["references"], self.config.template)
+        self._check_budget(prompt, round_number)
         return [
             Send("explore", ExploreTask(round=round_number, index=i, prompt=prompt))
             for i in range(parallel[round_number - 1])
@@ -82,9 +101,8 @@ class PaCoReNodes:
     async def explore(self, task: ExploreTask) -> dict[str, Any]:
         """Sample one trajectory of a parallel round."""
         seed_offset = self.config.schedule.offset(task["round"]) + task["index"]
-        trajectory = await self._sample(
-            task["prompt"], self.config.params.with_seed_offset(seed_offset), task["round"], task["index"]
-        )
+        params = self.config.params_for_round(task["round"]).with_seed_offset(seed_offset)
+        trajectory = await self._sample(task["prompt"], params, task["round"], task["index"])
         return {"omega": [trajectory]}
 
     def compact(self, state: PaCoReState) -> dict[str, Any]:
@@ -118,6 +136,7 @@ class PaCoReNodes:
         """The final K = 1 round on P(x, M_R): its conclusion is the answer."""
         round_number = state["round"]
         prompt = build_prompt(state["conversation"], state["references"], self.config.template)
+        self._check_budget(prompt, round_number)
         params = self.config.final_params.with_seed_offset(self.config.schedule.total_trajectories - 1)
         trajectory = await self._sample(prompt, params, round_number, 0)
         stats = round_stats(round_number, 1, [trajectory], messages=int(bool(trajectory["conclusion"].strip())))
@@ -128,13 +147,58 @@ class PaCoReNodes:
             "usage": summarize_usage([*state["rounds"], stats]),
         }
 
+    def vote(self, state: PaCoReState) -> dict[str, Any]:
+        """Majority vote over the answers extracted from round 1's conclusions (self-consistency); no synthesis.
+
+        The round row counts voters with an answer as kept and those without as dropped (empty).
+        """
+        round_number = state["round"]
+        k = self.config.schedule.rounds[round_number - 1]
+        trajectories = sorted(state["omega"], key=lambda t: t["index"])  # arrival order must not break ties
+        answers = [extract_answer(t["conclusion"], self.config.extraction) for t in trajectories]
+        outcome = majority_vote(answers)
+        voted = len(answers) - outcome.abstained
+        stats = round_stats(round_number, k, trajectories, messages=voted, dropped_empty=outcome.abstained)
+        if outcome.answer is None or outcome.winner_index is None:
+            raise EmptyRoundError(
+                f"no answer to vote on: none of the {len(answers)} trajectories (K={k}) gave an answer in "
+                "\\boxed{...} or a fallback phrase such as 'The answer is ...'; ask for a boxed answer in the "
+                "problem, or set the spec's answer.fallback patterns"
+            )
+        return {
+            "answer": outcome.answer,
+            "finish_reason": trajectories[outcome.winner_index]["finish_reason"],
+            "votes": outcome.tally,
+            "omega": Overwrite([]),
+            "rounds": [stats],
+            "usage": summarize_usage([*state["rounds"], stats]),
+        }
+
+    def _check_budget(self, prompt: list[dict[str, Any]], round_number: int) -> None:
+        budget = self.config.max_prompt_chars
+        if budget is None:
+            return
+        size = prompt_chars(prompt)
+        if size > budget:
+            what = "the final synthesis" if round_number > len(self.config.schedule.rounds) else f"round {round_number}"
+            raise ContextBudgetError(
+                f"the prompt of {what} is {size:,} characters, over the budget of {budget:,} (max_prompt_chars); "
+                "nothing was sent. Pass conclusions instead of full trajectories (compaction keep: conclusion), "
+                "lower K, cap max_tokens, or raise max_prompt_chars if the model's context allows it"
+            )
+
     async def _sample(
         self, prompt: list[dict[str, Any]], params: SamplingParams, round_number: int, index: int
     ) -> Trajectory:
         started_at = time.time()
         clock = time.perf_counter()
         result = await self.backend.chat(prompt, params)
-        return _trajectory(result, round_number, index, started_at, time.perf_counter() - clock)
+        trajectory = _trajectory(result, round_number, index, started_at, time.perf_counter() - clock)
+        if self.config.compaction.keep == "full":
+            # Only the no-compaction ablation needs the whole text in the state (see pacore_graph.state).
+            completion = result.completions[0]
+            trajectory["full_text"] = full_text_of(completion.content, completion.reasoning)
+        return trajectory
 
 
 def _trajectory(result: ChatResult, round_number: int, index: int, started_at: float, seconds: float) -> Trajectory:

@@ -1,7 +1,9 @@
 """The graph's state: plain JSON-ready data holding only what the next step needs.
 
 Full transcripts (content with reasoning, request bodies) never enter the state, so checkpoints stay small;
-an explorer keeps only its trajectory's conclusion and the numbers the round table needs.
+an explorer keeps only its trajectory's conclusion and the numbers the round table needs. The one exception
+is the "no compaction" ablation (``CompactionPolicy(keep="full")``), which forwards whole trajectories and so
+must carry them (``Trajectory.full_text``).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ __all__ = [
     "RoundStats",
     "Trajectory",
     "UsageSummary",
+    "VoteOutput",
 ]
 
 
@@ -33,6 +36,7 @@ class Trajectory(TypedDict):
     completion_tokens: int
     seconds: float
     started_at: float
+    full_text: NotRequired[str]  # only with CompactionPolicy(keep="full")
 
 
 class RoundStats(TypedDict):
@@ -81,6 +85,12 @@ class PaCoReOutput(TypedDict):
     usage: UsageSummary
 
 
+class VoteOutput(PaCoReOutput):
+    """Output of a voting graph (self-consistency): also the tally, answer → votes, most votes first."""
+
+    votes: dict[str, int]
+
+
 class PaCoReState(TypedDict):
     """The full graph state."""
 
@@ -94,3 +104,4 @@ class PaCoReState(TypedDict):
     answer: str
     finish_reason: str
     usage: UsageSummary
+    votes: NotRequired[dict[str, int]]  # set by the voter node only

@@ -10,13 +10,10 @@ from typing import Annotated, Any, Literal
 import typer
 from rich.console import Console
 
+from pacore_graph.cli.graphs import RunGraph, given_options, graphs_app, resolve_run_graph
 from pacore_graph.cli.render import show_result
-from pacore_graph.clients.base import SamplingParams
 from pacore_graph.clients.vllm import VLLMClient
-from pacore_graph.compaction import CompactionPolicy
-from pacore_graph.config import PaCoReConfig
 from pacore_graph.errors import ConfigError, PaCoReError
-from pacore_graph.graph import build_pacore_graph
 from pacore_graph.result import PaCoReResult
 from pacore_graph.schedule import DEFAULT_MAX_K, DEFAULT_MAX_ROUNDS, Schedule
 
@@ -36,6 +33,9 @@ def _root() -> None:
     """PaCoRe: parallel coordinated reasoning over any OpenAI-compatible model server."""
 
 
+app.add_typer(graphs_app, name="graphs")
+
+
 NO_SERVER_HINT = (
     "no model server configured: pass --base-url http://HOST:PORT/v1 or set PACORE_BASE_URL "
     "(for example, start one with `vllm serve MODEL` and use http://127.0.0.1:8000/v1)"
@@ -52,10 +52,10 @@ def _read_problem(problem: str) -> str:
         raise ConfigError(f"standard input is not UTF-8 text (byte {exc.start}); convert it to UTF-8") from exc
 
 
-async def _run(problem: str, config: PaCoReConfig, client: VLLMClient, progress: Console) -> PaCoReResult:
+async def _run(problem: str, run_graph: RunGraph, client: VLLMClient, progress: Console) -> PaCoReResult:
     """Run the graph, showing which round is running and how many of its trajectories are done."""
-    graph = build_pacore_graph(client, config=config)
-    ks = config.schedule.all_rounds
+    graph = run_graph.build(client)
+    ks = run_graph.config.schedule.all_rounds
     round_number, done = 1, 0
     output: dict[str, Any] = {}
     with progress.status(f"round 1/{len(ks)}: 0/{ks[0]} trajectories done") as status:
@@ -64,16 +64,21 @@ async def _run(problem: str, config: PaCoReConfig, client: VLLMClient, progress:
                 done += 1
             elif "compact" in update:
                 round_number, done = round_number + 1, 0
-            elif "synthesize" in update:
-                output = update["synthesize"]
+            else:  # the last node (synthesize, or vote for voting graphs) returns the answer
+                output = next((v for v in update.values() if isinstance(v, dict) and "answer" in v), output)
             label = "final synthesis" if round_number == len(ks) else f"round {round_number}/{len(ks)}"
             status.update(f"{label}: {done}/{ks[round_number - 1]} trajectories done")
-    return PaCoReResult.from_output(output, config.schedule)
+    return PaCoReResult.from_output(output, run_graph.config.schedule)
 
 
 @app.command()
 def run(
+    ctx: typer.Context,
     problem: Annotated[str, typer.Argument(help="The problem to solve; '-' reads it from standard input.")],
+    graph: Annotated[
+        str | None,
+        typer.Option("--graph", "-g", help="A graph name (`pacore graphs list`) or a spec .yaml; default pacore-low."),
+    ] = None,
     schedule: Annotated[
         str,
         typer.Option("--schedule", "-s", help="Parallel rounds: '32,4', or low=[4], medium=[16], high=[32,4]."),
@@ -109,14 +114,20 @@ def run(
         if truncated not in ("drop", "keep"):
             raise ConfigError(f"invalid --truncated {truncated!r}: use 'drop' or 'keep'")
         policy: Literal["drop", "keep"] = "keep" if truncated == "keep" else "drop"
-        config = PaCoReConfig(
-            schedule=Schedule.parse(schedule, max_k=max_k, max_rounds=max_rounds),
-            params=SamplingParams(temperature=temperature, top_p=top_p, max_tokens=max_tokens, seed=seed),
-            compaction=CompactionPolicy(truncated=policy),
+        # Options left at their defaults do not override the graph spec's settings.
+        given = given_options(ctx, "schedule", "temperature", "top_p", "max_tokens", "seed", "truncated")
+        sampling = {"temperature": temperature, "top_p": top_p, "max_tokens": max_tokens, "seed": seed}
+        run_graph = resolve_run_graph(
+            graph,
+            schedule=Schedule.parse(schedule, max_k=max_k, max_rounds=max_rounds) if "schedule" in given else None,
+            sampling={name: value for name, value in sampling.items() if name in given},
+            truncated=policy if "truncated" in given else None,
+            max_k=max_k,
+            max_rounds=max_rounds,
         )
         if not base_url:
             raise ConfigError(NO_SERVER_HINT)
-        result = asyncio.run(_solve(text, config, base_url, model, api_key, concurrency, err))
+        result = asyncio.run(_solve(text, run_graph, base_url, model, api_key, concurrency, err))
     except PaCoReError as exc:
         if debug:
             raise
@@ -135,7 +146,7 @@ def run(
 
 async def _solve(
     text: str,
-    config: PaCoReConfig,
+    run_graph: RunGraph,
     base_url: str,
     model: str | None,
     api_key: str | None,
@@ -143,7 +154,7 @@ async def _solve(
     progress: Console,
 ) -> PaCoReResult:
     async with VLLMClient(base_url, model=model, api_key=api_key, max_concurrency=concurrency) as client:
-        return await _run(text, config, client, progress)
+        return await _run(text, run_graph, client, progress)
 
 
 def _json_summary(result: PaCoReResult) -> dict[str, Any]:

@@ -1,0 +1,57 @@
+"""``self-consistency``: K independent samples, a majority vote over their extracted answers, no synthesis.
+
+::
+
+    START → prepare ─ Send × K ─→ explore ─→ vote → END
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from langgraph.graph import END, START, StateGraph
+
+from pacore_graph.clients.base import ChatBackend
+from pacore_graph.nodes import PaCoReNodes
+from pacore_graph.state import PaCoReInput, PaCoReState, VoteOutput
+
+from .kinds import CompiledGraph, GraphType
+from .spec import SpecRuleError
+
+if TYPE_CHECKING:
+    from .spec import GraphSpec
+
+__all__ = ["SELF_CONSISTENCY", "build_self_consistency"]
+
+
+def build_self_consistency(spec: GraphSpec, backend: ChatBackend, *, checkpointer: Any = None) -> CompiledGraph:
+    """Sample K answers to the original problem and return the majority answer with the tally (``votes``)."""
+    nodes = PaCoReNodes(backend, spec.to_config())
+    graph = StateGraph(PaCoReState, input_schema=PaCoReInput, output_schema=VoteOutput)
+    graph.add_node("prepare", nodes.prepare)
+    graph.add_node("explore", nodes.explore)  # type: ignore[arg-type]  # gets a Send payload, not the state
+    graph.add_node("vote", nodes.vote)
+    graph.add_edge(START, "prepare")
+    graph.add_conditional_edges("prepare", nodes.dispatch, ["explore"])
+    graph.add_edge("explore", "vote")
+    graph.add_edge("vote", END)
+    return graph.compile(checkpointer=checkpointer, name=spec.name)
+
+
+def _one_round_no_synthesis(spec: GraphSpec) -> None:
+    if len(spec.schedule.rounds) != 1:
+        raise SpecRuleError(
+            "schedule",
+            f"self-consistency samples K answers in one round, got {len(spec.schedule.rounds)} rounds "
+            f"{list(spec.schedule.rounds)}; use a single K such as [16]",
+        )
+    if spec.synthesis_sampling is not None:
+        raise SpecRuleError("synthesis_sampling", "self-consistency makes no synthesis call; remove it")
+
+
+SELF_CONSISTENCY = GraphType(
+    name="self-consistency",
+    build=build_self_consistency,
+    check=_one_round_no_synthesis,
+    description="K independent samples, majority vote over the extracted answers, no synthesis call",
+)

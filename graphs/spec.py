@@ -1,0 +1,337 @@
+"""Declarative graph specs: a YAML file names a graph type, a schedule, sampling, the prompt and compaction.
+
+Every model forbids unknown keys, and a malformed spec raises :class:`GraphSpecError` with one line naming the
+file, the field path and what is allowed, e.g.::
+
+    my.yaml: compaction.keep: Input should be 'conclusion' or 'full' (got 'partial')
+
+Sampling is layered: ``sampling`` applies to every round; ``round_sampling`` (keyed by the 1-based parallel
+round) and ``synthesis_sampling`` (the final round) override only the fields they set. The resolved spec
+(``pacore graphs show``) has the layers merged, and reloads to the same spec.
+"""
+
+from __future__ import annotations
+
+import os
+import types
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Union, get_args, get_origin
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_serializer, field_validator, model_validator
+from pydantic_core import ErrorDetails
+
+from pacore_graph.clients.base import SamplingParams
+from pacore_graph.compaction import CompactionPolicy
+from pacore_graph.config import PaCoReConfig
+from pacore_graph.errors import ConfigError
+from pacore_graph.extract import ExtractionPolicy
+from pacore_graph.prompts import REFERENCE_TEMPLATE, render_references
+from pacore_graph.schedule import Schedule
+
+from .kinds import graph_types
+
+__all__ = [
+    "OFFICIAL_TEMPLATE",
+    "GraphSpec",
+    "GraphSpecError",
+    "PromptSpec",
+    "SpecRuleError",
+    "dump_spec",
+    "load_spec_file",
+    "parse_spec",
+    "parse_spec_text",
+]
+
+#: The ``prompt.template`` value that means the template PaCoRe-8B was trained on.
+OFFICIAL_TEMPLATE = "official"
+
+_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
+
+
+class GraphSpecError(ConfigError):
+    """A graph spec that cannot be loaded: bad YAML, an unknown key, a bad value, or an unknown graph name."""
+
+
+class SpecRuleError(ValueError):
+    """A rule across fields was broken; ``field`` is the path reported (e.g. ``schedule``)."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class PromptSpec(BaseModel):
+    """The synthesis prompt P(x, M): ``official`` (the default), or a jinja2 template using ``original_prompt``
+    and ``ref_responses``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    template: str = OFFICIAL_TEMPLATE
+
+    @field_validator("template")
+    @classmethod
+    def _renders(cls, template: str) -> str:
+        if template == OFFICIAL_TEMPLATE:
+            return template
+        if "ref_responses" not in template:
+            raise ValueError("the template never uses ref_responses, so the references would be lost")
+        try:
+            render_references("problem", ["reference"], template)
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from exc
+        return template
+
+    @property
+    def text(self) -> str:
+        """The jinja2 source of the template."""
+        return REFERENCE_TEMPLATE if self.template == OFFICIAL_TEMPLATE else self.template
+
+
+class GraphSpec(BaseModel):
+    """One reasoning graph, declared: which builder (``type``), its schedule, sampling, prompt and compaction.
+
+    ``answer`` is how a voter reads an answer from a conclusion; ``max_prompt_chars`` caps every prompt, so an
+    over-long one fails before it is sent. See the module docstring for how sampling layers.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(pattern=_NAME_PATTERN)
+    description: str = ""
+    type: str
+    schedule: Schedule
+    sampling: SamplingParams = SamplingParams()
+    round_sampling: dict[int, SamplingParams] = Field(default_factory=dict)
+    synthesis_sampling: SamplingParams | None = None
+    prompt: PromptSpec = PromptSpec()
+    compaction: CompactionPolicy = CompactionPolicy()
+    answer: ExtractionPolicy = ExtractionPolicy()
+    max_prompt_chars: int | None = Field(None, gt=0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _layer_sampling(cls, data: Any) -> Any:
+        """Fill each per-round section's unset fields from ``sampling`` (only when ``sampling`` is valid)."""
+        if not isinstance(data, dict):
+            return data
+        base: Any = data.get("sampling", {})
+        if isinstance(base, SamplingParams):
+            base = base.model_dump()
+        try:
+            SamplingParams.model_validate(base)
+        except ValidationError:
+            return data  # reported once, under `sampling`
+        data = dict(data)
+        if isinstance(data.get("synthesis_sampling"), dict):
+            data["synthesis_sampling"] = {**base, **data["synthesis_sampling"]}
+        if isinstance(data.get("round_sampling"), dict):
+            data["round_sampling"] = {
+                key: {**base, **section} if isinstance(section, dict) else section
+                for key, section in data["round_sampling"].items()
+            }
+        return data
+
+    @field_validator("type")
+    @classmethod
+    def _known_type(cls, value: str) -> str:
+        known = graph_types()
+        if value not in known:
+            raise ValueError(f"unknown graph type {value!r}; allowed: {', '.join(sorted(known))}")
+        return value
+
+    @model_validator(mode="after")
+    def _rules(self) -> GraphSpec:
+        parallel = len(self.schedule.rounds)
+        outside = sorted(r for r in self.round_sampling if not 1 <= r <= parallel)
+        if outside:
+            raise SpecRuleError(
+                "round_sampling",
+                f"round(s) {outside} are not parallel rounds of schedule {self.schedule.spec!r} (1..{parallel}); "
+                "set the final round with synthesis_sampling",
+            )
+        kind = graph_types()[self.type]
+        if kind.check is not None:
+            kind.check(self)
+        return self
+
+    @field_serializer("schedule")
+    def _schedule_as_list(self, schedule: Schedule) -> list[int]:
+        return list(schedule.rounds)
+
+    def to_config(self) -> PaCoReConfig:
+        """The core :class:`~pacore_graph.PaCoReConfig` this spec describes."""
+        return PaCoReConfig(
+            schedule=self.schedule,
+            params=self.sampling,
+            round_params=dict(self.round_sampling),
+            synthesis_params=self.synthesis_sampling,
+            compaction=self.compaction,
+            template=self.prompt.text,
+            max_prompt_chars=self.max_prompt_chars,
+            extraction=self.answer,
+        )
+
+    def with_overrides(
+        self,
+        *,
+        schedule: Schedule | None = None,
+        sampling: Mapping[str, Any] | None = None,
+        compaction: Mapping[str, Any] | None = None,
+    ) -> GraphSpec:
+        """A copy with a new schedule, sampling fields set in *every* round, or compaction fields; re-validated.
+
+        ``schedule`` is taken as already checked (so limits raised with ``Schedule.parse`` stick).
+        """
+        data: dict[str, Any] = self.model_dump()
+        data["schedule"] = schedule if schedule is not None else self.schedule
+        if sampling:
+            data["sampling"] = {**data["sampling"], **sampling}
+            if data["synthesis_sampling"] is not None:
+                data["synthesis_sampling"] = {**data["synthesis_sampling"], **sampling}
+            data["round_sampling"] = {r: {**section, **sampling} for r, section in data["round_sampling"].items()}
+        if compaction:
+            data["compaction"] = {**data["compaction"], **compaction}
+        return parse_spec(data, source=f"graph {self.name!r} with command-line options")
+
+
+def _unwrap(annotation: Any) -> Any:
+    """The model or container inside ``X | None``."""
+    if get_origin(annotation) in (Union, types.UnionType):
+        for arg in get_args(annotation):
+            if arg is not type(None):
+                return arg
+    return annotation
+
+
+def _model_at(path: tuple[int | str, ...]) -> type[BaseModel] | None:
+    """The pydantic model a validation error path points into, for listing its allowed keys."""
+    current: Any = GraphSpec
+    for part in path:
+        current = _unwrap(current)
+        if isinstance(current, type) and issubclass(current, BaseModel):
+            field = current.model_fields.get(str(part))
+            if field is None:
+                return None
+            current = field.annotation
+        elif get_origin(current) is dict:
+            current = get_args(current)[1]
+        elif get_origin(current) in (list, tuple):
+            current = get_args(current)[0]
+        else:
+            return None
+    current = _unwrap(current)
+    return current if isinstance(current, type) and issubclass(current, BaseModel) else None
+
+
+def _describe(error: ErrorDetails) -> str:
+    """One validation error as ``path: problem``, saying what is allowed where that helps."""
+    loc = tuple(error["loc"])
+    cause = (error.get("ctx") or {}).get("error")
+    if isinstance(cause, SpecRuleError):
+        return f"{cause.field}: {cause}"
+    path = ".".join(str(part) for part in loc) or "(top level)"
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        model = _model_at(loc[:-1])
+        allowed = f"; allowed: {', '.join(model.model_fields)}" if model is not None else ""
+        return f"{path}: unknown field{allowed}"
+    if kind == "model_type":
+        model = _model_at(loc)
+        fields = f" with fields {', '.join(model.model_fields)}" if model is not None else ""
+        return f"{path}: expected a mapping{fields} (got {type(error.get('input')).__name__})"
+    if kind == "string_pattern_mismatch" and loc == ("name",):
+        return f"name: use letters, digits, '.', '_' and '-', starting with a letter or digit (got {error['input']!r})"
+    if kind == "missing":
+        hint = f"; one of: {', '.join(sorted(graph_types()))}" if loc == ("type",) else ""
+        return f"{path}: required field is missing{hint}"
+    message = error["msg"].removeprefix("Value error, ")
+    value = error.get("input")
+    if kind != "value_error" and isinstance(value, str | int | float | bool) and len(repr(value)) <= 80:
+        message += f" (got {value!r})"
+    return f"{path}: {message}"
+
+
+def _one_line(text: str) -> str:
+    return " ".join(part.strip() for part in text.splitlines() if part.strip())
+
+
+def parse_spec(data: Any, *, source: str) -> GraphSpec:
+    """Validate already-parsed spec data; raise :class:`GraphSpecError` naming ``source`` and the field."""
+    if not isinstance(data, Mapping):
+        found = "an empty file" if data is None else f"a {type(data).__name__}"
+        raise GraphSpecError(
+            f"{source}: a graph spec must be a mapping of fields (name, type, schedule, ...), got {found}"
+        )
+    try:
+        return GraphSpec.model_validate(dict(data))
+    except ValidationError as exc:
+        problems = "; ".join(_describe(error) for error in exc.errors())
+        raise GraphSpecError(_one_line(f"{source}: {problems}")) from None
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """Safe YAML that rejects duplicate keys, which plain YAML silently resolves to the last one."""
+
+
+def _mapping_without_duplicates(loader: _StrictLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+    seen: set[Any] = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r}; each field may appear once", key_node.start_mark
+            )
+        seen.add(key)
+    return loader.construct_mapping(node)
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping_without_duplicates)
+
+
+def parse_spec_text(text: str, *, source: str, default_name: str | None = None) -> GraphSpec:
+    """Parse and validate YAML text; ``default_name`` fills a missing ``name`` (e.g. the file name)."""
+    try:
+        data = yaml.load(text, Loader=_StrictLoader)  # safe: a SafeLoader subclass
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark is not None else source
+        problem = getattr(exc, "problem", None) or str(exc)
+        context = getattr(exc, "context", None)
+        detail = f" ({context})" if context else ""
+        raise GraphSpecError(_one_line(f"{where}: invalid YAML: {problem}{detail}")) from None
+    if isinstance(data, dict) and default_name is not None:
+        data.setdefault("name", default_name)
+    return parse_spec(data, source=source)
+
+
+def load_spec_file(path: str | os.PathLike[str]) -> GraphSpec:
+    """Load a spec from a YAML file; its ``name`` defaults to the file name without ``.yaml``."""
+    file = Path(path)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise GraphSpecError(f"{path}: no such graph spec file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise GraphSpecError(_one_line(f"{path}: cannot read the graph spec: {exc}")) from None
+    return parse_spec_text(text, source=str(path), default_name=file.stem)
+
+
+class _SpecDumper(yaml.SafeDumper):
+    """Writes lists of numbers inline (``schedule: [32, 4]``), everything else in block style."""
+
+
+def _represent_list(dumper: _SpecDumper, items: list[Any]) -> yaml.Node:
+    inline = all(isinstance(item, int | float) and not isinstance(item, bool) for item in items)
+    return dumper.represent_sequence("tag:yaml.org,2002:seq", items, flow_style=inline)
+
+
+_SpecDumper.add_representer(list, _represent_list)
+
+
+def dump_spec(spec: GraphSpec) -> str:
+    """The resolved spec as YAML (every field, layers merged); loading it back gives an equal spec."""
+    data = spec.model_dump(mode="json")
+    data["round_sampling"] = {int(r): section for r, section in data["round_sampling"].items()}
+    return yaml.dump(data, Dumper=_SpecDumper, sort_keys=False, allow_unicode=True, width=120)

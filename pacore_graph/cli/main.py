@@ -10,6 +10,8 @@ from typing import Annotated, Any, Literal
 import typer
 from rich.console import Console
 
+from pacore_graph.cli.backend import ServerOptions, open_backend
+from pacore_graph.cli.engine import engine_app
 from pacore_graph.cli.graphs import RunGraph, given_options, graphs_app, resolve_run_graph
 from pacore_graph.cli.render import show_result
 from pacore_graph.clients.vllm import VLLMClient
@@ -34,12 +36,7 @@ def _root() -> None:
 
 
 app.add_typer(graphs_app, name="graphs")
-
-
-NO_SERVER_HINT = (
-    "no model server configured: pass --base-url http://HOST:PORT/v1 or set PACORE_BASE_URL "
-    "(for example, start one with `vllm serve MODEL` and use http://127.0.0.1:8000/v1)"
-)
+app.add_typer(engine_app, name="engine")
 
 
 def _read_problem(problem: str) -> str:
@@ -52,7 +49,9 @@ def _read_problem(problem: str) -> str:
         raise ConfigError(f"standard input is not UTF-8 text (byte {exc.start}); convert it to UTF-8") from exc
 
 
-async def _run(problem: str, run_graph: RunGraph, client: VLLMClient, progress: Console) -> PaCoReResult:
+async def _run(
+    problem: str, run_graph: RunGraph, client: VLLMClient, progress: Console, phase: _Phase | None = None
+) -> PaCoReResult:
     """Run the graph, showing which round is running and how many of its trajectories are done."""
     graph = run_graph.build(client)
     ks = run_graph.config.schedule.all_rounds
@@ -67,6 +66,8 @@ async def _run(problem: str, run_graph: RunGraph, client: VLLMClient, progress: 
             else:  # the last node (synthesize, or vote for voting graphs) returns the answer
                 output = next((v for v in update.values() if isinstance(v, dict) and "answer" in v), output)
             label = "final synthesis" if round_number == len(ks) else f"round {round_number}/{len(ks)}"
+            if phase is not None:
+                phase.set(label)
             status.update(f"{label}: {done}/{ks[round_number - 1]} trajectories done")
     return PaCoReResult.from_output(output, run_graph.config.schedule)
 
@@ -83,6 +84,10 @@ def run(
         str,
         typer.Option("--schedule", "-s", help="Parallel rounds: '32,4', or low=[4], medium=[16], high=[32,4]."),
     ] = "low",
+    engine_model: Annotated[
+        str | None,
+        typer.Option(help="With no --base-url: the model the embedded vLLM engine serves (GPU machines)."),
+    ] = None,
     base_url: Annotated[
         str | None,
         typer.Option(envvar="PACORE_BASE_URL", help="OpenAI-compatible API root, e.g. http://127.0.0.1:8000/v1."),
@@ -107,6 +112,7 @@ def run(
     """Solve PROBLEM with PaCoRe and print the answer and the per-round table."""
     out = Console()
     err = Console(stderr=True)
+    phase = _Phase()
     try:
         text = _read_problem(problem)
         if not text.strip():
@@ -125,16 +131,18 @@ def run(
             max_k=max_k,
             max_rounds=max_rounds,
         )
-        if not base_url:
-            raise ConfigError(NO_SERVER_HINT)
-        result = asyncio.run(_solve(text, run_graph, base_url, model, api_key, concurrency, err))
+        server = ServerOptions(base_url, model, api_key, concurrency, engine_model)
+        result = asyncio.run(_solve(text, run_graph, server, err, phase))
     except PaCoReError as exc:
         if debug:
             raise
         err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(2 if isinstance(exc, ConfigError) else 1) from None
     except KeyboardInterrupt:
-        err.print("[bold red]interrupted[/]: the run was stopped; no answer was produced")
+        err.print(
+            f"[bold red]interrupted[/] during {phase.text}: the run was stopped and any engine it started was shut "
+            "down; no answer was produced"
+        )
         raise typer.Exit(130) from None
     if json_output:
         out.print_json(json.dumps(_json_summary(result)))
@@ -144,17 +152,22 @@ def run(
             err.print("[yellow]warning:[/] the final synthesis hit max_tokens; the answer may be cut off")
 
 
+class _Phase:
+    """What the run is doing now, so an interruption can say what it stopped."""
+
+    def __init__(self) -> None:
+        self.text = "start-up"
+
+    def set(self, text: str) -> None:
+        self.text = text
+
+
 async def _solve(
-    text: str,
-    run_graph: RunGraph,
-    base_url: str,
-    model: str | None,
-    api_key: str | None,
-    concurrency: int,
-    progress: Console,
+    text: str, run_graph: RunGraph, server: ServerOptions, console: Console, phase: _Phase
 ) -> PaCoReResult:
-    async with VLLMClient(base_url, model=model, api_key=api_key, max_concurrency=concurrency) as client:
-        return await _run(text, run_graph, client, progress)
+    async with open_backend(server, console, phase.set) as client:
+        phase.set("round 1")
+        return await _run(text, run_graph, client, console, phase)
 
 
 def _json_summary(result: PaCoReResult) -> dict[str, Any]:

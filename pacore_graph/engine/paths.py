@@ -12,6 +12,7 @@ or ``~/.cache/pacore-graph``. (platformdirs is not a dependency, and Linux is th
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from pathlib import Path
@@ -26,6 +27,7 @@ __all__ = [
 
 #: Folder name of the converted default model.
 DEFAULT_MODEL_SLUG = "smollm2-135m-instruct"
+_KEEP_LOGS = 20
 
 
 def cache_root(cache_dir: Path | None = None) -> Path:
@@ -57,5 +59,10 @@ def new_log_path(kind: str, cache_dir: Path | None = None) -> Path:
     """A fresh, unique log file path such as ``engine/logs/vllm-20250101-120000-1234.log``."""
     logs = engine_dir(cache_dir) / "logs"
     logs.mkdir(parents=True, exist_ok=True)
+    # One file per start adds up (tests start several engines): keep the newest _KEEP_LOGS of a kind.
+    old = sorted(logs.glob(f"{kind}-*.log"), key=lambda p: p.stat().st_mtime, reverse=True)[_KEEP_LOGS:]
+    for path in old:
+        with contextlib.suppress(OSError):
+            path.unlink()
     stamp = time.strftime("%Y%m%d-%H%M%S")
     return logs / f"{kind}-{stamp}-{os.getpid()}-{time.monotonic_ns() % 100000}.log"

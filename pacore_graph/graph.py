@@ -2,9 +2,8 @@
 
 ::
 
-    START → prepare ─┬─ Send × K_1 ─→ explore ─→ compact ─┬─ Send × K_{r+1} ─→ explore ...
-                     │                                    └─ (after round R) ─→ synthesize → END
-                     └─ (no parallel rounds) ─────────────────────────────────→ synthesize
+    START → prepare ── Send × K_1 ─→ explore ─→ compact ─┬─ Send × K_{r+1} ─→ explore ...
+                                                         └─ (after round R) ─→ synthesize → END
 """
 
 from __future__ import annotations

@@ -148,8 +148,10 @@ def pacore(*args: str, env: dict | None = None, stdin: bytes | None = None) -> s
         (["run", "Q"], "no model server configured and the embedded engine is not installed"),
     ],
 )
-def test_bad_input_is_one_line_no_traceback_nonzero_exit(args, fragment, python_without_vllm):
-    result = pacore(*args, env={"PACORE_ENGINE_PYTHON": python_without_vllm})
+def test_bad_input_is_one_line_no_traceback_nonzero_exit(args, fragment, python_without_vllm, tmp_path):
+    # An empty cache dir: no engine started by `pacore engine up` may be picked up.
+    env = {"PACORE_ENGINE_PYTHON": python_without_vllm, "PACORE_CACHE_DIR": str(tmp_path / "cache")}
+    result = pacore(*args, env=env)
     stderr = result.stderr.decode()
     assert result.returncode != 0
     assert fragment in stderr

@@ -20,17 +20,29 @@ PROBLEM = "What is 2 + 3? Answer with the number."
 SERVER_MARK = "vllm.entrypoints.openai.api_server"
 
 
-def vllm_servers() -> set[int]:
-    """Pids of every vLLM API server on the machine (the session engine included)."""
+def vllm_servers(cache_dir: str | None = None) -> set[int]:
+    """Pids of vLLM API servers; with ``cache_dir``, only those started with that PACORE_CACHE_DIR.
+
+    Matching on the environment tells our engine apart from any other one started meanwhile.
+    """
     pids = set()
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
-                if SERVER_MARK in (entry / "cmdline").read_bytes().decode(errors="replace"):
-                    pids.add(int(entry.name))
+                if SERVER_MARK not in (entry / "cmdline").read_bytes().decode(errors="replace"):
+                    continue
+                if cache_dir and f"PACORE_CACHE_DIR={cache_dir}".encode() not in (entry / "environ").read_bytes():
+                    continue
             except OSError:
                 continue
+            pids.add(int(entry.name))
     return pids
+
+
+def sigint_default() -> None:
+    """Run in the child before exec: a shell's background job starts with SIGINT ignored, and Python then
+    never installs its Ctrl-C handler; a user at a terminal has the default."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def wait_gone(pgids: set[int], timeout: float = 30.0) -> set[int]:
@@ -97,12 +109,11 @@ def test_pacore_2_on_the_engine_via_base_url(engine: EngineProcess) -> None:
 
 
 def test_embedded_engine_runs_and_leaves_nothing(engine: EngineProcess, embedded_env: dict[str, str]) -> None:
-    before = vllm_servers()
     result = pacore("run", PROBLEM, "-s", "2", "--max-tokens", "32", "--truncated", "keep", "--json", env=embedded_env)
     assert result.returncode == 0, result.stderr
     check_json_rounds(result.stdout, [2])
     assert "embedded engine ready" in result.stderr
-    assert vllm_servers() - before == set(), "the embedded engine outlived `pacore run`"
+    assert vllm_servers(embedded_env["PACORE_CACHE_DIR"]) == set(), "the embedded engine outlived `pacore run`"
 
 
 def start_cli(env: dict[str, str], *args: str) -> subprocess.Popen[str]:
@@ -112,24 +123,24 @@ def start_cli(env: dict[str, str], *args: str) -> subprocess.Popen[str]:
         stderr=subprocess.PIPE,
         text=True,
         env=env,
+        preexec_fn=sigint_default,
     )
 
 
-def wait_for_new_server(before: set[int], timeout: float = 120.0) -> set[int]:
+def wait_for_server(cache_dir: str, timeout: float = 120.0) -> set[int]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        new = vllm_servers() - before
-        if new:
-            return new
+        ours = vllm_servers(cache_dir)
+        if ours:
+            return ours
         time.sleep(0.2)
     raise AssertionError("pacore run did not start an engine")
 
 
 def test_ctrl_c_during_engine_startup(engine: EngineProcess, embedded_env: dict[str, str]) -> None:
-    before = vllm_servers()
     cli = start_cli(embedded_env, "-s", "2")
     try:
-        new = wait_for_new_server(before)
+        new = wait_for_server(embedded_env["PACORE_CACHE_DIR"])
         time.sleep(2)  # well inside the ~25 s start-up
         cli.send_signal(signal.SIGINT)
         _, stderr = cli.communicate(timeout=60)
@@ -142,11 +153,10 @@ def test_ctrl_c_during_engine_startup(engine: EngineProcess, embedded_env: dict[
 
 
 def test_ctrl_c_during_a_round(engine: EngineProcess, embedded_env: dict[str, str]) -> None:
-    before = vllm_servers()
     cli = start_cli(embedded_env, "-s", "4", "--max-tokens", "4000")
     assert cli.stderr is not None
     try:
-        new = wait_for_new_server(before)
+        new = wait_for_server(embedded_env["PACORE_CACHE_DIR"])
         deadline = time.monotonic() + 300
         while "embedded engine ready" not in cli.stderr.readline():
             assert time.monotonic() < deadline and cli.poll() is None, "the engine never became ready"

@@ -65,8 +65,14 @@ def start_script(tmp_path: Path, mode: str) -> tuple[subprocess.Popen[str], int]
     script = tmp_path / "start_engine.py"
     script.write_text(SCRIPT)
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
+    # A shell's background job starts with SIGINT ignored; reset it so Ctrl-C behaves as at a terminal.
     proc = subprocess.Popen(
-        [sys.executable, str(script), mode], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env
+        [sys.executable, str(script), mode],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env=env,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     assert proc.stdout is not None
     line = proc.stdout.readline()  # the model is already converted (engine fixture), so this is quick

@@ -51,11 +51,12 @@ class GraphType:
 
 def _builtin_types() -> list[GraphType]:
     # Imported here: the builder modules import the core graph machinery, which spec validation does not need.
+    from .code_verified import CODE_VERIFIED
     from .pacore import PACORE
     from .self_consistency import SELF_CONSISTENCY
     from .sequential import SEQUENTIAL
 
-    return [PACORE, SELF_CONSISTENCY, SEQUENTIAL]
+    return [PACORE, SELF_CONSISTENCY, SEQUENTIAL, CODE_VERIFIED]
 
 
 def graph_types() -> dict[str, GraphType]:

@@ -21,9 +21,19 @@ def test_there_are_examples():
     assert EXAMPLES
 
 
+PRODUCT_PROGRAM = "```python\na, b = map(int, input().split())\nprint(a * b)\n```"
+
+
+def fake_reply(messages, params):
+    """ "391" for a question; a program for a code task (one whose prompt has sample tests)."""
+    if "Sample Input" in str(messages[-1].get("content")):
+        return f"<think>17*23 = 391</think>Multiply them:\n{PRODUCT_PROGRAM}"
+    return "<think>17*23 = 391</think>391"
+
+
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
 async def test_example_runs_against_the_fake_backend(path):
-    backend = FunctionBackend(lambda messages, params: "<think>17*23 = 391</think>391")
+    backend = FunctionBackend(fake_reply)
     result = await load(path).main(backend)
     assert "391" in result
     assert backend.calls, "the example must call the model"
@@ -35,3 +45,19 @@ async def test_subgraph_example_feeds_pacore_and_uses_its_answer():
     assert report == "17 * 23 = 391"
     assert len(backend.calls) == 3
     assert backend.calls[0].last_user_content == "Compute 17 * 23. Give the final number only."
+
+
+async def test_agent_example_calls_pacore_as_a_tool():
+    backend = FunctionBackend(lambda messages, params: "<think>17*23 = 391</think> 391 ")
+    answer = await load(Path(__file__).parent.parent / "examples" / "pacore_as_agent_tool.py").main(backend)
+    assert answer == "After deep reasoning: 391"
+    assert len(backend.calls) == 3  # PaCoRe [2]: two explorers and the synthesis
+    assert backend.calls[0].last_user_content == "What is 17 * 23?"
+
+
+async def test_code_verified_example_verifies_and_runs_the_final_program():
+    backend = FunctionBackend(fake_reply)
+    report = await load(Path(__file__).parent.parent / "examples" / "code_verified.py").main(backend)
+    assert report == "final program: passed 2/2 sample tests\n17 23 -> 391 (exit code 0)"
+    synthesis = backend.calls[-1].last_user_content
+    assert synthesis.count("[Verification of the program above on the sample tests: passed 2/2 sample tests]") == 3

@@ -61,6 +61,7 @@ def test_every_preset_ships_and_loads():
         "self-consistency": [16],
         "sequential": [1, 1, 1, 1],
         "pacore-no-compaction": [4],
+        "pacore-code-verified": [4],
     }
 
 

@@ -18,7 +18,15 @@ import pytest
 from pacore_graph.testing import FakeOpenAIServer, FakeReply, FunctionBackend
 
 FIXTURE = Path(__file__).parent / "fixtures" / "pacore-demo-graphs"
-PRESETS = ["pacore-low", "pacore-medium", "pacore-high", "self-consistency", "sequential", "pacore-no-compaction"]
+PRESETS = [
+    "pacore-low",
+    "pacore-medium",
+    "pacore-high",
+    "self-consistency",
+    "sequential",
+    "pacore-no-compaction",
+    "pacore-code-verified",
+]
 
 
 def pacore(*args: str, with_plugin: bool = True) -> subprocess.CompletedProcess:

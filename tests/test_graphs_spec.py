@@ -134,7 +134,7 @@ MALFORMED = {
     "k-zero": ("type: pacore\nschedule: [4, 0]\n", ["schedule: invalid schedule [4, 0]: every K must be at least 1"]),
     "unknown-type": (
         "type: tree-of-thought\nschedule: [4]\n",
-        ["type: unknown graph type 'tree-of-thought'; allowed: pacore, self-consistency, sequential"],
+        ["type: unknown graph type 'tree-of-thought'; allowed: code-verified, pacore, self-consistency, sequential"],
     ),
     "yaml-syntax": ("type: pacore\nschedule: [4\n", [":3:1: invalid YAML: expected ',' or ']'"]),
     "wrong-type": (
@@ -151,7 +151,7 @@ MALFORMED = {
     ),
     "missing-type": (
         "schedule: [4]\n",
-        ["type: required field is missing; one of: pacore, self-consistency, sequential"],
+        ["type: required field is missing; one of: code-verified, pacore, self-consistency, sequential"],
     ),
     "not-a-mapping": ("- pacore\n- [4]\n", ["a graph spec must be a mapping of fields (name, type, schedule, ...)"]),
     "duplicate-key": ("type: pacore\nschedule: [4]\nschedule: [8]\n", ["duplicate key 'schedule'"]),

@@ -1,0 +1,277 @@
+"""``code-verified``: PaCoRe for code problems, where every program is run on the sample tests before it is passed on.
+
+Beyond the paper: the synthesizer reasons over verified facts instead of the explorers' claims. Each explorer's
+conclusion ends with a program in a markdown fence; the verifying compactor runs it in the sandbox on the sample
+tests and appends the evidence to the reference message, e.g.::
+
+    ...the explorer's conclusion...
+
+    [Verification of the program above on the sample tests: passed 2/3 sample tests; failed on input '10 1':
+    expected '11', got '9']
+
+The synthesizer's own program is run too; the output state has ``program`` (None when the answer has no
+program) and ``verification`` (``{"program_found", "passed", "total", "evidence", "outcomes"}``).
+
+::
+
+    START → prepare ─ Send × K_1 ─→ explore ─→ verify_compact ─┬─ Send × K_{r+1} ─→ explore ...
+                                                               └─ (after round R) ─→ synthesize → verify_answer → END
+
+Input: ``{"problem": str, "tests": [{"input": str, "output": str}, ...]}``. Without ``tests``, sample tests are
+read from the problem text: each "Sample Input" (or "Example Input", optionally numbered, with or without a
+colon) block paired with the "Sample Output" block after it; a block is a fenced block (fences stripped) or
+the lines up to a blank line. With no tests at all, the
+evidence says so and programs are still checked for being present.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from typing import TYPE_CHECKING, Any, NotRequired, TypedDict
+
+from langgraph.graph import END, START, StateGraph
+from langgraph.types import Overwrite
+
+from pacore_graph.clients.base import ChatBackend
+from pacore_graph.compaction import compact
+from pacore_graph.errors import ConfigError, EmptyRoundError
+from pacore_graph.nodes import PaCoReNodes, round_stats
+from pacore_graph.state import PaCoReInput, PaCoReOutput, PaCoReState, Trajectory
+
+from .kinds import CompiledGraph, GraphType
+
+# Only the tools' public API. `tools/` is installed as pacore_graph.tools, which mypy cannot map: it type-checks
+# the same source as the top-level `tools` package instead (as pacore_graph/cli/graphs.py does for graphs/).
+if TYPE_CHECKING:
+    from tools import NO_PROGRAM, SandboxLimits, TestCase, TestReport, arun_tests, describe_report, extract_program
+
+    from .spec import GraphSpec
+else:
+    from pacore_graph.tools import (
+        NO_PROGRAM,
+        SandboxLimits,
+        TestCase,
+        TestReport,
+        arun_tests,
+        describe_report,
+        extract_program,
+    )
+
+__all__ = [
+    "CODE_VERIFIED",
+    "CodeVerifiedInput",
+    "CodeVerifiedOutput",
+    "CodeVerifiedState",
+    "Verification",
+    "build_code_verified",
+    "build_code_verified_graph",
+    "evidence_message",
+    "sample_tests_from_text",
+]
+
+#: Sandbox limits for one program on one test: model-written solutions to sample tests should be quick.
+VERIFY_LIMITS = SandboxLimits(wall_seconds=10, cpu_seconds=5, memory_mb=512, max_output_bytes=200_000)
+#: Programs verified at once. Sandboxed runs share one unprivileged uid, whose process limit they share.
+VERIFY_CONCURRENCY = 4
+
+
+class Verification(TypedDict):
+    """The result of running one program on the sample tests."""
+
+    program_found: bool
+    passed: int
+    total: int
+    evidence: str
+    outcomes: list[dict[str, Any]]
+
+
+class CodeVerifiedInput(PaCoReInput, total=False):
+    """Input: the problem (or messages) and, optionally, its sample tests."""
+
+    tests: list[dict[str, str]]
+
+
+class CodeVerifiedState(PaCoReState):
+    """PaCoRe's state plus the sample tests and the verification of the final program."""
+
+    tests: NotRequired[list[dict[str, str]]]
+    program: NotRequired[str | None]
+    verification: NotRequired[Verification]
+
+
+class CodeVerifiedOutput(PaCoReOutput):
+    """Output: the answer and usage, plus the final program and its verification."""
+
+    program: str | None
+    verification: Verification
+
+
+_HEADER = r"(?:sample|example)\s+{kind}(?:[ \t]+\d+)?[ \t]*:?[ \t]*\n"
+# A block is a fenced block, or the lines up to a blank line or the next sample header.
+_BLOCK = (
+    r"(?:[ \t]*(?P<{name}>`{{3,}}|~{{3,}})[^\n]*\n.*?\n[ \t]*(?P={name})[ \t]*(?=\n|\Z)"
+    r"|.*?(?=\n[ \t]*\n|\n[ \t]*(?:sample|example)\s+(?:input|output)|\Z))"
+)
+_SAMPLE = re.compile(
+    _HEADER.format(kind="input")
+    + f"(?P<input>{_BLOCK.format(name='fi')})"
+    + r"\s*?\n[ \t]*"
+    + _HEADER.format(kind="output")
+    + f"(?P<output>{_BLOCK.format(name='fo')})",
+    re.IGNORECASE | re.DOTALL,
+)
+_FENCE_LINE = re.compile(r"^[ \t]*(`{3,}|~{3,})[^\n]*$", re.MULTILINE)
+
+
+def _unfence(block: str) -> str:
+    return _FENCE_LINE.sub("", block).strip("\n") + "\n"
+
+
+def sample_tests_from_text(text: str) -> list[TestCase]:
+    """Sample tests written in a problem statement ("Sample Input 1" ... "Sample Output 1" ...)."""
+    return [
+        TestCase(input=_unfence(match.group("input")), output=_unfence(match.group("output")))
+        for match in _SAMPLE.finditer(text)
+    ]
+
+
+def evidence_message(conclusion: str, evidence: str) -> str:
+    """A reference message: the conclusion, then what running its program showed."""
+    return f"{conclusion.rstrip()}\n\n[Verification of the program above on the sample tests: {evidence}]"
+
+
+async def verify(text: str, tests: list[TestCase], semaphore: asyncio.Semaphore) -> Verification:
+    """Extract the last program of ``text`` and run it on ``tests`` in the sandbox."""
+    program = extract_program(text)
+    if program is None:
+        return Verification(program_found=False, passed=0, total=len(tests), evidence=NO_PROGRAM, outcomes=[])
+    if not tests:
+        return Verification(
+            program_found=True, passed=0, total=0, evidence="no sample tests to run the program on", outcomes=[]
+        )
+    async with semaphore:
+        report: TestReport = await arun_tests(program, tests, limits=VERIFY_LIMITS)
+    return Verification(
+        program_found=True,
+        passed=report.passed,
+        total=report.total,
+        evidence=describe_report(report),
+        outcomes=[outcome.model_dump() for outcome in report.outcomes],
+    )
+
+
+class _VerifyingNodes:
+    """The nodes this graph adds to the core ones: prepare with tests, a verifying compactor, a final check."""
+
+    def __init__(self, nodes: PaCoReNodes) -> None:
+        self.nodes = nodes
+
+    def prepare(self, state: CodeVerifiedState) -> dict[str, Any]:
+        update = self.nodes.prepare(state)
+        given = state.get("tests")
+        if given is not None:
+            try:
+                tests = [TestCase.model_validate(test) for test in given]
+            except ValueError as exc:
+                raise ConfigError(
+                    f"tests must be a list of {{'input': str, 'output': str}} mappings: {exc}".replace("\n", " ")
+                ) from None
+        else:
+            tests = sample_tests_from_text(_problem_text(update["conversation"]))
+        update["tests"] = [test.model_dump() for test in tests]
+        return update
+
+    async def verify_compact(self, state: CodeVerifiedState) -> dict[str, Any]:
+        """C(Ω_r) with evidence: each kept conclusion carries what running its program on the tests showed."""
+        round_number = state["round"]
+        config = self.nodes.config
+        k = config.schedule.rounds[round_number - 1]
+        tests = _tests(state)
+        semaphore = asyncio.Semaphore(VERIFY_CONCURRENCY)
+        omega = state["omega"]
+        # Dropped trajectories (empty, cut off mid-thought) are not run: compaction would drop them anyway.
+        drop_cut = config.compaction.truncated == "drop"
+        runnable = [t for t in omega if t["conclusion"].strip() and not (t["cut_mid_thought"] and drop_cut)]
+        verdicts = await asyncio.gather(*(verify(t["conclusion"], tests, semaphore) for t in runnable))
+        evidence = {t["index"]: v["evidence"] for t, v in zip(runnable, verdicts, strict=True)}
+        annotated = [_with_evidence(t, evidence[t["index"]]) if t["index"] in evidence else t for t in omega]
+        compacted = compact(annotated, config.compaction)
+        stats = round_stats(
+            round_number,
+            k,
+            omega,
+            messages=len(compacted.messages),
+            dropped_empty=compacted.dropped_empty,
+            dropped_truncated=compacted.dropped_truncated,
+        )
+        if not compacted.messages:
+            raise EmptyRoundError(
+                f"round {round_number} left no usable conclusion: K={k}, {stats['returned']} returned, "
+                f"{stats['dropped_empty']} empty, {stats['dropped_truncated']} cut off by max_tokens before "
+                "concluding; raise max_tokens, or keep truncated trajectories (compaction truncated='keep')"
+            )
+        return {
+            "references": compacted.messages,
+            "omega": Overwrite([]),
+            "round": round_number + 1,
+            "rounds": [stats],
+        }
+
+    async def verify_answer(self, state: CodeVerifiedState) -> dict[str, Any]:
+        """Run the synthesizer's program on the tests and report it in the output."""
+        verdict = await verify(state["answer"], _tests(state), asyncio.Semaphore(1))
+        return {"program": extract_program(state["answer"]), "verification": verdict}
+
+
+def _with_evidence(trajectory: Trajectory, evidence: str) -> Trajectory:
+    annotated = trajectory.copy()
+    annotated["conclusion"] = evidence_message(trajectory["conclusion"], evidence)
+    return annotated
+
+
+def _tests(state: CodeVerifiedState) -> list[TestCase]:
+    return [TestCase.model_validate(test) for test in state.get("tests", [])]
+
+
+def _problem_text(conversation: list[dict[str, Any]]) -> str:
+    for message in reversed(conversation):
+        if message.get("role") == "user":
+            content = message.get("content")
+            if isinstance(content, str):
+                return content
+            if isinstance(content, list):
+                return "\n".join(str(part.get("text", "")) for part in content if isinstance(part, dict))
+    return ""
+
+
+def build_code_verified_graph(
+    nodes: PaCoReNodes, *, checkpointer: Any = None, name: str = "pacore-code-verified"
+) -> CompiledGraph:
+    """Wire the code-verified graph from core nodes (see the module docstring)."""
+    verifying = _VerifyingNodes(nodes)
+    graph = StateGraph(CodeVerifiedState, input_schema=CodeVerifiedInput, output_schema=CodeVerifiedOutput)
+    graph.add_node("prepare", verifying.prepare)
+    graph.add_node("explore", nodes.explore)  # type: ignore[arg-type]  # gets a Send payload, not the state
+    graph.add_node("verify_compact", verifying.verify_compact)
+    graph.add_node("synthesize", nodes.synthesize)
+    graph.add_node("verify_answer", verifying.verify_answer)
+    graph.add_edge(START, "prepare")
+    graph.add_conditional_edges("prepare", nodes.dispatch, ["explore", "synthesize"])
+    graph.add_edge("explore", "verify_compact")
+    graph.add_conditional_edges("verify_compact", nodes.dispatch, ["explore", "synthesize"])
+    graph.add_edge("synthesize", "verify_answer")
+    graph.add_edge("verify_answer", END)
+    return graph.compile(checkpointer=checkpointer, name=name)
+
+
+def build_code_verified(spec: GraphSpec, backend: ChatBackend, *, checkpointer: Any = None) -> CompiledGraph:
+    """The code-verified graph configured by ``spec``."""
+    return build_code_verified_graph(PaCoReNodes(backend, spec.to_config()), checkpointer=checkpointer, name=spec.name)
+
+
+CODE_VERIFIED = GraphType(
+    name="code-verified",
+    build=build_code_verified,
+    description="PaCoRe for code: each program is run on the sample tests and the evidence passed on",
+)

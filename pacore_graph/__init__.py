@@ -13,6 +13,7 @@ the next round as reference responses; a final single trajectory gives the answe
 
 from pacore_graph.clients.base import ChatBackend, ChatResult, Completion, SamplingParams, TokenUsage
 from pacore_graph.clients.langchain import LangChainBackend
+from pacore_graph.clients.streaming import ChatChunk, StreamingChatBackend
 from pacore_graph.clients.vllm import VLLMClient
 from pacore_graph.compaction import CompactionPolicy, compact, conclusion_of
 from pacore_graph.config import PaCoReConfig
@@ -29,11 +30,21 @@ from pacore_graph.errors import (
     UpstreamError,
     UpstreamTimeoutError,
 )
+from pacore_graph.events import (
+    RoundCompacted,
+    RoundStarted,
+    RunFinished,
+    SynthesisDelta,
+    TrajectoryFinished,
+    parse_event,
+    stream_events,
+)
 from pacore_graph.extract import ExtractionPolicy, Vote, extract_answer, extract_boxed, majority_vote, normalize_answer
 from pacore_graph.graph import build_pacore_graph
 from pacore_graph.prompts import REFERENCE_TEMPLATE, build_prompt, normalize_problem, render_references
 from pacore_graph.result import PaCoReResult, RoundRow, RunUsage
 from pacore_graph.schedule import PRESETS, Schedule
+from pacore_graph.trace import Trace, TraceRecorder, record_run
 
 __version__ = "0.1.0"
 
@@ -42,6 +53,7 @@ __all__ = [
     "REFERENCE_TEMPLATE",
     "BackendError",
     "ChatBackend",
+    "ChatChunk",
     "ChatResult",
     "CompactionPolicy",
     "Completion",
@@ -55,13 +67,21 @@ __all__ = [
     "PaCoReError",
     "PaCoReResult",
     "ProtocolError",
+    "RoundCompacted",
     "RoundError",
     "RoundRow",
+    "RoundStarted",
+    "RunFinished",
     "RunUsage",
     "SamplingParams",
     "Schedule",
     "ScheduleError",
+    "StreamingChatBackend",
+    "SynthesisDelta",
     "TokenUsage",
+    "Trace",
+    "TraceRecorder",
+    "TrajectoryFinished",
     "UpstreamError",
     "UpstreamTimeoutError",
     "VLLMClient",
@@ -75,5 +95,8 @@ __all__ = [
     "majority_vote",
     "normalize_answer",
     "normalize_problem",
+    "parse_event",
+    "record_run",
     "render_references",
+    "stream_events",
 ]

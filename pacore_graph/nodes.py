@@ -14,9 +14,19 @@ from typing import Any
 from langgraph.types import Overwrite, Send
 
 from pacore_graph.clients.base import ChatBackend, ChatResult, SamplingParams
+from pacore_graph.clients.streaming import StreamAccumulator, StreamingChatBackend
 from pacore_graph.compaction import compact, conclusion_of, full_text_of, is_cut_mid_thought
 from pacore_graph.config import PaCoReConfig
 from pacore_graph.errors import ContextBudgetError, EmptyRoundError, ProtocolError
+from pacore_graph.events import (
+    EventWriter,
+    RoundCompacted,
+    RoundStarted,
+    RunFinished,
+    SynthesisDelta,
+    TrajectoryFinished,
+    event_writer,
+)
 from pacore_graph.extract import extract_answer, majority_vote
 from pacore_graph.prompts import build_prompt, normalize_problem
 from pacore_graph.state import ExploreTask, PaCoReState, RoundStats, Trajectory, UsageSummary
@@ -93,10 +103,9 @@ class PaCoReNodes:
             return "synthesize"
         prompt = build_prompt(state["conversation"], state["references"], self.config.template)
         self._check_budget(prompt, round_number)
-        return [
-            Send("explore", ExploreTask(round=round_number, index=i, prompt=prompt))
-            for i in range(parallel[round_number - 1])
-        ]
+        k = parallel[round_number - 1]
+        event_writer()(RoundStarted(round=round_number, k=k, prompt_chars=prompt_chars(prompt)))
+        return [Send("explore", ExploreTask(round=round_number, index=i, prompt=prompt)) for i in range(k)]
 
     async def explore(self, task: ExploreTask) -> dict[str, Any]:
         """Sample one trajectory of a parallel round."""
@@ -125,6 +134,19 @@ class PaCoReNodes:
                 "concluding; raise max_tokens, or keep truncated trajectories (compaction truncated='keep', "
                 "CLI --truncated keep)"
             )
+        next_prompt = build_prompt(state["conversation"], compacted.messages, self.config.template)
+        event_writer()(
+            RoundCompacted(
+                round=round_number,
+                k=k,
+                returned=stats["returned"],
+                kept=len(compacted.messages),
+                dropped_empty=compacted.dropped_empty,
+                dropped_truncated=compacted.dropped_truncated,
+                messages=compacted.messages,
+                next_prompt_chars=prompt_chars(next_prompt),
+            )
+        )
         return {
             "references": compacted.messages,
             "omega": Overwrite([]),
@@ -138,13 +160,19 @@ class PaCoReNodes:
         prompt = build_prompt(state["conversation"], state["references"], self.config.template)
         self._check_budget(prompt, round_number)
         params = self.config.final_params.with_seed_offset(self.config.schedule.total_trajectories - 1)
-        trajectory = await self._sample(prompt, params, round_number, 0)
+        write = event_writer()
+        write(RoundStarted(round=round_number, k=1, final=True, prompt_chars=prompt_chars(prompt)))
+        trajectory = await self._sample(prompt, params, round_number, 0, final=True)
         stats = round_stats(round_number, 1, [trajectory], messages=int(bool(trajectory["conclusion"].strip())))
+        usage = summarize_usage([*state["rounds"], stats])
+        write(
+            RunFinished(answer=trajectory["conclusion"], finish_reason=trajectory["finish_reason"], usage=dict(usage))
+        )
         return {
             "answer": trajectory["conclusion"],
             "finish_reason": trajectory["finish_reason"],
             "rounds": [stats],
-            "usage": summarize_usage([*state["rounds"], stats]),
+            "usage": usage,
         }
 
     def vote(self, state: PaCoReState) -> dict[str, Any]:
@@ -165,13 +193,18 @@ class PaCoReNodes:
                 "\\boxed{...} or a fallback phrase such as 'The answer is ...'; ask for a boxed answer in the "
                 "problem, or set the spec's answer.fallback patterns"
             )
+        usage = summarize_usage([*state["rounds"], stats])
+        finish_reason = trajectories[outcome.winner_index]["finish_reason"]
+        event_writer()(
+            RunFinished(answer=outcome.answer, finish_reason=finish_reason, usage=dict(usage), votes=outcome.tally)
+        )
         return {
             "answer": outcome.answer,
-            "finish_reason": trajectories[outcome.winner_index]["finish_reason"],
+            "finish_reason": finish_reason,
             "votes": outcome.tally,
             "omega": Overwrite([]),
             "rounds": [stats],
-            "usage": summarize_usage([*state["rounds"], stats]),
+            "usage": usage,
         }
 
     def _check_budget(self, prompt: list[dict[str, Any]], round_number: int) -> None:
@@ -188,17 +221,64 @@ class PaCoReNodes:
             )
 
     async def _sample(
-        self, prompt: list[dict[str, Any]], params: SamplingParams, round_number: int, index: int
+        self,
+        prompt: list[dict[str, Any]],
+        params: SamplingParams,
+        round_number: int,
+        index: int,
+        *,
+        final: bool = False,
     ) -> Trajectory:
+        write = event_writer()
         started_at = time.time()
         clock = time.perf_counter()
-        result = await self.backend.chat(prompt, params)
+        if final:
+            result = await self._stream_synthesis(prompt, params, round_number, write)
+        else:
+            result = await self.backend.chat(prompt, params)
         trajectory = _trajectory(result, round_number, index, started_at, time.perf_counter() - clock)
+        completion = result.completions[0]
         if self.config.compaction.keep == "full":
             # Only the no-compaction ablation needs the whole text in the state (see pacore_graph.state).
-            completion = result.completions[0]
             trajectory["full_text"] = full_text_of(completion.content, completion.reasoning)
+        # The full transcript goes to the event stream (a trace can record it), never into the state.
+        write(
+            TrajectoryFinished(
+                round=round_number,
+                index=index,
+                final=final,
+                prompt_tokens=trajectory["prompt_tokens"],
+                completion_tokens=trajectory["completion_tokens"],
+                finish_reason=trajectory["finish_reason"],
+                answer=extract_answer(trajectory["conclusion"], self.config.extraction),
+                started_at=started_at,
+                seconds=trajectory["seconds"],
+                content=completion.content,
+                reasoning=completion.reasoning,
+                messages=prompt,
+                params=params.model_dump(mode="json"),
+            )
+        )
         return trajectory
+
+    async def _stream_synthesis(
+        self, prompt: list[dict[str, Any]], params: SamplingParams, round_number: int, write: EventWriter
+    ) -> ChatResult:
+        """The synthesis call: streamed when the backend can, so its text is shown while it is generated."""
+        if not isinstance(self.backend, StreamingChatBackend):
+            result = await self.backend.chat(prompt, params)
+            if result.completions:  # one delta with the whole text keeps consumers uniform
+                completion = result.completions[0]
+                write(
+                    SynthesisDelta(round=round_number, content=completion.content, reasoning=completion.reasoning or "")
+                )
+            return result
+        accumulated = StreamAccumulator()
+        async for chunk in self.backend.stream_chat(prompt, params):
+            accumulated.add(chunk)
+            if chunk.content or chunk.reasoning:
+                write(SynthesisDelta(round=round_number, content=chunk.content, reasoning=chunk.reasoning))
+        return accumulated.result()
 
 
 def _trajectory(result: ChatResult, round_number: int, index: int, started_at: float, seconds: float) -> Trajectory:

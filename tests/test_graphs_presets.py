@@ -182,7 +182,7 @@ def test_no_compaction_fails_before_sending_an_over_long_prompt():
     assert len(requests) == 4, "the over-long synthesis prompt was never sent"
     assert "error: the prompt of the final synthesis is 156," in output
     assert "over the budget of 120,000 (max_prompt_chars); nothing was sent" in output
-    assert len(output.strip().splitlines()) == 1
+    assert len([line for line in output.strip().splitlines() if not line.startswith(("round ", "final "))]) == 1
 
     # The same trajectories compacted to conclusions fit easily.
     code, _, requests = run("--graph", "pacore-low", reply=verbose)

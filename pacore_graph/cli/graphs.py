@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
@@ -13,7 +14,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from pacore_graph.clients.base import ChatBackend
+from pacore_graph.clients.base import ChatBackend, ChatMessage, ChatResult, SamplingParams
 from pacore_graph.config import PaCoReConfig
 from pacore_graph.errors import ConfigError, PaCoReError
 from pacore_graph.schedule import DEFAULT_MAX_K, DEFAULT_MAX_ROUNDS, Schedule
@@ -91,6 +92,50 @@ def show(
     except PaCoReError as exc:
         raise _fail(exc, debug) from None
     typer.echo(text, nl=False)
+
+
+class _NoBackend:
+    """Builds a graph for drawing: it is never run, so any call is a bug."""
+
+    async def chat(self, messages: Sequence[ChatMessage], params: SamplingParams, *, n: int = 1) -> ChatResult:
+        raise AssertionError("a graph built for drawing must not be run")
+
+
+@graphs_app.command("draw")
+def draw(
+    name: Annotated[str, typer.Argument(help="A graph name (see `pacore graphs list`) or a path to a spec .yaml.")],
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            "-o",
+            help="graph.mmd (Mermaid text) or graph.png (needs the viz extra); default: Mermaid on standard output.",
+        ),
+    ] = None,
+    debug: Annotated[bool, typer.Option(help="Show tracebacks on errors.")] = False,
+) -> None:
+    """Draw the topology of NAME: Mermaid text, or a PNG rendered locally (no web service)."""
+    from pacore_graph.viz.plot import draw_graph_png
+
+    try:
+        spec = load_spec(name)
+        topology = build_graph(spec, _NoBackend()).get_graph()
+        if out is None or out.suffix.lower() in (".mmd", ".mermaid", ".md"):
+            text = topology.draw_mermaid()
+            if out is None:
+                typer.echo(text, nl=False)
+                return
+            out.write_text(text, encoding="utf-8")
+        elif out.suffix.lower() == ".png":
+            edges = [(e.source, e.target, bool(e.conditional)) for e in topology.edges]
+            draw_graph_png(list(topology.nodes), edges, out, title=f"{spec.name} ({spec.type})")
+        else:
+            raise ConfigError(f"cannot draw to {out.name!r}: use a .mmd (Mermaid) or .png file name")
+    except PaCoReError as exc:
+        raise _fail(exc, debug) from None
+    except OSError as exc:
+        raise _fail(ConfigError(f"cannot write {out}: {exc.strerror or exc}"), debug) from None
+    Console(stderr=True).print(f"wrote {out}", highlight=False)
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import typer
@@ -12,12 +13,18 @@ from rich.console import Console
 
 from pacore_graph.cli.backend import ServerOptions, open_backend
 from pacore_graph.cli.engine import engine_app
+from pacore_graph.cli.eval import eval_command
 from pacore_graph.cli.graphs import RunGraph, given_options, graphs_app, resolve_run_graph
+from pacore_graph.cli.live import make_display
 from pacore_graph.cli.render import show_result
+from pacore_graph.cli.serve import serve_command
+from pacore_graph.cli.trace import trace_app
 from pacore_graph.clients.vllm import VLLMClient
 from pacore_graph.errors import ConfigError, PaCoReError
+from pacore_graph.events import RoundStarted, parse_event
 from pacore_graph.result import PaCoReResult
 from pacore_graph.schedule import DEFAULT_MAX_K, DEFAULT_MAX_ROUNDS, Schedule
+from pacore_graph.trace import TraceRecorder
 
 __all__ = ["app", "main"]
 
@@ -37,6 +44,9 @@ def _root() -> None:
 
 app.add_typer(graphs_app, name="graphs")
 app.add_typer(engine_app, name="engine")
+app.add_typer(trace_app, name="trace")
+app.command("eval")(eval_command)
+app.command("serve")(serve_command)
 
 
 def _read_problem(problem: str) -> str:
@@ -50,25 +60,39 @@ def _read_problem(problem: str) -> str:
 
 
 async def _run(
-    problem: str, run_graph: RunGraph, client: VLLMClient, progress: Console, phase: _Phase | None = None
+    problem: str,
+    run_graph: RunGraph,
+    client: VLLMClient,
+    progress: Console,
+    phase: _Phase | None = None,
+    *,
+    quiet: bool = False,
+    recorder: TraceRecorder | None = None,
 ) -> PaCoReResult:
-    """Run the graph, showing which round is running and how many of its trajectories are done."""
+    """Run the graph, showing its progress events (live on a terminal) and recording them for ``--trace``."""
     graph = run_graph.build(client)
     ks = run_graph.config.schedule.all_rounds
-    round_number, done = 1, 0
+    display = make_display(progress, len(ks) - 1, quiet=quiet)
     output: dict[str, Any] = {}
-    with progress.status(f"round 1/{len(ks)}: 0/{ks[0]} trajectories done") as status:
-        async for update in graph.astream({"problem": problem}, stream_mode="updates"):
-            if "explore" in update:
-                done += 1
-            elif "compact" in update:
-                round_number, done = round_number + 1, 0
-            else:  # the last node (synthesize, or vote for voting graphs) returns the answer
-                output = next((v for v in update.values() if isinstance(v, dict) and "answer" in v), output)
-            label = "final synthesis" if round_number == len(ks) else f"round {round_number}/{len(ks)}"
-            if phase is not None:
-                phase.set(label)
-            status.update(f"{label}: {done}/{ks[round_number - 1]} trajectories done")
+    try:
+        # Progress comes from the custom events; the output from the updates, which every graph type gives.
+        async for _, mode, chunk in graph.astream(
+            {"problem": problem}, stream_mode=["custom", "updates"], subgraphs=True
+        ):
+            if mode == "updates":
+                values = chunk.values() if isinstance(chunk, dict) else ()
+                output = next((v for v in values if isinstance(v, dict) and "answer" in v), output)
+                continue
+            event = parse_event(chunk)
+            if event is None:
+                continue
+            if recorder is not None:
+                recorder.add(event)
+            if phase is not None and isinstance(event, RoundStarted):
+                phase.set("final synthesis" if event.final else f"round {event.round}/{len(ks) - 1}")
+            display.handle(event)
+    finally:
+        display.close()
     return PaCoReResult.from_output(output, run_graph.config.schedule)
 
 
@@ -107,6 +131,13 @@ def run(
     max_k: Annotated[int, typer.Option(min=1, help="Largest K allowed in one round.")] = DEFAULT_MAX_K,
     max_rounds: Annotated[int, typer.Option(min=1, help="Most parallel rounds allowed.")] = DEFAULT_MAX_ROUNDS,
     json_output: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of the table.")] = False,
+    trace: Annotated[
+        Path | None,
+        typer.Option(help="Write the run's trace (every request and trajectory) to this JSON file."),
+    ] = None,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="Plain progress lines instead of the live display.")
+    ] = False,
     debug: Annotated[bool, typer.Option(help="Show tracebacks on errors.")] = False,
 ) -> None:
     """Solve PROBLEM with PaCoRe and print the answer and the per-round table."""
@@ -132,7 +163,17 @@ def run(
             max_rounds=max_rounds,
         )
         server = ServerOptions(base_url, model, api_key, concurrency, engine_model)
-        result = asyncio.run(_solve(text, run_graph, server, err, phase))
+        recorder = None
+        if trace is not None:
+            recorder = TraceRecorder(
+                graph_name=run_graph.spec.name,
+                spec=run_graph.spec.model_dump(mode="json"),
+                problem=text,
+                secrets=[api_key] if api_key else [],
+            )
+        result = asyncio.run(_solve(text, run_graph, server, err, phase, quiet=quiet, recorder=recorder))
+        if recorder is not None and trace is not None:
+            _write_trace(recorder, trace)
     except PaCoReError as exc:
         if debug:
             raise
@@ -163,11 +204,27 @@ class _Phase:
 
 
 async def _solve(
-    text: str, run_graph: RunGraph, server: ServerOptions, console: Console, phase: _Phase
+    text: str,
+    run_graph: RunGraph,
+    server: ServerOptions,
+    console: Console,
+    phase: _Phase,
+    *,
+    quiet: bool = False,
+    recorder: TraceRecorder | None = None,
 ) -> PaCoReResult:
     async with open_backend(server, console, phase.set) as client:
         phase.set("round 1")
-        return await _run(text, run_graph, client, console, phase)
+        return await _run(text, run_graph, client, console, phase, quiet=quiet, recorder=recorder)
+
+
+def _write_trace(recorder: TraceRecorder, path: Path) -> None:
+    try:
+        recorder.trace().write(path)
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot write the trace to {path}: {exc.strerror or exc}; choose another --trace path"
+        ) from exc
 
 
 def _json_summary(result: PaCoReResult) -> dict[str, Any]:

@@ -11,6 +11,10 @@ Failure rules, all implemented in :meth:`VLLMClient._post`:
 * any other HTTP error fails at once with :class:`~pacore_graph.errors.UpstreamError` (status and body);
 * a 200 whose body is not a chat completion fails at once with :class:`~pacore_graph.errors.ProtocolError`.
 
+:meth:`VLLMClient.stream_chat` (SSE) follows the same rules until the stream starts; once the first event has
+been read, a failure is raised at once (``ProtocolError`` for a cut or malformed stream, ``UpstreamTimeoutError``
+for a stall, ``UpstreamError`` for an error event), since text already handed to the caller cannot be unsent.
+
 The retry loop is written here rather than taken from a retry library because it needs the response
 (status, ``Retry-After``) to choose the wait, and it is a dozen lines.
 """
@@ -22,13 +26,14 @@ import email.utils
 import json
 import random
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from types import TracebackType
 from typing import Any
 
 import aiohttp
 
 from pacore_graph.clients.base import ChatMessage, ChatResult, Completion, SamplingParams, TokenUsage
+from pacore_graph.clients.streaming import ChatChunk
 from pacore_graph.errors import (
     BODY_PREVIEW_CHARS,
     ConfigError,
@@ -137,6 +142,56 @@ class VLLMClient:
         data = await self._request("POST", "/chat/completions", body)
         return parse_chat_completion(data, n=n)
 
+    async def stream_chat(self, messages: Sequence[ChatMessage], params: SamplingParams) -> AsyncIterator[ChatChunk]:
+        """Stream one completion of ``messages`` (SSE, ``stream_options.include_usage``), chunk by chunk.
+
+        Implements :class:`~pacore_graph.clients.streaming.StreamingChatBackend`. The last chunks carry the
+        finish reason and the usage; a stream that ends without ``[DONE]`` raises ``ProtocolError``.
+        """
+        body = await self.request_body(messages, params)
+        body["stream"] = True
+        body["stream_options"] = {"include_usage": True}
+        url = self.base_url + "/chat/completions"
+        session = self._get_session()
+        for attempt in range(self.max_retries + 1):
+            last = attempt == self.max_retries
+            started = False
+            try:
+                async with self._semaphore, session.request("POST", url, json=body) as response:
+                    if response.status == 200:
+                        started = True
+                        async for chunk in _read_sse(response, url):
+                            yield chunk
+                        return
+                    text = await response.text(errors="replace")
+                    if response.status not in RETRY_STATUSES or last:
+                        raise UpstreamError(
+                            _status_message(url, response.status, text), status=response.status, body=text
+                        )
+                    wait = _retry_after(response.headers.get("Retry-After"))
+            except TimeoutError as exc:
+                if started:
+                    raise UpstreamTimeoutError(
+                        f"the stream from {url} stalled ({type(exc).__name__}); raise the read timeout"
+                    ) from exc
+                if last:
+                    raise UpstreamTimeoutError(
+                        f"{url} did not answer in time after {attempt + 1} attempts; the server may be overloaded"
+                    ) from exc
+                wait = None
+            except aiohttp.ClientError as exc:
+                if started:
+                    raise ProtocolError(
+                        f"the stream from {url} was cut off ({type(exc).__name__}: {exc}); see the server's logs"
+                    ) from exc
+                if last:
+                    raise ConnectError(
+                        f"cannot reach the model server at {self.base_url} after {attempt + 1} attempts "
+                        f"({type(exc).__name__}: {exc}); start one and pass its URL with --base-url"
+                    ) from exc
+                wait = None
+            await asyncio.sleep(self._backoff(attempt, wait))
+
     async def request_body(
         self, messages: Sequence[ChatMessage], params: SamplingParams, *, n: int = 1
     ) -> dict[str, Any]:
@@ -234,6 +289,64 @@ def _retry_after(value: str | None) -> float | None:
         return max(0.0, email.utils.parsedate_to_datetime(value).timestamp() - time.time())
     except (TypeError, ValueError):
         return None
+
+
+async def _read_sse(response: aiohttp.ClientResponse, url: str) -> AsyncIterator[ChatChunk]:
+    """Parse a server-sent event stream of chat completion chunks, up to ``data: [DONE]``."""
+    data: list[str] = []
+    async for raw in response.content:
+        line = raw.decode("utf-8", errors="replace").rstrip("\r\n")
+        if line.startswith("data:"):
+            data.append(line[5:].removeprefix(" "))
+            continue
+        if line or not data:  # comments (":"), other fields, and blank lines between events
+            continue
+        payload, data = "\n".join(data), []
+        if payload.strip() == "[DONE]":
+            return
+        chunk = _parse_chunk(payload, url)
+        if chunk is not None:
+            yield chunk
+    raise ProtocolError(f"the stream from {url} ended before [DONE]; the server may have crashed mid-answer")
+
+
+def _parse_chunk(payload: str, url: str) -> ChatChunk | None:
+    try:
+        event = json.loads(payload)
+    except json.JSONDecodeError as exc:
+        raise ProtocolError(f"{url} sent a stream event that is not JSON: {payload[:200]!r}") from exc
+    if not isinstance(event, dict):
+        raise ProtocolError(f"{url} sent a stream event that is not an object: {payload[:200]!r}")
+    if "error" in event:
+        error = event["error"]
+        detail = str(error.get("message", error)) if isinstance(error, dict) else str(error)
+        code = error.get("code") if isinstance(error, dict) else None
+        raise UpstreamError(
+            f"{url} failed mid-stream: {detail[:300]}", status=code if isinstance(code, int) else 500, body=payload
+        )
+    usage_data = event.get("usage")
+    usage = None
+    if isinstance(usage_data, dict):
+        usage = TokenUsage(
+            prompt_tokens=int(usage_data.get("prompt_tokens") or 0),
+            completion_tokens=int(usage_data.get("completion_tokens") or 0),
+        )
+    choices = event.get("choices") or []
+    choice = choices[0] if isinstance(choices, list) and choices and isinstance(choices[0], dict) else {}
+    delta = choice.get("delta")
+    if not isinstance(delta, dict):
+        delta = {}
+    content = delta.get("content")
+    reasoning = delta.get("reasoning") or delta.get("reasoning_content")
+    finish = choice.get("finish_reason")
+    if not (content or reasoning or finish or usage):
+        return None
+    return ChatChunk(
+        content=content if isinstance(content, str) else "",
+        reasoning=reasoning if isinstance(reasoning, str) else "",
+        finish_reason=finish if isinstance(finish, str) else None,
+        usage=usage,
+    )
 
 
 def parse_chat_completion(data: Any, *, n: int = 1) -> ChatResult:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import inspect
-from collections.abc import Awaitable, Callable, Sequence
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from pacore_graph.clients.base import ChatMessage, ChatResult, Completion, SamplingParams, TokenUsage
+from pacore_graph.clients.streaming import ChatChunk
 
 __all__ = ["BackendCall", "FunctionBackend"]
 
@@ -69,3 +71,15 @@ class FunctionBackend:
                 completion_tokens=max(1, _words(completion.content) + _words(completion.reasoning)),
             )
         return ChatResult(completions=completions, usage=usage)
+
+    async def stream_chat(self, messages: Sequence[ChatMessage], params: SamplingParams) -> AsyncIterator[ChatChunk]:
+        """Answer as :meth:`chat` does (one recorded call), then yield the reply word by word, as a server would."""
+        result = await self.chat(messages, params)
+        completion = result.completions[0]
+        for piece in re.findall(r"\S*\s*", completion.reasoning or ""):
+            if piece:
+                yield ChatChunk(reasoning=piece)
+        for piece in re.findall(r"\S*\s*", completion.content):
+            if piece:
+                yield ChatChunk(content=piece)
+        yield ChatChunk(finish_reason=completion.finish_reason, usage=result.usage)

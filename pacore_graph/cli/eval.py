@@ -1,0 +1,243 @@
+"""``pacore eval``: run graphs over a dataset on any OpenAI-compatible server (or the embedded engine), grade them,
+and report accuracy against test-time compute as a markdown table and a PNG."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.text import Text
+
+from pacore_graph.cli.backend import ServerOptions, open_backend
+from pacore_graph.cli.graphs import given_options
+from pacore_graph.errors import ConfigError, PaCoReError
+from pacore_graph.eval.datasets import Problem, load_dataset
+from pacore_graph.eval.grading import MathVerifyGrader, require_eval_extras
+from pacore_graph.eval.pool import EvalCounters, TrajectoryPool
+from pacore_graph.eval.report import GraphMetrics, compute_metrics, markdown_table, plot_accuracy_vs_ttc
+from pacore_graph.eval.runner import POOL_FILE, EvalGraph, EvalRecord, ResultsLog, resolve_eval_graphs, run_eval
+
+__all__ = ["PLOT_FILE", "REPORT_FILE", "eval_command"]
+
+REPORT_FILE = "report.md"
+PLOT_FILE = "accuracy_vs_ttc.png"
+METRICS_FILE = "metrics.json"
+
+
+class _Live:
+    """The progress bar's figures: runs done, accuracy so far, and tokens/s the server generated."""
+
+    def __init__(self, progress: Progress, task: Any, counters: EvalCounters) -> None:
+        self.progress = progress
+        self.task = task
+        self.counters = counters
+        self.started = time.monotonic()
+        self.right = 0
+        self.done = 0
+
+    def record(self, record: EvalRecord) -> None:
+        self.done += 1
+        self.right += record.correct
+        elapsed = max(time.monotonic() - self.started, 1e-6)
+        self.progress.update(
+            self.task,
+            advance=1,
+            accuracy=f"acc {100 * self.right / self.done:.1f}%",
+            speed=f"{self.counters.generated_tokens / elapsed:.0f} tok/s",
+        )
+
+
+async def _evaluate(
+    problems: list[Problem],
+    graphs: list[EvalGraph],
+    server: ServerOptions,
+    *,
+    runs: int,
+    out: Path,
+    pool: TrajectoryPool | None,
+    pool_size: int | None,
+    parallel: int,
+    seed: int,
+    counters: EvalCounters,
+    err: Console,
+) -> list[EvalRecord]:
+    log = ResultsLog(out)
+    log.open(problems, graphs)
+    total = len(problems) * runs * len(graphs)
+    already = sum(log.done(g.label, p.id, r) for p in problems for r in range(runs) for g in graphs)
+    if already:
+        err.print(f"[dim]resuming: {already} of {total} runs are already in {log.path}[/]", soft_wrap=True)
+    if already == total:
+        return await run_eval(problems, graphs, _NoBackend(), MathVerifyGrader(), runs=runs, log=log)
+    grader = MathVerifyGrader()
+    async with open_backend(server, err) as client:
+        progress = Progress(
+            TextColumn("[bold]eval"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("runs"),
+            TextColumn("{task.fields[accuracy]}"),
+            TextColumn("{task.fields[speed]}"),
+            TimeElapsedColumn(),
+            console=err,
+            transient=True,  # the table replaces it; and an error stays the one line printed
+            disable=not err.is_terminal,  # a log file gets the table, not bar frames
+        )
+        with progress:
+            task = progress.add_task("eval", total=total, completed=already, accuracy="acc -", speed="0 tok/s")
+            live = _Live(progress, task, counters)
+            return await run_eval(
+                problems,
+                graphs,
+                client,
+                grader,
+                runs=runs,
+                log=log,
+                pool=pool,
+                pool_size=pool_size,
+                parallel=parallel,
+                seed=seed,
+                model=await client.resolve_model(),
+                counters=counters,
+                on_record=live.record,
+            )
+
+
+class _NoBackend:
+    """Stands in for the server when every run is already recorded: nothing may be sent."""
+
+    async def chat(self, *args: Any, **kwargs: Any) -> Any:
+        raise ConfigError("internal error: a finished evaluation tried to send a request")
+
+
+def _write_report(metrics: list[GraphMetrics], out: Path, *, title: str, pool_line: str | None) -> tuple[str, Path]:
+    table = markdown_table(metrics)
+    text = f"# {title}\n\n{table}"
+    if pool_line:
+        text += f"\n{pool_line}\n"
+    (out / REPORT_FILE).write_text(text, encoding="utf-8")
+    (out / METRICS_FILE).write_text(
+        json.dumps([m.model_dump(mode="json") for m in metrics], indent=2) + "\n", encoding="utf-8"
+    )
+    plot = plot_accuracy_vs_ttc(metrics, out / PLOT_FILE, title=title)
+    return table, plot
+
+
+def eval_command(
+    ctx: typer.Context,
+    dataset: Annotated[
+        str, typer.Option(help="A JSONL file (reference or simple format), or builtin:arith[?n=20&seed=0].")
+    ],
+    out: Annotated[Path, typer.Option(help="Folder for results.jsonl, pool.jsonl, report.md and the PNG.")],
+    graph: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--graph",
+            "-g",
+            help="A graph name or spec .yaml, optionally NAME:SCHEDULE (self-consistency:5); repeat for more.",
+        ),
+    ] = None,
+    runs: Annotated[int, typer.Option(min=1, help="Runs of every graph on every problem.")] = 4,
+    limit: Annotated[int | None, typer.Option(min=1, help="Use only the first N problems.")] = None,
+    pool: Annotated[
+        bool, typer.Option(help="Reuse a pool of round-1 trajectories across runs and graphs (the paper's trick).")
+    ] = True,
+    pool_file: Annotated[
+        Path | None,
+        typer.Option(help="Where the round-1 pool is kept (default OUT/pool.jsonl); share it across folders."),
+    ] = None,
+    pool_size: Annotated[
+        int | None, typer.Option(min=1, help="Round-1 slots per problem (default: largest K_1 × runs).")
+    ] = None,
+    parallel: Annotated[int, typer.Option(min=1, help="Runs (graph × problem × run) in flight at most.")] = 8,
+    engine_model: Annotated[
+        str | None,
+        typer.Option(help="With no --base-url: the model the embedded vLLM engine serves (GPU machines)."),
+    ] = None,
+    base_url: Annotated[
+        str | None,
+        typer.Option(envvar="PACORE_BASE_URL", help="OpenAI-compatible API root, e.g. http://127.0.0.1:8000/v1."),
+    ] = None,
+    model: Annotated[
+        str | None, typer.Option(envvar="PACORE_MODEL", help="Model name (default: the server's first).")
+    ] = None,
+    api_key: Annotated[str | None, typer.Option(envvar="PACORE_API_KEY", help="Bearer key for the server.")] = None,
+    max_tokens: Annotated[int | None, typer.Option(min=1, help="Completion token cap per trajectory.")] = None,
+    temperature: Annotated[float, typer.Option(min=0.0, help="Sampling temperature.")] = 1.0,
+    top_p: Annotated[float, typer.Option(min=0.0, max=1.0, help="Nucleus sampling.")] = 1.0,
+    seed: Annotated[
+        int | None, typer.Option(help="Sampling seed, and the seed of the pool's draw order (default 0).")
+    ] = None,
+    truncated: Annotated[
+        str | None, typer.Option(help="Trajectories cut off before concluding: 'drop' or 'keep' (default: the spec's).")
+    ] = None,
+    concurrency: Annotated[int, typer.Option(min=1, help="Maximum requests in flight.")] = 64,
+    debug: Annotated[bool, typer.Option(help="Show tracebacks on errors.")] = False,
+) -> None:
+    """Evaluate graphs on a dataset: accuracy (mean ± SE, majority vote), TTC tokens and time, table and plot."""
+    out_console = Console()
+    err = Console(stderr=True)
+    counters = EvalCounters()
+    started = time.monotonic()
+    try:
+        require_eval_extras()
+        if truncated not in (None, "drop", "keep"):
+            raise ConfigError(f"invalid --truncated {truncated!r}: use 'drop' or 'keep'")
+        given = given_options(ctx, "temperature", "top_p", "max_tokens", "seed")
+        sampling = {"temperature": temperature, "top_p": top_p, "max_tokens": max_tokens, "seed": seed}
+        graphs = resolve_eval_graphs(
+            graph or ["pacore-low"], {k: v for k, v in sampling.items() if k in given}, truncated
+        )
+        problems = load_dataset(dataset)[:limit]
+        trajectory_pool = TrajectoryPool(pool_file or out / POOL_FILE) if pool else None
+        server = ServerOptions(base_url, model, api_key, concurrency, engine_model)
+        records = asyncio.run(
+            _evaluate(
+                problems,
+                graphs,
+                server,
+                runs=runs,
+                out=out,
+                pool=trajectory_pool,
+                pool_size=pool_size,
+                parallel=parallel,
+                seed=seed or 0,
+                counters=counters,
+                err=err,
+            )
+        )
+    except PaCoReError as exc:
+        if debug:
+            raise
+        err.print(Text.assemble(("error:", "bold red"), " ", str(exc)), soft_wrap=True)
+        raise typer.Exit(2 if isinstance(exc, ConfigError) else 1) from None
+    except KeyboardInterrupt:
+        err.print(f"[bold red]interrupted[/]: finished runs are saved in {out}; rerun the same command to continue")
+        raise typer.Exit(130) from None
+    metrics = [compute_metrics(g, records) for g in graphs]
+    pool_line = None
+    if trajectory_pool is not None:
+        served = sum(m.pool_served for m in metrics)
+        generated = sum(m.pool_generated for m in metrics)
+        pool_line = (
+            f"Round-1 pool: {served} trajectories served from the pool, {generated} of them generated and "
+            f"{served - generated} reused; {len(trajectory_pool)} stored in {trajectory_pool.path}."
+        )
+    title = f"{dataset} ({len(problems)} problems)"
+    table, plot = _write_report(metrics, out, title=title, pool_line=pool_line)
+    out_console.print(table, markup=False, highlight=False, soft_wrap=True)
+    if pool_line:
+        out_console.print(pool_line, markup=False, highlight=False, soft_wrap=True)
+    out_console.print(
+        f"This invocation: {counters.requests} requests, {counters.generated_tokens:,} completion tokens generated, "
+        f"{time.monotonic() - started:.0f} s.",
+        markup=False,
+        highlight=False,
+    )
+    out_console.print(f"Report: {out / REPORT_FILE}; plot: {plot}", markup=False, highlight=False, soft_wrap=True)

@@ -1,0 +1,122 @@
+"""``pacore serve``: run the OpenAI-compatible PaCoRe proxy in front of a model server or the embedded engine."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import signal
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.text import Text
+
+from pacore_graph.cli.backend import ServerOptions, open_backend
+from pacore_graph.errors import ConfigError, PaCoReError
+from pacore_graph.server import PaCoReProxy, ProxySettings
+
+__all__ = ["serve_command"]
+
+
+def serve_command(
+    upstream: Annotated[
+        str | None,
+        typer.Option(
+            envvar="PACORE_BASE_URL",
+            help="The model server's API root, e.g. http://127.0.0.1:8000/v1; default: the embedded engine.",
+        ),
+    ] = None,
+    upstream_model: Annotated[
+        str | None, typer.Option(envvar="PACORE_MODEL", help="The upstream model name (default: the server's first).")
+    ] = None,
+    upstream_api_key: Annotated[
+        str | None, typer.Option(envvar="PACORE_API_KEY", help="Bearer key for the upstream server.")
+    ] = None,
+    engine_model: Annotated[
+        str | None, typer.Option(help="With no --upstream: the model the embedded engine serves (GPU machines).")
+    ] = None,
+    host: Annotated[str, typer.Option(help="Address to listen on; loopback unless you mean otherwise.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=0, max=65535, help="Port to listen on.")] = 8080,
+    api_key: Annotated[
+        str | None,
+        typer.Option(envvar="PACORE_PROXY_API_KEY", help="Require this bearer key from clients (never printed)."),
+    ] = None,
+    graphs: Annotated[
+        str | None, typer.Option(help="Comma-separated graph names to serve (default: every graph).")
+    ] = None,
+    max_trajectories: Annotated[
+        int, typer.Option(min=1, help="Most trajectories (K summed over rounds, synthesis included) per request.")
+    ] = 256,
+    max_concurrent_runs: Annotated[
+        int, typer.Option(min=1, help="Requests run at once; more get 429 with Retry-After.")
+    ] = 32,
+    max_body_bytes: Annotated[int, typer.Option(min=1024, help="Largest request body; larger get 413.")] = 4194304,
+    concurrency: Annotated[int, typer.Option(min=1, help="Upstream requests in flight at most.")] = 64,
+    shutdown_grace: Annotated[
+        float, typer.Option(min=0.0, help="Seconds in-flight requests get to finish on shutdown.")
+    ] = 30.0,
+    debug: Annotated[bool, typer.Option(help="Show tracebacks on errors.")] = False,
+) -> None:
+    """Serve PaCoRe as an OpenAI-compatible API: the request's model names the graph (see /v1/models)."""
+    err = Console(stderr=True)
+    try:
+        settings = ProxySettings(
+            host=host,
+            port=port,
+            api_key=api_key,
+            max_body_bytes=max_body_bytes,
+            max_trajectories=max_trajectories,
+            max_concurrent_runs=max_concurrent_runs,
+            graphs=tuple(name.strip() for name in graphs.split(",") if name.strip()) if graphs else None,
+            shutdown_grace=shutdown_grace,
+        )
+        if not _is_loopback(host) and api_key is None:
+            err.print(
+                f"[yellow]warning:[/] listening on {host} without --api-key: anyone who can reach it can spend "
+                "your model server's compute"
+            )
+        server = ServerOptions(upstream, upstream_model, upstream_api_key, concurrency, engine_model)
+        asyncio.run(_serve(server, settings, err))
+    except PaCoReError as exc:
+        if debug:
+            raise
+        err.print(Text.assemble(("error:", "bold red"), " ", str(exc)), soft_wrap=True)
+        raise typer.Exit(2 if isinstance(exc, ConfigError) else 1) from None
+    except OSError as exc:
+        if debug:
+            raise
+        err.print(Text.assemble(("error:", "bold red"), f" cannot listen on {host}:{port}: {exc.strerror or exc}"))
+        raise typer.Exit(1) from None
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+async def _serve(server: ServerOptions, settings: ProxySettings, console: Console) -> None:
+    """Serve until SIGINT/SIGTERM, then drain: new requests get 503 while in-flight ones finish."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    async with open_backend(server, console) as client:
+        proxy = PaCoReProxy(client, settings)
+        await proxy.start()
+        upstream = client.base_url
+        console.print(
+            f"PaCoRe proxy on {proxy.base_url} → {upstream}; models: {', '.join(proxy.specs)} (Ctrl-C to stop)",
+            highlight=False,
+            soft_wrap=True,
+        )
+        try:
+            await stop.wait()
+        finally:
+            console.print(f"draining: waiting up to {settings.shutdown_grace:g} s for {proxy.in_flight} request(s)")
+            await proxy.shutdown()

@@ -1,0 +1,76 @@
+"""``pacore trace view|plot``: look at a trace written by ``pacore run --trace``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+from rich.text import Text
+
+from pacore_graph.errors import ConfigError
+from pacore_graph.trace import Trace
+
+__all__ = ["load_trace", "trace_app"]
+
+trace_app = typer.Typer(
+    name="trace",
+    help="Look at a run's trace (written by `pacore run --trace FILE`): an HTML page or a PNG summary.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+
+
+def _fail(message: str, code: int = 2) -> typer.Exit:
+    Console(stderr=True).print(Text.assemble(("error:", "bold red"), " ", message), soft_wrap=True)
+    return typer.Exit(code)
+
+
+def load_trace(path: Path) -> Trace:
+    """Read a trace file, or raise ``ConfigError`` saying what is wrong with it."""
+    try:
+        return Trace.read(path)
+    except OSError as exc:
+        raise ConfigError(f"cannot read the trace {path}: {exc.strerror or exc}") from exc
+    except ValidationError as exc:
+        raise ConfigError(
+            f"{path} is not a pacore trace ({exc.error_count()} problem(s), first: {exc.errors()[0]['msg']}); "
+            "write one with `pacore run --trace FILE`"
+        ) from exc
+
+
+@trace_app.command("view")
+def view(
+    trace_file: Annotated[Path, typer.Argument(help="A trace JSON file from `pacore run --trace`.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="The HTML file to write.")] = Path("run.html"),
+) -> None:
+    """Write the trace as one self-contained HTML page (no network access needed to open it)."""
+    from pacore_graph.viz.html import render_trace_html
+
+    try:
+        trace = load_trace(trace_file)
+        out.write_text(render_trace_html(trace), encoding="utf-8")
+    except ConfigError as exc:
+        raise _fail(str(exc)) from None
+    except OSError as exc:
+        raise _fail(f"cannot write {out}: {exc.strerror or exc}") from None
+    Console(stderr=True).print(f"wrote {out} ({len(trace.trajectories)} trajectories)", highlight=False)
+
+
+@trace_app.command("plot")
+def plot(
+    trace_file: Annotated[Path, typer.Argument(help="A trace JSON file from `pacore run --trace`.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="The PNG file to write.")] = Path("run.png"),
+) -> None:
+    """Write a PNG summary: tokens per round and the answers per round (needs the `viz` extra)."""
+    from pacore_graph.viz.plot import plot_trace
+
+    try:
+        plot_trace(load_trace(trace_file), out)
+    except ConfigError as exc:
+        raise _fail(str(exc)) from None
+    except OSError as exc:
+        raise _fail(f"cannot write {out}: {exc.strerror or exc}") from None
+    Console(stderr=True).print(f"wrote {out}", highlight=False)

@@ -1,0 +1,316 @@
+"""Run graphs over a dataset, several times each, resumably.
+
+The unit of work is one *record*: one run of one graph on one problem. Each finished record is appended to
+``results.jsonl`` in the output folder (flushed and fsynced), so a crash loses only the records in flight, and
+a rerun with the same folder skips every record already there. ``manifest.json`` pins the dataset and each
+graph's resolved spec: resuming against a different dataset, or a graph label whose spec changed, is refused
+rather than mixing results.
+
+A run whose graph fails with a :class:`~pacore_graph.errors.RoundError` (e.g. no trajectory left an answer)
+is recorded as wrong, with the error; a :class:`~pacore_graph.errors.BackendError` stops the evaluation, since
+the server is the problem, and the rerun continues from what was saved.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel, ConfigDict
+
+from pacore_graph.clients.base import ChatBackend, ChatMessage, ChatResult, SamplingParams
+from pacore_graph.errors import ConfigError, RoundError
+from pacore_graph.eval.datasets import Problem, dataset_fingerprint
+from pacore_graph.eval.grading import Grader
+from pacore_graph.eval.pool import CountingBackend, EvalCounters, PoolBackend, TrajectoryPool, stable_seed
+from pacore_graph.schedule import Schedule
+
+# `graphs/` is installed as pacore_graph.graphs, which mypy cannot map (see pacore_graph/cli/graphs.py).
+if TYPE_CHECKING:
+    from graphs import GraphSpec, build_graph, load_spec
+else:
+    from pacore_graph.graphs import GraphSpec, build_graph, load_spec
+
+__all__ = [
+    "MANIFEST_FILE",
+    "POOL_FILE",
+    "RESULTS_FILE",
+    "EvalGraph",
+    "EvalRecord",
+    "ResultsLog",
+    "parse_graph_arg",
+    "resolve_eval_graphs",
+    "run_eval",
+]
+
+RESULTS_FILE = "results.jsonl"
+MANIFEST_FILE = "manifest.json"
+POOL_FILE = "pool.jsonl"
+
+
+@dataclass(frozen=True)
+class EvalGraph:
+    """A graph under evaluation: the label it is reported under and its resolved spec."""
+
+    label: str
+    spec: GraphSpec
+
+    @property
+    def k1(self) -> int:
+        """How many round-1 trajectories one run of it samples."""
+        return self.spec.schedule.rounds[0]
+
+    @property
+    def fingerprint(self) -> str:
+        """A hash of the resolved spec: the same label must mean the same graph when resuming."""
+        return hashlib.sha256(self.spec.model_dump_json().encode()).hexdigest()[:16]
+
+
+def parse_graph_arg(text: str) -> tuple[str, Schedule | None]:
+    """``NAME`` or ``NAME:SCHEDULE`` (``self-consistency:5``, ``pacore-low:8``, ``pacore-high:16,4``)."""
+    name, sep, schedule = text.rpartition(":")
+    if not sep or not name:
+        return text, None
+    try:
+        return name, Schedule.parse(schedule)
+    except ConfigError:
+        return text, None  # not a schedule after all: the whole text names the graph (or a path)
+
+
+class EvalRecord(BaseModel):
+    """One run of one graph on one problem, graded."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    graph: str
+    problem_id: str
+    run: int
+    answer: str | None
+    extracted: str | None
+    correct: bool
+    effective_ttc_tokens: int
+    prompt_tokens: int
+    seconds: float
+    finish_reason: str | None = None
+    error: str | None = None
+    pool_served: int = 0
+    pool_generated: int = 0
+
+
+class ResultsLog:
+    """``results.jsonl`` and ``manifest.json`` in an output folder: what is done, and appending what gets done."""
+
+    def __init__(self, out_dir: str | os.PathLike[str]) -> None:
+        self.dir = Path(out_dir)
+        self.path = self.dir / RESULTS_FILE
+        self.records: dict[tuple[str, str, int], EvalRecord] = {}
+
+    def open(self, problems: Sequence[Problem], graphs: Sequence[EvalGraph]) -> None:
+        """Create the folder or check it matches, then load the finished records."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        manifest_path = self.dir / MANIFEST_FILE
+        dataset = dataset_fingerprint(list(problems))
+        manifest: dict[str, Any] = {"dataset": dataset, "graphs": {}}
+        if manifest_path.exists():
+            manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+            if manifest.get("dataset") != dataset:
+                raise ConfigError(
+                    f"{self.dir} holds results for another dataset (or another --limit); use a new --out folder"
+                )
+        for graph in graphs:
+            known = manifest["graphs"].get(graph.label)
+            if known is not None and known != graph.fingerprint:
+                raise ConfigError(
+                    f"{self.dir} holds results for a different {graph.label!r} (its spec or sampling options "
+                    "changed); use a new --out folder or the same options"
+                )
+            manifest["graphs"][graph.label] = graph.fingerprint
+        manifest_path.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+        if self.path.exists():
+            self._load()
+
+    def _load(self) -> None:
+        text = self.path.read_text(encoding="utf-8")
+        if text and not text.endswith("\n"):
+            # A kill mid-write leaves a partial last line: drop it, so the next append starts cleanly.
+            text = text[: text.rfind("\n") + 1]
+            self.path.write_text(text, encoding="utf-8")
+        for number, line in enumerate(text.splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                record = EvalRecord.model_validate_json(line)
+            except ValueError as exc:
+                raise ConfigError(f"{self.path}: line {number} is not a result record ({exc})") from None
+            self.records[(record.graph, record.problem_id, record.run)] = record
+
+    def done(self, graph: str, problem_id: str, run: int) -> bool:
+        """Whether this run is already recorded."""
+        return (graph, problem_id, run) in self.records
+
+    def append(self, record: EvalRecord) -> None:
+        """Record a finished run durably (one line, flushed and fsynced)."""
+        self.records[(record.graph, record.problem_id, record.run)] = record
+        with self.path.open("a", encoding="utf-8") as file:
+            file.write(record.model_dump_json() + "\n")
+            file.flush()
+            os.fsync(file.fileno())
+
+
+class _RunMeter:
+    """Counts the tokens one run's graph received, so a run that fails still reports what it spent."""
+
+    def __init__(self, inner: ChatBackend) -> None:
+        self.inner = inner
+        self.completion_tokens = 0
+        self.prompt_tokens = 0
+
+    async def chat(self, messages: Sequence[ChatMessage], params: SamplingParams, *, n: int = 1) -> ChatResult:
+        result = await self.inner.chat(messages, params, n=n)
+        self.completion_tokens += result.usage.completion_tokens
+        self.prompt_tokens += result.usage.prompt_tokens
+        return result
+
+
+async def _one_run(
+    problem: Problem,
+    graph: EvalGraph,
+    run: int,
+    backend: ChatBackend,
+    grader: Grader,
+) -> EvalRecord:
+    meter = _RunMeter(backend)
+    compiled = build_graph(graph.spec, meter)
+    started = time.perf_counter()
+    answer: str | None = None
+    finish_reason: str | None = None
+    error: str | None = None
+    ttc = prompt = 0
+    try:
+        output = await compiled.ainvoke({"messages": problem.messages})
+        answer = output["answer"]
+        finish_reason = output["finish_reason"]
+        ttc = output["usage"]["effective_ttc_tokens"]
+        prompt = output["usage"]["prompt_tokens"]
+    except RoundError as exc:  # the method failed on this problem: a wrong answer, not a broken eval
+        error = f"{type(exc).__name__}: {exc}"
+        ttc, prompt = meter.completion_tokens, meter.prompt_tokens
+    seconds = time.perf_counter() - started
+    grade = grader.grade(problem, answer)
+    served = backend.served if isinstance(backend, PoolBackend) else 0
+    generated = backend.generated if isinstance(backend, PoolBackend) else 0
+    return EvalRecord(
+        graph=graph.label,
+        problem_id=problem.id,
+        run=run,
+        answer=answer,
+        extracted=grade.extracted,
+        correct=grade.correct,
+        effective_ttc_tokens=ttc,
+        prompt_tokens=prompt,
+        seconds=round(seconds, 3),
+        finish_reason=finish_reason,
+        error=error,
+        pool_served=served,
+        pool_generated=generated,
+    )
+
+
+async def run_eval(
+    problems: Sequence[Problem],
+    graphs: Sequence[EvalGraph],
+    backend: ChatBackend,
+    grader: Grader,
+    *,
+    runs: int,
+    log: ResultsLog,
+    pool: TrajectoryPool | None = None,
+    pool_size: int | None = None,
+    parallel: int = 8,
+    seed: int = 0,
+    model: str | None = None,
+    counters: EvalCounters | None = None,
+    on_record: Callable[[EvalRecord], None] | None = None,
+) -> list[EvalRecord]:
+    """Run every graph ``runs`` times on every problem, skipping runs ``log`` already holds.
+
+    With a ``pool``, round-1 trajectories come from it (``pool_size`` slots per problem, default the largest
+    K_1 times ``runs``, so even the widest graph's runs are drawn from a pool as large as independent runs
+    would sample; ``model`` keys the pool). At most ``parallel`` runs are in flight. Returns every record of
+    these graphs, old and new.
+    """
+    counters = counters or EvalCounters()
+    counting = CountingBackend(backend, counters)
+    size = pool_size or max(g.k1 for g in graphs) * runs
+    too_wide = [g.label for g in graphs if g.k1 > size]
+    if pool is not None and too_wide:
+        raise ConfigError(f"--pool-size {size} is smaller than K_1 of {', '.join(too_wide)}; raise it")
+    todo = [
+        (problem, run, graph)
+        for problem in problems
+        for run in range(runs)
+        for graph in graphs
+        if not log.done(graph.label, problem.id, run)
+    ]
+    limit = asyncio.Semaphore(parallel)
+
+    async def work(problem: Problem, run: int, graph: EvalGraph) -> None:
+        async with limit:
+            run_backend: ChatBackend = counting
+            if pool is not None:
+                run_backend = PoolBackend(
+                    counting,
+                    pool,
+                    problem.messages,
+                    pool_size=size,
+                    draw_seed=stable_seed(seed, graph.label, problem.id, run),
+                    model=model,
+                    counters=counters,
+                )
+            record = await _one_run(problem, graph, run, run_backend, grader)
+            log.append(record)
+            if on_record is not None:
+                on_record(record)
+
+    # A TaskGroup: when one run fails (the server went away), the others are cancelled and awaited, and the
+    # first failure is raised as itself, so callers see a BackendError rather than an ExceptionGroup.
+    try:
+        async with asyncio.TaskGroup() as group:
+            for problem, run, graph in todo:
+                group.create_task(work(problem, run, graph))
+    except BaseExceptionGroup as failures:
+        raise _first_leaf(failures) from None
+    labels = {g.label for g in graphs}
+    ids = {p.id for p in problems}
+    return [r for key, r in sorted(log.records.items()) if key[0] in labels and key[1] in ids and key[2] < runs]
+
+
+def _first_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    first = group.exceptions[0]
+    return _first_leaf(first) if isinstance(first, BaseExceptionGroup) else first
+
+
+def resolve_eval_graphs(args: Sequence[str], sampling: dict[str, Any], truncated: str | None) -> list[EvalGraph]:
+    """The graphs ``--graph`` names (``NAME`` or ``NAME:SCHEDULE``) with the command line's options applied."""
+    graphs: list[EvalGraph] = []
+    for arg in args:
+        name, schedule = parse_graph_arg(arg)
+        spec = load_spec(name)
+        if schedule is not None or sampling or truncated is not None:
+            spec = spec.with_overrides(
+                schedule=schedule,
+                sampling=sampling or None,
+                compaction={"truncated": truncated} if truncated is not None else None,
+            )
+        label = arg if schedule is None else f"{name}:{schedule.spec}"
+        if any(g.label == label for g in graphs):
+            raise ConfigError(f"--graph {arg!r} is given twice")
+        graphs.append(EvalGraph(label=label, spec=spec))
+    return graphs

@@ -1,0 +1,515 @@
+"""``PaCoReProxy``: an OpenAI-compatible HTTP server that answers every chat completion with a PaCoRe run.
+
+Routes: ``GET /health``, ``GET /v1/models`` (one model per graph), ``POST /v1/chat/completions`` (JSON or SSE).
+The request's ``model`` names the graph; the upstream model server is fixed by configuration (the backend the
+proxy was built with) and never taken from a request.
+
+Failure and safety rules, all implemented in this module:
+
+* a wrong or missing bearer key → 401 (compared in constant time); a body over ``max_body_bytes`` → 413;
+* a bad request, graph, schedule or ``pacore`` option → 400, as is a schedule of more than ``max_trajectories``
+  trajectories (the final synthesis included);
+* ``max_concurrent_runs`` runs in flight → 429 with ``Retry-After``; while draining for shutdown → 503;
+* upstream failures → 502 (504 for a timeout); an upstream 400/404/422 (the request's parameters) → 400;
+* a client that disconnects cancels its run and so its in-flight upstream requests (``handler_cancellation``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import json
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Self
+
+from aiohttp import web
+
+from pacore_graph.clients.base import ChatBackend
+from pacore_graph.compaction import THINK_CLOSE
+from pacore_graph.errors import (
+    BackendError,
+    ConfigError,
+    ContextBudgetError,
+    PaCoReError,
+    UpstreamError,
+    UpstreamTimeoutError,
+)
+from pacore_graph.events import RoundCompacted, RoundStarted, SynthesisDelta, parse_event
+from pacore_graph.schedule import Schedule
+from pacore_graph.server.protocol import (
+    ChatCompletionRequest,
+    chunk,
+    completion_body,
+    error_body,
+    new_completion_id,
+    parse_request,
+)
+
+# `graphs/` is installed as pacore_graph.graphs, which mypy cannot map (see pacore_graph/cli/graphs.py).
+if TYPE_CHECKING:
+    from graphs import GraphSpec, build_graph, discover_graphs
+    from graphs.kinds import CompiledGraph
+else:
+    from pacore_graph.graphs import GraphSpec, build_graph, discover_graphs
+    from pacore_graph.graphs.kinds import CompiledGraph
+
+__all__ = ["PaCoReProxy", "ProxySettings"]
+
+log = logging.getLogger(__name__)
+
+#: Compiled graphs kept per (model, overrides); compiling costs milliseconds, a hot proxy sees few variants.
+_GRAPH_CACHE_SIZE = 64
+
+
+@dataclass(frozen=True)
+class ProxySettings:
+    """How the proxy listens and what it allows.
+
+    Attributes:
+        host, port: where to listen; loopback by default (port 0 picks a free one).
+        api_key: when set, clients must send ``Authorization: Bearer <api_key>``.
+        max_body_bytes: request bodies over this are refused with 413.
+        max_trajectories: the most trajectories (sum of K over the rounds, synthesis included) one request may run.
+        max_concurrent_runs: runs in flight at most; more get 429 with ``Retry-After: retry_after``.
+        heartbeat_seconds: a stream with nothing to send for this long gets an SSE comment, so proxies and
+            clients do not time it out during long rounds.
+        graphs: the graph names served (``None``: every discovered graph).
+        shutdown_grace: seconds in-flight runs may take to finish on shutdown before they are cancelled.
+    """
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    api_key: str | None = None
+    max_body_bytes: int = 4 * 1024 * 1024
+    max_trajectories: int = 256
+    max_concurrent_runs: int = 32
+    retry_after: int = 1
+    heartbeat_seconds: float = 10.0
+    graphs: tuple[str, ...] | None = None
+    shutdown_grace: float = 30.0
+
+
+class _HTTPError(Exception):
+    """An error answered as OpenAI-style JSON with this status."""
+
+    def __init__(self, status: int, message: str, error_type: str, code: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.error_type = error_type
+        self.code = code
+
+
+def _classify(exc: BaseException) -> _HTTPError:
+    """The HTTP answer for an exception raised while serving a request (see the module docstring)."""
+    if isinstance(exc, _HTTPError):
+        return exc
+    if isinstance(exc, ConfigError | ContextBudgetError):
+        return _HTTPError(400, str(exc), "invalid_request_error", "invalid_request")
+    if isinstance(exc, UpstreamTimeoutError):
+        return _HTTPError(504, str(exc), "upstream_error", "upstream_timeout")
+    if isinstance(exc, UpstreamError) and exc.status in (400, 404, 422):
+        return _HTTPError(400, str(exc), "invalid_request_error", "upstream_rejected")
+    if isinstance(exc, BackendError):
+        return _HTTPError(502, str(exc), "upstream_error", "upstream_failed")
+    if isinstance(exc, PaCoReError):  # RoundError: the upstream's answers left nothing to go on
+        return _HTTPError(502, str(exc), "upstream_error", "round_failed")
+    log.exception("internal error in the PaCoRe proxy", exc_info=exc)
+    return _HTTPError(500, f"internal error: {type(exc).__name__}; see the proxy's log", "server_error", "internal")
+
+
+def _json_error(error: _HTTPError, headers: dict[str, str] | None = None) -> web.Response:
+    return web.json_response(error_body(str(error), error.error_type, error.code), status=error.status, headers=headers)
+
+
+class PaCoReProxy:
+    """The OpenAI-compatible PaCoRe proxy over one backend (usually a pooled ``VLLMClient``).
+
+    Use ``async with PaCoReProxy(backend, settings) as proxy:`` (``proxy.base_url`` is the ``/v1`` root), or
+    :meth:`start` then :meth:`shutdown`. :attr:`app` is the ``aiohttp.web.Application`` itself.
+    """
+
+    def __init__(self, backend: ChatBackend, settings: ProxySettings | None = None) -> None:
+        self.backend = backend
+        self.settings = settings or ProxySettings()
+        self.specs = self._load_specs(self.settings.graphs)
+        self.in_flight = 0
+        self.draining = False
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._graphs: OrderedDict[str, tuple[CompiledGraph, GraphSpec]] = OrderedDict()
+        self._runner: web.AppRunner | None = None
+        self._port: int | None = None
+        self.app = web.Application(client_max_size=self.settings.max_body_bytes, middlewares=[self._middleware])
+        self.app.router.add_get("/health", self._health)
+        self.app.router.add_get("/v1/models", self._models)
+        self.app.router.add_get("/v1/models/{model}", self._model)
+        self.app.router.add_post("/v1/chat/completions", self._chat)
+
+    @staticmethod
+    def _load_specs(names: tuple[str, ...] | None) -> dict[str, GraphSpec]:
+        specs = {entry.name: entry.spec for entry in discover_graphs() if entry.spec is not None}
+        if names is None:
+            return specs
+        unknown = [name for name in names if name not in specs]
+        if unknown:
+            raise ConfigError(f"unknown graph(s) {unknown}; available: {', '.join(specs)}")
+        return {name: specs[name] for name in names}
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        """``http://HOST:PORT`` once started."""
+        if self._port is None:
+            raise RuntimeError("the proxy is not running; call start() first")
+        return f"http://{self.settings.host}:{self._port}"
+
+    @property
+    def base_url(self) -> str:
+        """``http://HOST:PORT/v1``: the ``base_url`` for OpenAI clients."""
+        return f"{self.url}/v1"
+
+    async def start(self) -> None:
+        """Listen on ``settings.host:settings.port``."""
+        # handler_cancellation: a client that disconnects cancels its handler, hence its run and upstream calls.
+        self._runner = web.AppRunner(
+            self.app, handler_cancellation=True, access_log=None, shutdown_timeout=self.settings.shutdown_grace
+        )
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.settings.host, self.settings.port)
+        await site.start()
+        self._port = int(self._runner.addresses[0][1])
+
+    async def shutdown(self, grace: float | None = None) -> None:
+        """Stop gracefully: new requests get 503, in-flight runs get ``grace`` seconds to finish, then stop."""
+        self.draining = True
+        grace = self.settings.shutdown_grace if grace is None else grace
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(grace):
+                await self._idle.wait()
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            await runner.cleanup()
+        self._port = None
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.shutdown()
+
+    # -- middleware and small routes ---------------------------------------------------------------
+
+    @web.middleware
+    async def _middleware(
+        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        if request.path != "/health":
+            if self.draining:
+                return _json_error(
+                    _HTTPError(503, "the proxy is shutting down; retry later", "server_error", "draining")
+                )
+            if self.settings.api_key is not None and not self._authorized(request):
+                return _json_error(
+                    _HTTPError(
+                        401,
+                        "invalid or missing API key (Authorization: Bearer ...)",
+                        "invalid_request_error",
+                        "invalid_api_key",
+                    )
+                )
+        try:
+            return await handler(request)
+        except web.HTTPException as exc:  # 404, 405, 413 from aiohttp itself: answered as OpenAI-style JSON
+            code = {413: "request_too_large", 404: "not_found", 405: "method_not_allowed"}.get(exc.status)
+            kind = "invalid_request_error" if exc.status < 500 else "server_error"
+            message = (
+                exc.reason if exc.status != 413 else f"the request body is over {self.settings.max_body_bytes} bytes"
+            )
+            return _json_error(_HTTPError(exc.status, message, kind, code))
+        except _HTTPError as exc:
+            return _json_error(exc)
+
+    def _authorized(self, request: web.Request) -> bool:
+        expected = f"Bearer {self.settings.api_key}".encode()
+        given = request.headers.get("Authorization", "").encode()
+        return hmac.compare_digest(given, expected)  # constant time: no timing oracle on the key
+
+    async def _health(self, request: web.Request) -> web.Response:
+        status = 503 if self.draining else 200
+        return web.json_response(
+            {"status": "draining" if self.draining else "ok", "in_flight": self.in_flight}, status=status
+        )
+
+    def _model_entry(self, name: str, spec: GraphSpec) -> dict[str, Any]:
+        return {
+            "id": name,
+            "object": "model",
+            "created": 0,
+            "owned_by": "pacore-graph",
+            "pacore": {"type": spec.type, "schedule": list(spec.schedule.rounds), "description": spec.description},
+        }
+
+    async def _models(self, request: web.Request) -> web.Response:
+        data = [self._model_entry(name, spec) for name, spec in self.specs.items()]
+        return web.json_response({"object": "list", "data": data})
+
+    async def _model(self, request: web.Request) -> web.Response:
+        name = request.match_info["model"]
+        spec = self.specs.get(name)
+        if spec is None:
+            raise self._unknown_model(name)
+        return web.json_response(self._model_entry(name, spec))
+
+    def _unknown_model(self, name: str) -> _HTTPError:
+        return _HTTPError(
+            404,
+            f"unknown model {name!r}: the model names the PaCoRe graph; available: {', '.join(self.specs)}",
+            "invalid_request_error",
+            "model_not_found",
+        )
+
+    # -- chat completions --------------------------------------------------------------------------
+
+    async def _chat(self, request: web.Request) -> web.StreamResponse:
+        if self.in_flight >= self.settings.max_concurrent_runs:
+            error = _HTTPError(
+                429,
+                f"the proxy is running its limit of {self.settings.max_concurrent_runs} requests; retry later",
+                "rate_limit_error",
+                "rate_limit_exceeded",
+            )
+            return _json_error(error, headers={"Retry-After": str(self.settings.retry_after)})
+        self.in_flight += 1
+        self._idle.clear()
+        try:
+            try:
+                data = await request.json()
+            except ValueError:
+                raise _HTTPError(
+                    400, "the request body is not valid JSON", "invalid_request_error", "invalid_json"
+                ) from None
+            try:
+                parsed = parse_request(data)
+                graph, spec = self._graph_for(parsed)
+            except PaCoReError as exc:
+                raise _classify(exc) from None
+            inputs = {"messages": parsed.messages}
+            if parsed.stream:
+                return await self._stream(request, parsed, graph, spec, inputs)
+            try:
+                output = await _run(graph, inputs)
+            except Exception as exc:
+                raise _classify(exc) from exc
+            body = completion_body(
+                new_completion_id(),
+                parsed.model,
+                output["answer"],
+                output["finish_reason"],
+                output["usage"],
+                _pacore_meta(spec, output),
+            )
+            return web.json_response(body)
+        finally:
+            self.in_flight -= 1
+            if self.in_flight == 0:
+                self._idle.set()
+
+    def _graph_for(self, request: ChatCompletionRequest) -> tuple[CompiledGraph, GraphSpec]:
+        """The compiled graph for the request's model and overrides (cached); raises ``ConfigError``."""
+        spec = self.specs.get(request.model)
+        if spec is None:
+            raise self._unknown_model(request.model)
+        options = request.pacore
+        sampling = request.sampling()
+        schedule = Schedule.parse(options.schedule) if options is not None and options.schedule is not None else None
+        truncated = options.truncated if options is not None else None
+        key = json.dumps([request.model, schedule.spec if schedule else None, sampling, truncated], sort_keys=True)
+        cached = self._graphs.get(key)
+        if cached is not None:
+            self._graphs.move_to_end(key)
+            return cached
+        if schedule is not None or sampling or truncated is not None:
+            spec = spec.with_overrides(
+                schedule=schedule, sampling=sampling, compaction={"truncated": truncated} if truncated else None
+            )
+        total = spec.schedule.total_trajectories
+        if total > self.settings.max_trajectories:
+            raise ConfigError(
+                f"schedule {spec.schedule.spec!r} runs {total} trajectories (K summed over the rounds, plus the "
+                f"final synthesis), over this proxy's limit of {self.settings.max_trajectories} per request; ask "
+                "for a smaller schedule, or start the proxy with a higher --max-trajectories"
+            )
+        built = (build_graph(spec, self.backend), spec)
+        self._graphs[key] = built
+        if len(self._graphs) > _GRAPH_CACHE_SIZE:
+            self._graphs.popitem(last=False)
+        return built
+
+    async def _stream(
+        self,
+        request: web.Request,
+        parsed: ChatCompletionRequest,
+        graph: CompiledGraph,
+        spec: GraphSpec,
+        inputs: dict[str, Any],
+    ) -> web.StreamResponse:
+        """SSE: progress as comment lines while the rounds run, the synthesis as true deltas, then usage."""
+        response = web.StreamResponse(headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        response.content_type = "text/event-stream"
+        await response.prepare(request)
+        completion_id, created, model = new_completion_id(), int(time.time()), parsed.model
+
+        async def send(event: dict[str, Any] | str) -> None:
+            await response.write(f"data: {event if isinstance(event, str) else json.dumps(event)}\n\n".encode())
+
+        def delta(text: str) -> dict[str, Any]:
+            return chunk(completion_id, model, created, {"content": text}, include_usage=parsed.include_usage)
+
+        await send(
+            chunk(
+                completion_id, model, created, {"role": "assistant", "content": ""}, include_usage=parsed.include_usage
+            )
+        )
+        queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+        runner = asyncio.create_task(_feed(graph, inputs, queue))
+        conclusion = _ConclusionStream()
+        try:
+            while True:
+                try:
+                    async with asyncio.timeout(self.settings.heartbeat_seconds):
+                        kind, item = await queue.get()
+                except TimeoutError:
+                    await response.write(b": keep-alive\n\n")
+                    continue
+                if kind == "event":
+                    if isinstance(item, SynthesisDelta):
+                        text = conclusion.feed(item.content)
+                        if text:
+                            await send(delta(text))
+                    elif isinstance(item, RoundStarted | RoundCompacted):
+                        await response.write(f": pacore {_describe(item)}\n\n".encode())
+                    continue
+                if kind == "error":
+                    error = _classify(item)
+                    await send(error_body(str(error), error.error_type, error.code) | {"status": error.status})
+                    return response
+                output: dict[str, Any] = item
+                rest = conclusion.finish(output["answer"])
+                if rest:
+                    await send(delta(rest))
+                await send(
+                    chunk(
+                        completion_id, model, created, {}, output["finish_reason"], include_usage=parsed.include_usage
+                    )
+                )
+                if parsed.include_usage:
+                    await send(chunk(completion_id, model, created, None, include_usage=True, usage=output["usage"]))
+                await send("[DONE]")
+                await response.write_eof()
+                return response
+        finally:
+            # On a client disconnect this handler is cancelled (or a write fails): stop the run with it.
+            runner.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await runner
+
+
+async def _run(graph: CompiledGraph, inputs: dict[str, Any]) -> dict[str, Any]:
+    """Run ``graph`` to its output (the last update holding an ``answer``, for every graph type)."""
+    output: dict[str, Any] = {}
+    async for _, mode, item in graph.astream(inputs, stream_mode=["updates"], subgraphs=True):
+        if mode == "updates" and isinstance(item, dict):
+            output = next((v for v in item.values() if isinstance(v, dict) and "answer" in v), output)
+    if "answer" not in output:
+        raise RuntimeError("the graph finished without an answer")
+    return output
+
+
+async def _feed(graph: CompiledGraph, inputs: dict[str, Any], queue: asyncio.Queue[tuple[str, Any]]) -> None:
+    """Run ``graph``, putting its events, then ("output", dict) or ("error", exception), on ``queue``."""
+    output: dict[str, Any] = {}
+    try:
+        async for _, mode, item in graph.astream(inputs, stream_mode=["custom", "updates"], subgraphs=True):
+            if mode == "updates":
+                if isinstance(item, dict):
+                    output = next((v for v in item.values() if isinstance(v, dict) and "answer" in v), output)
+                continue
+            event = parse_event(item)
+            if event is not None:
+                queue.put_nowait(("event", event))
+        if "answer" not in output:
+            raise RuntimeError("the graph finished without an answer")
+    except Exception as exc:
+        queue.put_nowait(("error", exc))
+        return
+    queue.put_nowait(("output", output))
+
+
+def _describe(event: RoundStarted | RoundCompacted) -> str:
+    if isinstance(event, RoundStarted):
+        what = "final synthesis" if event.final else f"round {event.round}"
+        return f"{what} started: k={event.k} prompt_chars={event.prompt_chars}"
+    return f"round {event.round} compacted: returned={event.returned} kept={event.kept}"
+
+
+def _pacore_meta(spec: GraphSpec, output: dict[str, Any]) -> dict[str, Any]:
+    """The ``pacore`` field of a response: the graph, its schedule, the per-round rows (and votes)."""
+    meta: dict[str, Any] = {
+        "graph": spec.name,
+        "schedule": list(spec.schedule.rounds),
+        "rounds": output["usage"].get("rounds", []),
+    }
+    if output.get("votes") is not None:
+        meta["votes"] = output["votes"]
+    return meta
+
+
+class _ConclusionStream:
+    """Turns the synthesis's content deltas into deltas of its conclusion (the text after ``</think>``).
+
+    Content that opens with ``<think>`` is held back until ``</think>``; otherwise it is passed on at once,
+    keeping back only a tail that could be the start of ``</think>``. :meth:`finish` reconciles with the
+    graph's answer: whatever of it was not sent yet (all of it, for graphs that do not stream).
+    """
+
+    def __init__(self) -> None:
+        self._buffer = ""
+        self._sent = ""
+        self._thinking: bool | None = None  # unknown until the first non-blank text
+
+    def feed(self, text: str) -> str:
+        """The part of the conclusion that can be sent now."""
+        self._buffer += text
+        if self._thinking is None:
+            stripped = self._buffer.lstrip()
+            if not stripped or "<think>".startswith(stripped):
+                return ""
+            self._thinking = stripped.startswith("<think>")
+        if THINK_CLOSE in self._buffer:
+            self._thinking = False
+            self._buffer = self._buffer.rpartition(THINK_CLOSE)[2]
+            if self._sent:  # a second </think> after sent text: the rest of the answer is reconciled in finish()
+                return ""
+        if self._thinking:
+            return ""
+        keep = next((n for n in range(len(THINK_CLOSE) - 1, 0, -1) if self._buffer.endswith(THINK_CLOSE[:n])), 0)
+        ready, self._buffer = self._buffer[: len(self._buffer) - keep], self._buffer[len(self._buffer) - keep :]
+        self._sent += ready
+        return ready
+
+    def finish(self, answer: str) -> str:
+        """What remains to be sent of ``answer``, the graph's final answer."""
+        if answer.startswith(self._sent):
+            return answer[len(self._sent) :]
+        log.warning("the streamed synthesis diverged from its conclusion; the stream keeps what was sent")
+        return ""

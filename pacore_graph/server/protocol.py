@@ -1,0 +1,183 @@
+"""The OpenAI chat completions wire format, as the proxy reads and writes it.
+
+Requests are read leniently, as OpenAI-compatible servers do: the fields PaCoRe can honour are validated, other
+OpenAI fields (``user``, ``logprobs: false``, ...) are ignored, and fields it cannot honour (``n > 1``, tools)
+are refused with a 400 that says so. The ``pacore`` object (``extra_body={"pacore": {...}}`` in the ``openai``
+client) is strict: its unknown keys are errors, since a typo there would silently change nothing.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from pacore_graph.errors import ConfigError
+
+__all__ = [
+    "ChatCompletionRequest",
+    "PaCoReOptions",
+    "chunk",
+    "completion_body",
+    "error_body",
+    "parse_request",
+    "usage_body",
+]
+
+
+class PaCoReOptions(BaseModel):
+    """The ``pacore`` object of a request: the schedule and sampling of this run (every round).
+
+    Unset fields keep the graph spec's settings (or the request's top-level OpenAI sampling fields).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    schedule: str | list[int] | int | None = Field(None, description="'32,4', [32, 4], or low/medium/high")
+    temperature: float | None = Field(None, ge=0.0)
+    top_p: float | None = Field(None, gt=0.0, le=1.0)
+    max_tokens: int | None = Field(None, gt=0)
+    seed: int | None = None
+    truncated: Literal["drop", "keep"] | None = None
+
+
+class ChatCompletionRequest(BaseModel):
+    """The parts of an OpenAI chat completions request the proxy uses (other fields are ignored)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    model: str
+    messages: list[dict[str, Any]] = Field(min_length=1)
+    stream: bool = False
+    stream_options: dict[str, Any] | None = None
+    temperature: float | None = Field(None, ge=0.0)
+    top_p: float | None = Field(None, gt=0.0, le=1.0)
+    max_tokens: int | None = Field(None, gt=0)
+    max_completion_tokens: int | None = Field(None, gt=0)
+    seed: int | None = None
+    stop: str | list[str] | None = None
+    n: int | None = None
+    tools: list[Any] | None = None
+    pacore: PaCoReOptions | None = None
+
+    @property
+    def include_usage(self) -> bool:
+        """Whether a stream should end with a usage chunk."""
+        return bool(self.stream_options and self.stream_options.get("include_usage"))
+
+    def sampling(self) -> dict[str, Any]:
+        """Sampling fields applied to every round: the top-level OpenAI ones, then the ``pacore`` overrides."""
+        values: dict[str, Any] = {
+            "temperature": self.temperature,
+            "top_p": self.top_p,
+            "max_tokens": self.max_tokens if self.max_tokens is not None else self.max_completion_tokens,
+            "seed": self.seed,
+            "stop": [self.stop] if isinstance(self.stop, str) else self.stop,
+        }
+        if self.pacore is not None:
+            for key in ("temperature", "top_p", "max_tokens", "seed"):
+                given = getattr(self.pacore, key)
+                values[key] = given if given is not None else values[key]
+        return {key: value for key, value in values.items() if value is not None}
+
+
+def parse_request(data: Any) -> ChatCompletionRequest:
+    """Validate a request body; raise :class:`ConfigError` with one line per problem (a 400)."""
+    if not isinstance(data, dict):
+        raise ConfigError("the request body must be a JSON object with 'model' and 'messages'")
+    try:
+        request = ChatCompletionRequest.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in error['loc']) or 'body'}: {error['msg'].removeprefix('Value error, ')}"
+            for error in exc.errors()
+        )
+        raise ConfigError(f"invalid request: {problems}") from None
+    if request.n not in (None, 1):
+        raise ConfigError(f"n={request.n} is not supported: a PaCoRe run gives one answer; send n=1")
+    if request.tools:
+        raise ConfigError("tools are not supported by the PaCoRe proxy; call the model server directly for tools")
+    return request
+
+
+def usage_body(usage: dict[str, Any]) -> dict[str, int]:
+    """OpenAI ``usage`` for a whole run, with ``effective_ttc_tokens`` (every trajectory's completion tokens)."""
+    prompt = int(usage.get("prompt_tokens", 0))
+    completion = int(usage.get("completion_tokens", 0))
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+        "effective_ttc_tokens": int(usage.get("effective_ttc_tokens", completion)),
+    }
+
+
+def new_completion_id() -> str:
+    """A fresh ``chatcmpl-...`` id."""
+    return f"chatcmpl-pacore-{uuid.uuid4().hex}"
+
+
+def completion_body(
+    completion_id: str, model: str, answer: str, finish_reason: str, usage: dict[str, Any], pacore: dict[str, Any]
+) -> dict[str, Any]:
+    """A ``chat.completion`` object for a finished run; ``pacore`` carries the schedule and per-round rows."""
+    return {
+        "id": completion_id,
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": answer},
+                "finish_reason": openai_finish_reason(finish_reason),
+                "logprobs": None,
+            }
+        ],
+        "usage": usage_body(usage),
+        "pacore": pacore,
+    }
+
+
+def chunk(
+    completion_id: str,
+    model: str,
+    created: int,
+    delta: dict[str, Any] | None,
+    finish_reason: str | None = None,
+    *,
+    include_usage: bool = False,
+    usage: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """A ``chat.completion.chunk``: a delta, or (``delta=None``) the final usage chunk with no choices."""
+    body: dict[str, Any] = {
+        "id": completion_id,
+        "object": "chat.completion.chunk",
+        "created": created,
+        "model": model,
+        "choices": []
+        if delta is None
+        else [
+            {
+                "index": 0,
+                "delta": delta,
+                "finish_reason": openai_finish_reason(finish_reason) if finish_reason else None,
+                "logprobs": None,
+            }
+        ],
+    }
+    if include_usage:
+        body["usage"] = usage_body(usage) if usage is not None else None
+    return body
+
+
+def openai_finish_reason(reason: str) -> str:
+    """The synthesis's finish reason as OpenAI spells it (``stop``/``length``/...; anything else is ``stop``)."""
+    return reason if reason in ("stop", "length", "tool_calls", "content_filter") else "stop"
+
+
+def error_body(message: str, error_type: str, code: str | None = None) -> dict[str, Any]:
+    """OpenAI-style error JSON: ``{"error": {"message", "type", "param", "code"}}``."""
+    return {"error": {"message": message, "type": error_type, "param": None, "code": code}}

@@ -31,12 +31,10 @@ import re
 from typing import TYPE_CHECKING, Any, NotRequired, TypedDict
 
 from langgraph.graph import END, START, StateGraph
-from langgraph.types import Overwrite
 
 from pacore_graph.clients.base import ChatBackend
-from pacore_graph.compaction import compact
-from pacore_graph.errors import ConfigError, EmptyRoundError
-from pacore_graph.nodes import PaCoReNodes, round_stats
+from pacore_graph.errors import ConfigError
+from pacore_graph.nodes import PaCoReNodes
 from pacore_graph.state import PaCoReInput, PaCoReOutput, PaCoReState, Trajectory
 
 from .kinds import CompiledGraph, GraphType
@@ -184,9 +182,7 @@ class _VerifyingNodes:
 
     async def verify_compact(self, state: CodeVerifiedState) -> dict[str, Any]:
         """C(Ω_r) with evidence: each kept conclusion carries what running its program on the tests showed."""
-        round_number = state["round"]
         config = self.nodes.config
-        k = config.schedule.rounds[round_number - 1]
         tests = _tests(state)
         semaphore = asyncio.Semaphore(VERIFY_CONCURRENCY)
         omega = state["omega"]
@@ -196,27 +192,7 @@ class _VerifyingNodes:
         verdicts = await asyncio.gather(*(verify(t["conclusion"], tests, semaphore) for t in runnable))
         evidence = {t["index"]: v["evidence"] for t, v in zip(runnable, verdicts, strict=True)}
         annotated = [_with_evidence(t, evidence[t["index"]]) if t["index"] in evidence else t for t in omega]
-        compacted = compact(annotated, config.compaction)
-        stats = round_stats(
-            round_number,
-            k,
-            omega,
-            messages=len(compacted.messages),
-            dropped_empty=compacted.dropped_empty,
-            dropped_truncated=compacted.dropped_truncated,
-        )
-        if not compacted.messages:
-            raise EmptyRoundError(
-                f"round {round_number} left no usable conclusion: K={k}, {stats['returned']} returned, "
-                f"{stats['dropped_empty']} empty, {stats['dropped_truncated']} cut off by max_tokens before "
-                "concluding; raise max_tokens, or keep truncated trajectories (compaction truncated='keep')"
-            )
-        return {
-            "references": compacted.messages,
-            "omega": Overwrite([]),
-            "round": round_number + 1,
-            "rounds": [stats],
-        }
+        return self.nodes.close_round(state, annotated)
 
     async def verify_answer(self, state: CodeVerifiedState) -> dict[str, Any]:
         """Run the synthesizer's program on the tests and report it in the output."""

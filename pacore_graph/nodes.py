@@ -116,13 +116,21 @@ class PaCoReNodes:
 
     def compact(self, state: PaCoReState) -> dict[str, Any]:
         """C(Ω_r) → M_r; fail loudly if nothing usable is left, rather than synthesize from nothing."""
+        return self.close_round(state, state["omega"])
+
+    def close_round(self, state: PaCoReState, trajectories: Sequence[Trajectory]) -> dict[str, Any]:
+        """Compact ``trajectories`` (round r's, possibly annotated by the graph) into M_r and move to round r + 1.
+
+        Records the round's row and emits ``RoundCompacted``. Graphs that add to the conclusions first (for
+        example verification evidence) call this with their annotated copies, so every graph closes rounds alike.
+        """
         round_number = state["round"]
         k = self.config.schedule.rounds[round_number - 1]
-        compacted = compact(state["omega"], self.config.compaction)
+        compacted = compact(trajectories, self.config.compaction)
         stats = round_stats(
             round_number,
             k,
-            state["omega"],
+            trajectories,
             messages=len(compacted.messages),
             dropped_empty=compacted.dropped_empty,
             dropped_truncated=compacted.dropped_truncated,

@@ -129,3 +129,16 @@ def test_evidence_message_format():
     assert evidence_message("code\n\n", "passed 1/1 sample tests") == (
         "code\n\n[Verification of the program above on the sample tests: passed 1/1 sample tests]"
     )
+
+
+async def test_compaction_event_carries_the_evidence():
+    from pacore_graph.events import RoundCompacted, stream_events
+
+    async with FakeOpenAIServer(script) as server:
+        async with VLLMClient(server.base_url) as client:
+            graph = load_graph("pacore-code-verified", client, schedule=[3])
+            events = [e async for e in stream_events(graph, {"problem": PROBLEM, "tests": TESTS})]
+    compacted = [e for e in events if isinstance(e, RoundCompacted)]
+    assert len(compacted) == 1
+    assert (compacted[0].round, compacted[0].k, compacted[0].kept) == (1, 3, 3)
+    assert sum("passed 3/3 sample tests" in m for m in compacted[0].messages) == 1

@@ -13,7 +13,7 @@ __all__ = ["round_table", "show_result"]
 def round_table(result: PaCoReResult) -> Table:
     """One row per round (the last is the final synthesis): K, returned, kept, dropped, tokens, seconds."""
     table = Table(title="rounds", title_justify="left")
-    for column in ("round", "K", "returned", "kept", "dropped", "prompt tok", "completion tok", "seconds"):
+    for column in ("round", "K", "returned", "kept", "dropped", "prompt tok", "completion tok", "sec"):
         table.add_column(column, justify="right", no_wrap=True)
     for row in result.rounds:
         table.add_row(

@@ -4,7 +4,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-DEMO_PROBLEM ?= What is 12 + 7? Answer with the number.
+DEMO_PROBLEM ?= What is 7 + 5? End your reply with: The answer is <number>.
 
 .PHONY: install engine demo test lint typecheck unit wheel-check clean
 
@@ -27,7 +27,7 @@ install: $(VENV)/.installed
 engine: $(VENV)/.engine
 
 demo: engine
-	$(BIN)/pacore run "$(DEMO_PROBLEM)" --schedule 4 --max-tokens 256 --truncated keep --json
+	$(BIN)/pacore run "$(DEMO_PROBLEM)" --schedule 4 --max-tokens 128 --temperature 0.6 --truncated keep --json
 
 lint: install
 	$(BIN)/ruff check .

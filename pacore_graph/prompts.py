@@ -6,6 +6,7 @@ The template is the one PaCoRe-8B was trained on, byte for byte, rendered with j
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -45,10 +46,15 @@ def render_references(original_prompt: str, references: Sequence[str], template:
     Custom templates (from graph specs) are rendered in jinja2's sandbox, since they are user input.
     """
     try:
-        compiled = jinja2.sandbox.SandboxedEnvironment().from_string(template)
-        return compiled.render(original_prompt=original_prompt, ref_responses=list(references))
+        return _compile(template).render(original_prompt=original_prompt, ref_responses=list(references))
     except jinja2.TemplateError as exc:
         raise ConfigError(f"the prompt template cannot be rendered: {exc}; check its jinja2 syntax") from exc
+
+
+@functools.lru_cache(maxsize=32)
+def _compile(template: str) -> jinja2.Template:
+    # Compiling costs ~1 ms, more than rendering; a graph renders the same few templates once per round.
+    return jinja2.sandbox.SandboxedEnvironment().from_string(template)
 
 
 def _text_of(content: Any) -> str | None:

@@ -5,6 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
+import signal
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Callable
 
 import aiohttp
@@ -246,6 +250,15 @@ async def test_bad_schedule_is_400_with_a_clear_message(pacore, fragment):
     assert server.requests == []
 
 
+async def test_messages_without_a_user_question_are_400_even_when_streaming():
+    async with stack() as (server, proxy):
+        with pytest.raises(openai.BadRequestError, match="the problem is empty"):
+            await openai_client(proxy).chat.completions.create(
+                model="pacore-low", messages=[{"role": "user", "content": " "}], stream=True
+            )
+    assert server.requests == []
+
+
 async def test_unknown_model_is_404_and_n_above_one_is_400():
     async with stack() as (_, proxy):
         client = openai_client(proxy)
@@ -315,15 +328,17 @@ async def test_stream_reports_an_upstream_failure_as_an_error_event():
                 pass
 
 
-async def test_disconnected_client_cancels_its_upstream_requests():
+@pytest.mark.parametrize("stream", [False, True])
+async def test_disconnected_client_cancels_its_upstream_requests(stream):
     # Each explorer's reply drips in 8 pieces over ~1.6 s; the client gives up after 0.3 s.
     slow = FakeReply(content="<think>w</think>c", fault=Fault.slow_drip(0.2))
     async with stack(lambda request: slow) as (server, proxy):
         async with aiohttp.ClientSession() as session:
-            body = {"model": "pacore-low", "messages": messages(), "pacore": {"schedule": 3}}
+            body = {"model": "pacore-low", "messages": messages(), "stream": stream, "pacore": {"schedule": 3}}
             with pytest.raises(TimeoutError):
                 async with asyncio.timeout(0.3):
-                    await session.post(f"{proxy.base_url}/chat/completions", json=body)
+                    async with session.post(f"{proxy.base_url}/chat/completions", json=body) as response:
+                        await response.read()
         await until(lambda: proxy.in_flight == 0)
         assert proxy.in_flight == 0
         await asyncio.sleep(1.8)  # past the time the replies would have completed
@@ -366,3 +381,44 @@ async def test_health():
             async with session.get(f"{proxy.url}/health") as response:
                 assert response.status == 200
                 assert json.loads(await response.text())["status"] == "ok"
+
+
+def test_pacore_serve_command_serves_and_drains_on_sigint():
+    with FakeOpenAIServer(script).in_thread() as server:
+        command = [sys.executable, "-m", "pacore_graph.cli", "serve", "--upstream", server.base_url, "--port", "0"]
+        proxy = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+        try:
+            assert proxy.stderr is not None
+            line = proxy.stderr.readline()
+            base_url = re.search(r"PaCoRe proxy on (http://127\.0\.0\.1:\d+/v1)", line).group(1)
+            client = openai.OpenAI(base_url=base_url, api_key="unused", max_retries=0, timeout=20)
+            with client:
+                completion = client.chat.completions.create(
+                    model="pacore-low", messages=messages(), extra_body={"pacore": {"schedule": 2}}
+                )
+            assert completion.choices[0].message.content == ANSWER
+        finally:
+            proxy.send_signal(signal.SIGINT)
+            _, rest = proxy.communicate(timeout=20)
+    assert proxy.returncode == 0, rest
+    assert "draining" in rest
+
+
+@pytest.mark.parametrize(
+    ("pieces", "answer", "live"),
+    [
+        # Thinking inline: nothing is sent until </think> (split across pieces), then the conclusion streams.
+        (["<thi", "nk>step one", " step two</th", "ink>\n\nThe ans", "wer is 4."], "\n\nThe answer is 4.", 2),
+        # No thinking in the content (a reasoning parser split it off): every piece is sent at once.
+        (["The ", "answer ", "is 4."], "The answer is 4.", 3),
+        # Thinking that never closes: the content is the conclusion, sent whole at the end.
+        (["<think>cut off", " mid-thought"], "<think>cut off mid-thought", 0),
+    ],
+)
+def test_conclusion_stream_holds_back_thinking(pieces, answer, live):
+    from pacore_graph.server.app import _ConclusionStream
+
+    conclusion = _ConclusionStream()
+    sent = [conclusion.feed(piece) for piece in pieces]
+    assert len([s for s in sent if s]) == live
+    assert "".join(sent) + conclusion.finish(answer) == answer

@@ -41,6 +41,7 @@ from pacore_graph.errors import (
     UpstreamTimeoutError,
 )
 from pacore_graph.events import RoundCompacted, RoundStarted, SynthesisDelta, parse_event
+from pacore_graph.prompts import normalize_problem
 from pacore_graph.schedule import Schedule
 from pacore_graph.server.protocol import (
     ChatCompletionRequest,
@@ -168,7 +169,8 @@ class PaCoReProxy:
         """``http://HOST:PORT`` once started."""
         if self._port is None:
             raise RuntimeError("the proxy is not running; call start() first")
-        return f"http://{self.settings.host}:{self._port}"
+        host = self.settings.host
+        return f"http://[{host}]:{self._port}" if ":" in host else f"http://{host}:{self._port}"
 
     @property
     def base_url(self) -> str:
@@ -300,6 +302,7 @@ class PaCoReProxy:
                 ) from None
             try:
                 parsed = parse_request(data)
+                normalize_problem(parsed.messages)  # bad messages are a 400 before a stream starts
                 graph, spec = self._graph_for(parsed)
             except PaCoReError as exc:
                 raise _classify(exc) from None

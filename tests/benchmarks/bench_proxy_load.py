@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import random
 import re
 import signal
@@ -70,6 +71,12 @@ def start_proxy(upstream: str, args: argparse.Namespace) -> tuple[subprocess.Pop
 def peak_rss_mib(pid: int) -> float:
     status = Path(f"/proc/{pid}/status").read_text()
     return int(re.search(r"VmHWM:\s+(\d+) kB", status).group(1)) / 1024  # type: ignore[union-attr]
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def critical_path(calls: list[tuple[bool, float]], schedule: Schedule) -> float:
@@ -128,6 +135,7 @@ async def main(args: argparse.Namespace) -> None:
             for i in range(args.requests):
                 ids.put_nowait(i)
             results: list[tuple[int, int, float]] = []
+            cpu_before = cpu_seconds(proxy.pid)
             connector = aiohttp.TCPConnector(limit=args.clients)
             timeout = aiohttp.ClientTimeout(total=120)
             started = time.perf_counter()
@@ -139,6 +147,7 @@ async def main(args: argparse.Namespace) -> None:
                 )
             elapsed = time.perf_counter() - started
             rss = peak_rss_mib(proxy.pid)
+            cpu = cpu_seconds(proxy.pid) - cpu_before
         finally:
             proxy.send_signal(signal.SIGINT)
             proxy.wait(timeout=30)
@@ -161,7 +170,10 @@ async def main(args: argparse.Namespace) -> None:
             f"overhead p50 {pct(overheads, 0.5):.1f} ms  p99 {pct(overheads, 0.99):.1f} ms  "
             f"mean {statistics.fmean(overheads) * 1000:.1f} ms"
         )
-    print(f"proxy peak RSS {rss:.0f} MiB")
+    print(
+        f"proxy peak RSS {rss:.0f} MiB; proxy CPU {cpu:.1f} s ({cpu / max(1, len(results)) * 1000:.1f} ms per request)"
+    )
+    print(f"machine: {os.cpu_count()} CPUs, shared by the proxy, the fake upstream and the clients")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,335 @@
+"""PaCoRe against the physical limit: wall time, overhead, prefill and memory, measured side by side.
+
+Not a test (timings vary by machine): run it by hand and read the ratios (see BENCHMARKS.md)::
+
+    .venv/bin/python tests/benchmarks/bench_pacore.py                 # scenarios a-d (simulator), ~1 min
+    .venv/bin/python tests/benchmarks/bench_pacore.py --only e        # e: the real embedded engine (`pacore engine up`)
+    .venv/bin/python tests/benchmarks/bench_pacore.py --only a,c
+
+Scenarios:
+
+a. eval of P problems × [16] and × [32,4] against the simulator: simulated wall time / the simulator's lower
+   bound for the same requests (work / capacity, and the critical path across rounds).
+b. framework overhead per trajectory: one PaCoRe [K] run vs a raw aiohttp + asyncio.gather client sending the
+   same K + 1 requests, both against the same zero-latency simulator.
+c. prefill tokens the simulator computed for a K fan-out: K requests (what the graph sends today) vs one request
+   with n=K (sent directly through ``VLLMClient.chat(n=K)``), prefix cache on and off; and whether prompts are
+   prefix-stable across rounds and byte-identical across reruns.
+d. one round of K = 256, 512, 1024 with 2k-token outputs on a zero-latency simulator, each in a subprocess: time
+   and peak RSS (``ru_maxrss``; the simulator shares the process, so the figure includes it).
+e. on the real embedded engine: PaCoRe [4] completion tokens/s over the run / the engine's raw throughput on the
+   same request mix (4 concurrent requests, then 1 synthesis-like request).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import json
+import os
+import re
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from typing import Any
+
+import aiohttp
+
+from pacore_graph.clients.base import SamplingParams
+from pacore_graph.clients.vllm import VLLMClient
+from pacore_graph.compaction import CompactionPolicy
+from pacore_graph.graph import build_pacore_graph
+from pacore_graph.prompts import build_prompt
+from pacore_graph.testing.simulator import SimulatorConfig, SimulatorServer, Stage, lower_bound, tokenize
+
+PROBLEM_ID = re.compile(r"problem #(\d+):")
+
+
+def problem_text(i: int, words: int = 120) -> str:
+    """A problem statement of about ``words`` words, tagged with its id."""
+    return f"problem #{i}: " + " ".join(f"fact{i}_{j}" for j in range(words)) + " What is the answer?"
+
+
+def stages_from_log(server: SimulatorServer) -> list[list[Stage]]:
+    """The workload the simulator saw, as one chain per problem: distinct prompts in arrival order."""
+    by_problem: dict[int, dict[str, list[Any]]] = defaultdict(dict)
+    for request in server.requests:
+        text = json.dumps(request.messages)
+        match = PROBLEM_ID.search(text)
+        problem = int(match.group(1)) if match else -1
+        entry = by_problem[problem].setdefault(text, [request.prompt_tokens, 0, 0])
+        entry[1] += request.n
+        entry[2] = max(entry[2], request.max_tokens or server.config.default_max_tokens)
+    return [[Stage(p, k, out) for p, k, out in prompts.values()] for prompts in by_problem.values()]
+
+
+# --- a ---------------------------------------------------------------------------------------------------
+
+
+async def eval_once(
+    config: SimulatorConfig, schedule: list[int], problems: int, max_tokens: int, concurrency: int
+) -> tuple[float, float, SimulatorServer]:
+    """P problems at once through the graph; (simulated seconds, real seconds, the server with its log)."""
+    async with SimulatorServer(config) as server, VLLMClient(server.base_url, max_concurrency=concurrency) as c:
+        graph = build_pacore_graph(c, schedule, params=SamplingParams(max_tokens=max_tokens, seed=1))
+        await c.resolve_model()
+        start_real, start_sim = time.perf_counter(), server.sim_now()
+        await asyncio.gather(*(graph.ainvoke({"problem": problem_text(i)}) for i in range(problems)))
+        return server.sim_now() - start_sim, time.perf_counter() - start_real, server
+
+
+async def scenario_a(problems: int, max_tokens: int, concurrency: int, time_scale: float) -> None:
+    config = SimulatorConfig(time_scale=time_scale, max_num_seqs=256)
+    print(f"\n## a. eval: {problems} problems, max_tokens {max_tokens}, client concurrency {concurrency}")
+    print(f"simulator: {config.model_dump()}")
+    for schedule in ([16], [32, 4]):
+        sim, real, server = await eval_once(config, schedule, problems, max_tokens, concurrency)
+        chains = stages_from_log(server)
+        bound = lower_bound(config, chains)
+        lockstep = lockstep_ideal(config, chains)
+        print(
+            f"[{','.join(map(str, schedule))}] simulated wall {sim:7.2f} s (real {real:.2f} s); bound "
+            f"{bound.seconds:7.2f} s (work {bound.work:.2f}, critical path {bound.critical_path:.2f}); lockstep "
+            f"ideal {lockstep:.2f} s; wall/bound {sim / bound.seconds:.3f}, wall/lockstep {sim / lockstep:.3f}; "
+            f"busy {server.stats.busy_seconds / sim:.0%}, max running {server.stats.max_running}"
+        )
+
+
+def lockstep_ideal(config: SimulatorConfig, chains: list[list[Stage]]) -> float:
+    """The engine time if every problem's round r ran together, with no client time: a reference, not a bound.
+
+    Round r's S sequences of L tokens take ``S × L × step(b) / b`` with ``b = min(S, max_num_seqs)``, after the
+    prefill of its prompts; rounds follow each other.
+    """
+    total = 0.0
+    for r in range(max(len(c) for c in chains)):
+        stages = [c[r] for c in chains if len(c) > r]
+        seqs = sum(s.sequences for s in stages)
+        b = min(seqs, config.max_num_seqs)
+        tokens = sum(s.sequences * s.output_tokens for s in stages)
+        prefill = sum(s.prompt_tokens for s in stages) * config.prefill_seconds_per_token
+        total += prefill + tokens * config.step_seconds(b) / b
+    return total
+
+
+# --- b ---------------------------------------------------------------------------------------------------
+
+
+async def raw_run(session: aiohttp.ClientSession, url: str, model: str, problem: str, k: int, max_tokens: int) -> None:
+    """What PaCoRe [K] sends, without the framework: K concurrent requests, then one on the references."""
+
+    async def post(messages: list[dict[str, Any]]) -> dict[str, Any]:
+        body = {"model": model, "messages": messages, "max_tokens": max_tokens, "temperature": 1.0, "top_p": 1.0}
+        async with session.post(url, json=body) as response:
+            data: dict[str, Any] = await response.json()
+            return data
+
+    first = [{"role": "user", "content": problem}]
+    answers = await asyncio.gather(*(post(first) for _ in range(k)))
+    refs = [a["choices"][0]["message"]["content"].rpartition("</think>")[2] for a in answers]
+    await post(build_prompt(first, refs))
+
+
+async def scenario_b(k: int, repeats: int, max_tokens: int) -> None:
+    config = SimulatorConfig(time_scale=0, max_num_seqs=max(k, 1))
+    print(
+        f"\n## b. framework overhead: PaCoRe [{k}] vs raw aiohttp + gather, zero-latency simulator, best of {repeats}"
+    )
+    async with SimulatorServer(config) as server:
+        url = server.base_url + "/chat/completions"
+        best_raw = best_graph = float("inf")
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=k)) as session:
+            for r in range(repeats):
+                started = time.perf_counter()
+                await raw_run(session, url, config.model, problem_text(r), k, max_tokens)
+                best_raw = min(best_raw, time.perf_counter() - started)
+        async with VLLMClient(server.base_url, max_concurrency=k) as client:
+            graph = build_pacore_graph(client, [k], params=SamplingParams(max_tokens=max_tokens))
+            await client.resolve_model()
+            for r in range(repeats):
+                started = time.perf_counter()
+                await graph.ainvoke({"problem": problem_text(r)})
+                best_graph = min(best_graph, time.perf_counter() - started)
+    per = (best_graph - best_raw) / (k + 1) * 1000
+    print(
+        f"raw {best_raw * 1000:.1f} ms, PaCoRe {best_graph * 1000:.1f} ms for {k + 1} trajectories: "
+        f"overhead {per:.3f} ms per trajectory (raw itself {best_raw / (k + 1) * 1000:.3f} ms)"
+    )
+
+
+# --- c ---------------------------------------------------------------------------------------------------
+
+
+async def scenario_c(k: int, max_tokens: int) -> None:
+    print(f"\n## c. prefill for a K={k} fan-out (problem of ~1,000 tokens)")
+    problem = [{"role": "user", "content": problem_text(0, words=1000)}]
+    params = SamplingParams(max_tokens=max_tokens)
+    for caching in (True, False):
+        config = SimulatorConfig(time_scale=0, max_num_seqs=256, prefix_caching=caching)
+        figures = {}
+        for label in ("K requests (today)", "one request n=K"):
+            async with SimulatorServer(config) as server, VLLMClient(server.base_url) as client:
+                if label.startswith("K"):
+                    await asyncio.gather(*(client.chat(problem, params) for _ in range(k)))
+                else:
+                    await client.chat(problem, params, n=k)
+                figures[label] = (server.stats.prompt_tokens, server.stats.prefill_tokens)
+        (sent_naive, naive), (sent_batched, batched) = figures["K requests (today)"], figures["one request n=K"]
+        print(
+            f"prefix cache {'on ' if caching else 'off'}: K requests send {sent_naive} prompt tokens, compute "
+            f"{naive}; one n=K request sends {sent_batched}, computes {batched}; "
+            f"n=K / K requests = {batched / naive:.3f} (1/K = {1 / k:.3f})"
+        )
+    # The graph's own requests: prefill over a [K, K] run, and prefix stability across rounds and reruns.
+    config = SimulatorConfig(time_scale=0, max_num_seqs=256)
+    prompts_by_run: list[list[list[str]]] = []
+    async with SimulatorServer(config) as server, VLLMClient(server.base_url) as client:
+        graph = build_pacore_graph(client, [k, k], params=SamplingParams(max_tokens=max_tokens, seed=7))
+        for _ in range(2):
+            server.reset_stats()
+            server.clear_cache()
+            await graph.ainvoke({"messages": problem})
+            distinct: dict[str, list[str]] = {}
+            for request in server.requests:
+                distinct.setdefault(json.dumps(request.messages), tokenize(request.messages))
+            prompts_by_run.append(list(distinct.values()))
+        stats = server.stats
+    rounds = prompts_by_run[0]
+    identical = prompts_by_run[0] == prompts_by_run[1]
+    shared = [_common_prefix(a, b) for a, b in itertools.pairwise(rounds)]
+    print(
+        f"PaCoRe [{k},{k}] (cache on): {stats.requests} requests, {len(rounds)} distinct prompts of "
+        f"{[len(p) for p in rounds]} tokens; prompt tokens sent {stats.prompt_tokens}, computed "
+        f"{stats.prefill_tokens} ({stats.prefill_tokens / stats.prompt_tokens:.1%}); shared prefix with the previous "
+        f"round's prompt: {shared} tokens; a rerun sends byte-identical prompts: {identical}"
+    )
+
+
+def _common_prefix(a: list[str], b: list[str]) -> int:
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+# --- d ---------------------------------------------------------------------------------------------------
+
+
+async def one_round(k: int, max_tokens: int) -> dict[str, float]:
+    """Run PaCoRe [K] once on a zero-latency simulator in this process; time and peak RSS."""
+    config = SimulatorConfig(time_scale=0, max_num_seqs=k)
+    async with SimulatorServer(config) as server, VLLMClient(server.base_url, max_concurrency=k) as client:
+        graph = build_pacore_graph(client, [k], params=SamplingParams(max_tokens=max_tokens))
+        await client.resolve_model()
+        started = time.perf_counter()
+        await graph.ainvoke({"problem": problem_text(0)})
+        seconds = time.perf_counter() - started
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    return {"k": k, "seconds": seconds, "peak_rss_mib": peak}
+
+
+def scenario_d(ks: list[int], max_tokens: int) -> None:
+    print(f"\n## d. one round of K trajectories × {max_tokens} tokens, zero-latency simulator, one subprocess each")
+    for k in ks:
+        out = subprocess.run(
+            [sys.executable, __file__, "--child-d", str(k), "--max-tokens-d", str(max_tokens)],
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+        figures = json.loads(out.stdout.strip().splitlines()[-1])
+        print(
+            f"K={k:5d}: {figures['seconds']:6.2f} s ({figures['seconds'] / k * 1000:.2f} ms per trajectory), "
+            f"peak RSS {figures['peak_rss_mib']:7.1f} MiB"
+        )
+
+
+# --- e ---------------------------------------------------------------------------------------------------
+
+
+async def scenario_e(base_url: str, max_tokens: int, repeats: int) -> None:
+    print(f"\n## e. real engine at {base_url}: PaCoRe [4] vs raw batched requests, max_tokens {max_tokens}")
+    # ignore_eos makes every request generate exactly max_tokens, so both sides do the same work.
+    params = SamplingParams(max_tokens=max_tokens, seed=3, extra={"ignore_eos": True})
+    # Every request hits max_tokens, so truncated trajectories must be kept as references.
+    compaction = CompactionPolicy(truncated="keep")
+    rates: dict[str, list[float]] = {"pacore": [], "raw": []}
+    async with VLLMClient(base_url, max_concurrency=64) as client:
+        await client.resolve_model()
+        await client.chat([{"role": "user", "content": "hi"}], SamplingParams(max_tokens=4))  # warm up
+        graph = build_pacore_graph(client, [4], params=params, compaction=compaction)
+        for r in range(repeats):
+            # A new problem each repeat (no prefix-cache carry-over); the two sides alternate who goes first.
+            problem = f"Problem {r}: what is the sum of the first {100 + r} odd numbers? Think step by step."
+            for side in ("raw", "pacore") if r % 2 else ("pacore", "raw"):
+                started = time.perf_counter()
+                if side == "pacore":
+                    state = await graph.ainvoke({"problem": problem})
+                    tokens = state["usage"]["completion_tokens"]
+                else:
+                    messages = [{"role": "user", "content": problem}]
+                    results = await asyncio.gather(
+                        *(client.chat(messages, params.with_seed_offset(i)) for i in range(4))
+                    )
+                    refs = [x.completions[0].content.rpartition("</think>")[2] for x in results]
+                    final = await client.chat(build_prompt(messages, refs), params.with_seed_offset(4))
+                    tokens = sum(x.usage.completion_tokens for x in results) + final.usage.completion_tokens
+                seconds = time.perf_counter() - started
+                rates[side].append(tokens / seconds)
+                print(f"  repeat {r} {side:6s}: {tokens} tokens in {seconds:.2f} s = {tokens / seconds:.1f} tok/s")
+    pacore, raw = statistics.median(rates["pacore"]), statistics.median(rates["raw"])
+    print(f"median: PaCoRe [4] {pacore:.1f} tok/s, raw {raw:.1f} tok/s; ratio {pacore / raw:.3f}")
+
+
+def engine_url() -> str:
+    url = os.environ.get("PACORE_BASE_URL")
+    if url:
+        return url
+    status = subprocess.run(
+        [os.path.join(os.path.dirname(sys.executable), "pacore"), "engine", "status"], capture_output=True, text=True
+    ).stdout
+    found = re.search(r"(http://\S+/v1)", status)
+    if not found:
+        raise SystemExit("scenario e needs a running engine: `pacore engine up` (or set PACORE_BASE_URL)")
+    return found.group(1)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", default="a,b,c,d", help="scenarios to run, e.g. a,c or e (default a,b,c,d)")
+    parser.add_argument("--problems", type=int, default=4)
+    parser.add_argument("--max-tokens", type=int, default=512, help="output length for a and c")
+    parser.add_argument("--concurrency", type=int, default=64, help="VLLMClient max_concurrency in a")
+    parser.add_argument("--time-scale", type=float, default=0.1, help="real seconds per simulated second in a")
+    parser.add_argument("--k-overhead", type=int, default=256)
+    parser.add_argument("--ks", default="256,512,1024")
+    parser.add_argument("--max-tokens-d", type=int, default=2048)
+    parser.add_argument("--max-tokens-e", type=int, default=128)
+    parser.add_argument("--repeats-e", type=int, default=4)
+    parser.add_argument("--child-d", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child_d:
+        print(json.dumps(asyncio.run(one_round(args.child_d, args.max_tokens_d))))
+        return
+    only = set(args.only.split(","))
+    print(f"# bench_pacore on {os.cpu_count()} CPUs, Python {sys.version.split()[0]}")
+    if "a" in only:
+        asyncio.run(scenario_a(args.problems, args.max_tokens, args.concurrency, args.time_scale))
+    if "b" in only:
+        asyncio.run(scenario_b(args.k_overhead, 3, 16))
+    if "c" in only:
+        asyncio.run(scenario_c(16, args.max_tokens))
+    if "d" in only:
+        scenario_d([int(k) for k in args.ks.split(",")], args.max_tokens_d)
+    if "e" in only:
+        asyncio.run(scenario_e(engine_url(), args.max_tokens_e, args.repeats_e))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,130 @@
+"""The vLLM-like simulator: prefix cache, continuous batching, queueing and the lower bound, over real HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from pacore_graph.clients.base import SamplingParams
+from pacore_graph.clients.vllm import VLLMClient
+from pacore_graph.testing.simulator import (
+    SimulatorConfig,
+    SimulatorServer,
+    Stage,
+    _PrefixCache,
+    lower_bound,
+    tokenize,
+)
+
+PROMPT = [{"role": "user", "content": " ".join(f"w{i}" for i in range(200))}]  # 201 tokens with the role token
+
+
+def test_prefix_cache_hits_only_a_shared_prefix_of_full_blocks() -> None:
+    cache = _PrefixCache(block_size=4, capacity=100)
+    tokens = [str(i) for i in range(10)]  # two full blocks and a partial one
+    assert cache.admit(tokens) == 0
+    assert cache.admit(tokens) == 8  # the partial last block is never cached
+    assert cache.admit(["x", *tokens[1:]]) == 0  # hash chains: a changed first token misses everything after it
+    assert cache.admit([*tokens[:4], "y", *tokens[5:]]) == 4
+
+
+def test_prefix_cache_evicts_least_recently_used() -> None:
+    cache = _PrefixCache(block_size=2, capacity=2)
+    cache.admit(["a", "b", "c", "d"])  # 2 blocks: full
+    cache.admit(["e", "f"])  # evicts the oldest block (a b)
+    assert cache.admit(["a", "b", "c", "d"]) == 0
+
+
+def test_tokenize_counts_words_and_role_tokens() -> None:
+    messages = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "two words"}]
+    assert tokenize(messages) == ["<|system|>", "be", "brief", "<|user|>", "two", "words"]
+    assert len(tokenize([{"role": "user", "content": "abcdefgh"}], "chars4")) == 3
+
+
+async def test_repeated_prompt_prefill_is_almost_free() -> None:
+    config = SimulatorConfig(time_scale=0)
+    async with SimulatorServer(config) as server, VLLMClient(server.base_url) as client:
+        await client.chat(PROMPT, SamplingParams(max_tokens=4))
+        first = server.stats.prefill_tokens
+        await client.chat(PROMPT, SamplingParams(max_tokens=4))
+        assert first == 201
+        assert server.stats.prefill_tokens - first == 201 % 16  # only the partial last block
+        assert server.stats.cached_tokens == 192
+
+
+async def test_n_choices_share_one_prefill_and_return_n_completions() -> None:
+    config = SimulatorConfig(time_scale=0, prefix_caching=False)
+    async with SimulatorServer(config) as server, VLLMClient(server.base_url) as client:
+        result = await client.chat(PROMPT, SamplingParams(max_tokens=10), n=4)
+        assert len(result.completions) == 4
+        assert result.usage.completion_tokens == 40
+        assert server.stats.prefill_tokens == 201
+        assert len({c.content for c in result.completions}) == 4
+        assert all(len(c.content.split()) == 10 for c in result.completions)
+
+
+async def test_batching_beats_sequential_and_matches_the_step_model() -> None:
+    # A wide settle window: the 4 requests must join one batch even on a loaded machine.
+    config = SimulatorConfig(
+        time_scale=0, virtual_settle=0.05, prefill_seconds_per_token=0, decode_step_base=0.01, decode_step_per_seq=0.001
+    )
+    params = SamplingParams(max_tokens=100)
+    async with SimulatorServer(config) as server, VLLMClient(server.base_url) as client:
+        await asyncio.gather(*(client.chat(PROMPT, params) for _ in range(4)))
+        batched = server.sim_now()
+        for _ in range(4):
+            await client.chat(PROMPT, params)
+        sequential = server.sim_now() - batched
+    assert batched == pytest.approx(100 * (0.01 + 4 * 0.001))  # 100 steps of a batch of 4
+    assert sequential == pytest.approx(4 * 100 * 0.011)
+    assert batched < sequential / 3
+
+
+async def test_requests_beyond_capacity_queue() -> None:
+    config = SimulatorConfig(
+        time_scale=0,
+        virtual_settle=0.05,
+        max_num_seqs=2,
+        prefill_seconds_per_token=0,
+        decode_step_base=0.01,
+        decode_step_per_seq=0,
+    )
+    async with SimulatorServer(config) as server, VLLMClient(server.base_url) as client:
+        await asyncio.gather(*(client.chat(PROMPT, SamplingParams(max_tokens=50)) for _ in range(4)))
+        assert server.stats.max_running == 2
+        assert server.sim_now() == pytest.approx(2 * 50 * 0.01)  # two waves
+
+
+async def test_scripted_lengths_are_clipped_to_max_tokens_and_time_scale_runs_in_real_time() -> None:
+    config = SimulatorConfig(time_scale=0.01, prefill_seconds_per_token=0, decode_step_base=0.01, decode_step_per_seq=0)
+    async with SimulatorServer(config, completion_tokens=lambda request, i: 1000) as server:
+        async with VLLMClient(server.base_url) as client:
+            result = await client.chat(PROMPT, SamplingParams(max_tokens=30))
+        assert result.usage.completion_tokens == 30
+        assert server.stats.busy_seconds == pytest.approx(0.3)
+        assert 0.3 <= server.sim_now() < 30  # generous: the real clock drives it, 100× faster
+
+
+async def test_streaming_sends_content_usage_and_done() -> None:
+    async with SimulatorServer(SimulatorConfig(time_scale=0)) as server, VLLMClient(server.base_url) as client:
+        chunks = [chunk async for chunk in client.stream_chat(PROMPT, SamplingParams(max_tokens=8))]
+    assert "\\boxed{42}." in "".join(c.content for c in chunks)
+    assert any(c.usage is not None and c.usage.completion_tokens == 8 for c in chunks)
+
+
+def test_lower_bound_on_a_hand_checked_workload() -> None:
+    config = SimulatorConfig(
+        max_num_seqs=4, prefill_seconds_per_token=0.001, decode_step_base=0.01, decode_step_per_seq=0.01
+    )
+    # One problem: 8 samples of a 100-token prompt × 10 tokens, then 1 of a 200-token prompt × 10 tokens.
+    chains = [[Stage(100, 8, 10), Stage(200, 1, 10)]]
+    bound = lower_bound(config, chains)
+    # step(4) = 0.05 for 4 tokens: 0.0125 s/token; step(1) = 0.02 s/token.
+    assert bound.work == pytest.approx(300 * 0.001 + 90 * 0.0125)
+    assert bound.critical_path == pytest.approx((0.1 + 80 * 0.0125) + (0.2 + 10 * 0.02))
+    assert bound.seconds == bound.critical_path
+    # Two such problems: the work term grows, the critical path does not.
+    double = lower_bound(config, chains * 2)
+    assert double.work == pytest.approx(2 * bound.work)
+    assert double.critical_path == pytest.approx(bound.critical_path)

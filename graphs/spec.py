@@ -24,7 +24,7 @@ from pydantic_core import ErrorDetails
 
 from pacore_graph.clients.base import SamplingParams
 from pacore_graph.compaction import CompactionPolicy
-from pacore_graph.config import PaCoReConfig
+from pacore_graph.config import FailurePolicy, PaCoReConfig
 from pacore_graph.errors import ConfigError
 from pacore_graph.extract import ExtractionPolicy
 from pacore_graph.prompts import REFERENCE_TEMPLATE, render_references
@@ -93,7 +93,9 @@ class GraphSpec(BaseModel):
     """One reasoning graph, declared: which builder (``type``), its schedule, sampling, prompt and compaction.
 
     ``answer`` is how a voter reads an answer from a conclusion; ``max_prompt_chars`` caps every prompt, so an
-    over-long one fails before it is sent. See the module docstring for how sampling layers.
+    over-long one fails before it is sent; ``failure`` is the per-round quorum (by default any failed request
+    fails the run); ``max_model_len`` (tokens) makes every prompt fit the model's context, trimming references.
+    See the module docstring for how sampling layers.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -109,6 +111,8 @@ class GraphSpec(BaseModel):
     compaction: CompactionPolicy = CompactionPolicy()
     answer: ExtractionPolicy = ExtractionPolicy()
     max_prompt_chars: int | None = Field(None, gt=0)
+    max_model_len: int | None = Field(None, gt=0)
+    failure: FailurePolicy = FailurePolicy()
 
     @model_validator(mode="before")
     @classmethod
@@ -170,7 +174,9 @@ class GraphSpec(BaseModel):
             compaction=self.compaction,
             template=self.prompt.text,
             max_prompt_chars=self.max_prompt_chars,
+            max_model_len=self.max_model_len,
             extraction=self.answer,
+            failure=self.failure,
         )
 
     def with_overrides(
@@ -179,8 +185,9 @@ class GraphSpec(BaseModel):
         schedule: Schedule | None = None,
         sampling: Mapping[str, Any] | None = None,
         compaction: Mapping[str, Any] | None = None,
+        failure: Mapping[str, Any] | None = None,
     ) -> GraphSpec:
-        """A copy with a new schedule, sampling fields set in *every* round, or compaction fields; re-validated.
+        """A copy with a new schedule, sampling fields set in *every* round, compaction or failure fields; re-validated.
 
         ``schedule`` is taken as already checked (so limits raised with ``Schedule.parse`` stick).
         """
@@ -193,6 +200,8 @@ class GraphSpec(BaseModel):
             data["round_sampling"] = {r: {**section, **sampling} for r, section in data["round_sampling"].items()}
         if compaction:
             data["compaction"] = {**data["compaction"], **compaction}
+        if failure:
+            data["failure"] = {**data["failure"], **failure}
         return parse_spec(data, source=f"graph {self.name!r} with command-line options")
 
 

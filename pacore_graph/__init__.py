@@ -16,7 +16,8 @@ from pacore_graph.clients.langchain import LangChainBackend
 from pacore_graph.clients.streaming import ChatChunk, StreamingChatBackend
 from pacore_graph.clients.vllm import VLLMClient
 from pacore_graph.compaction import CompactionPolicy, compact, conclusion_of
-from pacore_graph.config import PaCoReConfig
+from pacore_graph.config import FailurePolicy, PaCoReConfig
+from pacore_graph.durable import open_checkpointer, run_durable
 from pacore_graph.errors import (
     BackendError,
     ConfigError,
@@ -25,6 +26,7 @@ from pacore_graph.errors import (
     EmptyRoundError,
     PaCoReError,
     ProtocolError,
+    QuorumError,
     RoundError,
     ScheduleError,
     UpstreamError,
@@ -62,11 +64,13 @@ __all__ = [
     "ContextBudgetError",
     "EmptyRoundError",
     "ExtractionPolicy",
+    "FailurePolicy",
     "LangChainBackend",
     "PaCoReConfig",
     "PaCoReError",
     "PaCoReResult",
     "ProtocolError",
+    "QuorumError",
     "RoundCompacted",
     "RoundError",
     "RoundRow",
@@ -95,8 +99,10 @@ __all__ = [
     "majority_vote",
     "normalize_answer",
     "normalize_problem",
+    "open_checkpointer",
     "parse_event",
     "record_run",
     "render_references",
+    "run_durable",
     "stream_events",
 ]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from pacore_graph.clients.base import SamplingParams
@@ -10,7 +12,36 @@ from pacore_graph.extract import ExtractionPolicy
 from pacore_graph.prompts import REFERENCE_TEMPLATE
 from pacore_graph.schedule import Schedule
 
-__all__ = ["PaCoReConfig"]
+__all__ = ["FailurePolicy", "PaCoReConfig"]
+
+
+class FailurePolicy(BaseModel):
+    """How many trajectories of a parallel round may fail, after the client's retries, before the round fails.
+
+    By default none may: the first failed request fails the run (its siblings are cancelled). Set
+    ``min_trajectories`` and/or ``min_fraction`` (of K; with both, the stricter wins; never more than K) to let a
+    round go on with what came back: a failed explorer then returns a marker instead of raising, so its
+    siblings keep running, and the round fails with :class:`~pacore_graph.errors.QuorumError` (naming each
+    failure) only when fewer than the quorum came back. Every failure is counted in the round's ``failed`` and
+    recorded in the trace; K itself never shrinks. The final synthesis (K = 1) always needs its one trajectory.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    min_trajectories: int | None = Field(None, ge=1)
+    min_fraction: float | None = Field(None, gt=0.0, le=1.0)
+
+    @property
+    def tolerant(self) -> bool:
+        """Whether any failure may be tolerated (a quorum is set)."""
+        return self.min_trajectories is not None or self.min_fraction is not None
+
+    def quorum(self, k: int) -> int:
+        """How many of a round's ``k`` trajectories must come back."""
+        if not self.tolerant:
+            return k
+        need = max(self.min_trajectories or 1, math.ceil((self.min_fraction or 0.0) * k - 1e-9))
+        return min(need, k)
 
 
 class PaCoReConfig(BaseModel):
@@ -18,8 +49,11 @@ class PaCoReConfig(BaseModel):
 
     ``params`` apply to every parallel round unless ``round_params`` has an entry for that round (1-based);
     ``synthesis_params`` (default: ``params``) apply to the final one. ``max_prompt_chars`` caps the text of
-    any single prompt: a round whose prompt would exceed it fails before anything is sent. ``extraction`` is
-    how voting graphs read an answer from a conclusion.
+    any single prompt: a round whose prompt would exceed it fails before anything is sent. ``max_model_len``
+    (the model's context, in tokens) makes every prompt fit ``max_model_len - max_tokens``, trimming references
+    as :mod:`pacore_graph.budget` documents. ``extraction`` is
+    how voting graphs read an answer from a conclusion. ``failure`` is the partial-failure policy (a quorum
+    per round; by default any failed request fails the run).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -31,7 +65,9 @@ class PaCoReConfig(BaseModel):
     compaction: CompactionPolicy = CompactionPolicy()
     template: str = REFERENCE_TEMPLATE
     max_prompt_chars: int | None = Field(None, gt=0)
+    max_model_len: int | None = Field(None, gt=0)
     extraction: ExtractionPolicy = ExtractionPolicy()
+    failure: FailurePolicy = FailurePolicy()
 
     @model_validator(mode="after")
     def _round_params_name_parallel_rounds(self) -> PaCoReConfig:

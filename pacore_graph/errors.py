@@ -7,6 +7,7 @@ Every exception derives from one root, so callers can catch the whole family::
     │   └── ScheduleError        a schedule that is empty, non-positive, non-integer or too large
     ├── RoundError               a round could not produce what the next step needs
     │   ├── EmptyRoundError      no trajectory of a round left a usable conclusion
+    │   ├── QuorumError          too few trajectories of a round came back (see FailurePolicy)
     │   └── ContextBudgetError   a round's prompt would not fit the configured budget (nothing was sent)
     └── BackendError             talking to the model server failed
         ├── ConnectError         the server could not be reached (after retries)
@@ -27,6 +28,7 @@ __all__ = [
     "EmptyRoundError",
     "PaCoReError",
     "ProtocolError",
+    "QuorumError",
     "RoundError",
     "ScheduleError",
     "UpstreamError",
@@ -55,6 +57,10 @@ class RoundError(PaCoReError):
 
 class EmptyRoundError(RoundError):
     """Every trajectory of a round was dropped (empty, truncated or failed)."""
+
+
+class QuorumError(RoundError):
+    """Fewer trajectories of a round came back than the failure policy's quorum; names each failure."""
 
 
 class ContextBudgetError(RoundError):

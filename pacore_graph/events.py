@@ -66,10 +66,14 @@ class RoundStarted(_Event):
     k: int
     final: bool = Field(False, description="True for the final synthesis round (k = 1)")
     prompt_chars: int
+    trimmed: int = Field(0, description="references dropped to fit the context (max_model_len); see budget.py")
 
 
 class TrajectoryFinished(_Event):
-    """One trajectory came back. The request, content and reasoning are there for traces; they are not state."""
+    """One trajectory came back (or failed, with ``error`` set, and the failure policy let the round go on).
+
+    The request, content and reasoning are there for traces; they are not state.
+    """
 
     type: Literal["trajectory_finished"] = "trajectory_finished"
     round: int
@@ -85,6 +89,9 @@ class TrajectoryFinished(_Event):
     reasoning: str | None = None
     messages: list[dict[str, Any]] = Field(description="the request's chat messages")
     params: dict[str, Any] = Field(description="the request's sampling params")
+    error: str | None = Field(
+        None, description="why the request failed (after retries), when the failure policy let the round go on"
+    )
 
 
 class RoundCompacted(_Event):
@@ -97,6 +104,7 @@ class RoundCompacted(_Event):
     kept: int
     dropped_empty: int
     dropped_truncated: int
+    failed: int = 0
     messages: list[str]
     next_prompt_chars: int
 

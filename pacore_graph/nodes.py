@@ -13,11 +13,12 @@ from typing import Any
 
 from langgraph.types import Overwrite, Send
 
+from pacore_graph.budget import fit_prompt
 from pacore_graph.clients.base import ChatBackend, ChatResult, SamplingParams
 from pacore_graph.clients.streaming import StreamAccumulator, StreamingChatBackend
 from pacore_graph.compaction import compact, conclusion_of, full_text_of, is_cut_mid_thought
 from pacore_graph.config import PaCoReConfig
-from pacore_graph.errors import ContextBudgetError, EmptyRoundError, ProtocolError
+from pacore_graph.errors import BackendError, ContextBudgetError, EmptyRoundError, ProtocolError, QuorumError
 from pacore_graph.events import (
     EventWriter,
     RoundCompacted,
@@ -43,16 +44,18 @@ def round_stats(
     dropped_empty: int = 0,
     dropped_truncated: int = 0,
 ) -> RoundStats:
-    """The row of the round table for one finished round."""
+    """The row of the round table for one finished round; failed markers (``error`` set) count as ``failed``."""
     started = min((t["started_at"] for t in trajectories), default=0.0)
     finished = max((t["started_at"] + t["seconds"] for t in trajectories), default=0.0)
+    failed = sum(1 for t in trajectories if "error" in t)
     return RoundStats(
         round=round_number,
         k=k,
-        returned=len(trajectories),
+        returned=len(trajectories) - failed,
         messages=messages,
         dropped_empty=dropped_empty,
         dropped_truncated=dropped_truncated,
+        failed=failed,
         prompt_tokens=sum(t["prompt_tokens"] for t in trajectories),
         completion_tokens=sum(t["completion_tokens"] for t in trajectories),
         seconds=round(finished - started, 3),
@@ -95,23 +98,48 @@ class PaCoReNodes:
         conversation = normalize_problem(problem if problem is not None else state.get("messages") or [])
         return {"conversation": conversation, "round": 1, "references": [], "omega": Overwrite([])}
 
-    def dispatch(self, state: PaCoReState) -> list[Send] | str:
-        """Fan out round r: one ``Send`` per trajectory, all on the same prompt P(x, M_{r-1})."""
+    async def dispatch(self, state: PaCoReState) -> list[Send] | str:
+        """Fan out round r: one ``Send`` per trajectory, all on the same prompt P(x, M_{r-1}).
+
+        Async because fitting the prompt into the context (``max_model_len``) may ask the server to count tokens.
+        """
         round_number = state["round"]
         parallel = self.config.schedule.rounds
         if round_number > len(parallel):
             return "synthesize"
-        prompt = build_prompt(state["conversation"], state["references"], self.config.template)
-        self._check_budget(prompt, round_number)
+        params = self.config.params_for_round(round_number)
+        prompt, trimmed = await self._prompt(state, round_number, params)
         k = parallel[round_number - 1]
-        event_writer()(RoundStarted(round=round_number, k=k, prompt_chars=prompt_chars(prompt)))
+        event_writer()(RoundStarted(round=round_number, k=k, prompt_chars=prompt_chars(prompt), trimmed=trimmed))
         return [Send("explore", ExploreTask(round=round_number, index=i, prompt=prompt)) for i in range(k)]
 
     async def explore(self, task: ExploreTask) -> dict[str, Any]:
         """Sample one trajectory of a parallel round."""
         seed_offset = self.config.schedule.offset(task["round"]) + task["index"]
         params = self.config.params_for_round(task["round"]).with_seed_offset(seed_offset)
-        trajectory = await self._sample(task["prompt"], params, task["round"], task["index"])
+        started_at = time.time()
+        try:
+            trajectory = await self._sample(task["prompt"], params, task["round"], task["index"])
+        except BackendError as exc:
+            if not self.config.failure.tolerant:
+                raise  # strict: the run fails now and LangGraph cancels the siblings
+            # Returned, not raised, so the siblings keep running; close_round counts it against the quorum.
+            trajectory = _failed_trajectory(task["round"], task["index"], started_at, exc)
+            event_writer()(
+                TrajectoryFinished(
+                    round=task["round"],
+                    index=task["index"],
+                    prompt_tokens=0,
+                    completion_tokens=0,
+                    finish_reason="error",
+                    started_at=started_at,
+                    seconds=trajectory["seconds"],
+                    content="",
+                    messages=task["prompt"],
+                    params=params.model_dump(mode="json"),
+                    error=trajectory["error"],
+                )
+            )
         return {"omega": [trajectory]}
 
     def compact(self, state: PaCoReState) -> dict[str, Any]:
@@ -126,7 +154,7 @@ class PaCoReNodes:
         """
         round_number = state["round"]
         k = self.config.schedule.rounds[round_number - 1]
-        compacted = compact(trajectories, self.config.compaction)
+        compacted = compact(self.admit(round_number, k, trajectories), self.config.compaction)
         stats = round_stats(
             round_number,
             k,
@@ -151,6 +179,7 @@ class PaCoReNodes:
                 kept=len(compacted.messages),
                 dropped_empty=compacted.dropped_empty,
                 dropped_truncated=compacted.dropped_truncated,
+                failed=stats["failed"],
                 messages=compacted.messages,
                 next_prompt_chars=prompt_chars(next_prompt),
             )
@@ -165,11 +194,10 @@ class PaCoReNodes:
     async def synthesize(self, state: PaCoReState) -> dict[str, Any]:
         """The final K = 1 round on P(x, M_R): its conclusion is the answer."""
         round_number = state["round"]
-        prompt = build_prompt(state["conversation"], state["references"], self.config.template)
-        self._check_budget(prompt, round_number)
         params = self.config.final_params.with_seed_offset(self.config.schedule.total_trajectories - 1)
+        prompt, trimmed = await self._prompt(state, round_number, params)
         write = event_writer()
-        write(RoundStarted(round=round_number, k=1, final=True, prompt_chars=prompt_chars(prompt)))
+        write(RoundStarted(round=round_number, k=1, final=True, prompt_chars=prompt_chars(prompt), trimmed=trimmed))
         trajectory = await self._sample(prompt, params, round_number, 0, final=True)
         stats = round_stats(round_number, 1, [trajectory], messages=int(bool(trajectory["conclusion"].strip())))
         usage = summarize_usage([*state["rounds"], stats])
@@ -190,11 +218,12 @@ class PaCoReNodes:
         """
         round_number = state["round"]
         k = self.config.schedule.rounds[round_number - 1]
-        trajectories = sorted(state["omega"], key=lambda t: t["index"])  # arrival order must not break ties
+        everything = sorted(state["omega"], key=lambda t: t["index"])  # arrival order must not break ties
+        trajectories = self.admit(round_number, k, everything)
         answers = [extract_answer(t["conclusion"], self.config.extraction) for t in trajectories]
         outcome = majority_vote(answers)
         voted = len(answers) - outcome.abstained
-        stats = round_stats(round_number, k, trajectories, messages=voted, dropped_empty=outcome.abstained)
+        stats = round_stats(round_number, k, everything, messages=voted, dropped_empty=outcome.abstained)
         if outcome.answer is None or outcome.winner_index is None:
             raise EmptyRoundError(
                 f"no answer to vote on: none of the {len(answers)} trajectories (K={k}) gave an answer in "
@@ -215,13 +244,48 @@ class PaCoReNodes:
             "usage": usage,
         }
 
+    def admit(self, round_number: int, k: int, trajectories: Sequence[Trajectory]) -> list[Trajectory]:
+        """The trajectories that came back, once the round's quorum is met; else ``QuorumError`` naming each failure."""
+        failed = [t for t in trajectories if "error" in t]
+        returned = [t for t in trajectories if "error" not in t]
+        quorum = self.config.failure.quorum(k)
+        if len(returned) < quorum:
+            reasons = "; ".join(f"#{t['index']}: {t['error']}" for t in sorted(failed, key=lambda t: t["index"]))
+            raise QuorumError(
+                f"round {round_number} failed: {len(returned)} of K={k} trajectories came back, below the quorum "
+                f"of {quorum}; {len(failed)} failed after retries: {reasons}. Check the model server, or lower "
+                "the quorum (failure.min_trajectories / min_fraction, CLI --min-trajectories / --min-fraction)"
+            )
+        return returned
+
+    async def _prompt(
+        self, state: PaCoReState, round_number: int, params: SamplingParams
+    ) -> tuple[list[dict[str, Any]], int]:
+        """P(x, M) for this round within the budgets, and how many references were trimmed to fit the context."""
+        prompt = build_prompt(state["conversation"], state["references"], self.config.template)
+        self._check_budget(prompt, round_number)
+        if self.config.max_model_len is None:
+            return prompt, 0
+        return await fit_prompt(
+            self.backend,
+            state["conversation"],
+            state["references"],
+            self.config.template,
+            max_model_len=self.config.max_model_len,
+            max_tokens=params.max_tokens,
+            what=self._round_name(round_number),
+        )
+
+    def _round_name(self, round_number: int) -> str:
+        return "the final synthesis" if round_number > len(self.config.schedule.rounds) else f"round {round_number}"
+
     def _check_budget(self, prompt: list[dict[str, Any]], round_number: int) -> None:
         budget = self.config.max_prompt_chars
         if budget is None:
             return
         size = prompt_chars(prompt)
         if size > budget:
-            what = "the final synthesis" if round_number > len(self.config.schedule.rounds) else f"round {round_number}"
+            what = self._round_name(round_number)
             raise ContextBudgetError(
                 f"the prompt of {what} is {size:,} characters, over the budget of {budget:,} (max_prompt_chars); "
                 "nothing was sent. Pass conclusions instead of full trajectories (compaction keep: conclusion), "
@@ -282,11 +346,38 @@ class PaCoReNodes:
                 )
             return result
         accumulated = StreamAccumulator()
+        started = False
         async for chunk in self.backend.stream_chat(prompt, params):
             accumulated.add(chunk)
             if chunk.content or chunk.reasoning:
                 write(SynthesisDelta(round=round_number, content=chunk.content, reasoning=chunk.reasoning))
+                started = True
+            elif chunk.finish_reason is not None:
+                started = True
+        if not started:
+            # As the JSON path's "returned 0 completions": an empty stream must not pass for an empty answer.
+            raise ProtocolError(
+                "the synthesis stream ended without any choice (no text and no finish reason); the server sent no "
+                "completion: see its logs"
+            )
         return accumulated.result()
+
+
+def _failed_trajectory(round_number: int, index: int, started_at: float, exc: BackendError) -> Trajectory:
+    """The marker a failed explorer returns: no conclusion, no tokens, and why it failed."""
+    return Trajectory(
+        round=round_number,
+        index=index,
+        conclusion="",
+        content_chars=0,
+        finish_reason="error",
+        cut_mid_thought=False,
+        prompt_tokens=0,
+        completion_tokens=0,
+        seconds=round(time.time() - started_at, 3),
+        started_at=started_at,
+        error=f"{type(exc).__name__}: {exc}",
+    )
 
 
 def _trajectory(result: ChatResult, round_number: int, index: int, started_at: float, seconds: float) -> Trajectory:

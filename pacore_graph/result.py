@@ -23,6 +23,7 @@ class RoundRow(BaseModel):
     messages: int
     dropped_empty: int
     dropped_truncated: int
+    failed: int = 0  # requests that failed after retries; returned + failed == k
     prompt_tokens: int
     completion_tokens: int
     seconds: float

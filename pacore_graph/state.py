@@ -37,6 +37,7 @@ class Trajectory(TypedDict):
     seconds: float
     started_at: float
     full_text: NotRequired[str]  # only with CompactionPolicy(keep="full")
+    error: NotRequired[str]  # set when the request failed and the FailurePolicy allowed it: a failed marker
 
 
 class RoundStats(TypedDict):
@@ -48,6 +49,7 @@ class RoundStats(TypedDict):
     messages: int
     dropped_empty: int
     dropped_truncated: int
+    failed: int  # requests that failed after retries (allowed by the FailurePolicy); returned + failed == k
     prompt_tokens: int
     completion_tokens: int
     seconds: float

@@ -79,6 +79,7 @@ class TraceTrajectory(_Model):
     completion_tokens: int
     started_at: float = Field(description="wall-clock start, Unix seconds")
     seconds: float
+    error: str | None = Field(None, description="why the request failed after retries (a tolerated failure)")
 
 
 class TraceRound(_Model):
@@ -92,6 +93,7 @@ class TraceRound(_Model):
     kept: int | None = None
     dropped_empty: int | None = None
     dropped_truncated: int | None = None
+    failed: int | None = None
     messages_after_compaction: list[str] | None = Field(
         None, description="the references the next round was shown (None for the final round)"
     )
@@ -205,14 +207,16 @@ class TraceRecorder:
                     completion_tokens=event.completion_tokens,
                     started_at=event.started_at,
                     seconds=event.seconds,
+                    error=redact(event.error, self._secrets) if event.error is not None else None,
                 )
             )
         elif isinstance(event, RoundCompacted):
             row = self._round(event.round, event.k)
-            row.kept, row.dropped_empty, row.dropped_truncated = (
+            row.kept, row.dropped_empty, row.dropped_truncated, row.failed = (
                 event.kept,
                 event.dropped_empty,
                 event.dropped_truncated,
+                event.failed,
             )
             row.messages_after_compaction = redact(event.messages, self._secrets)
             row.next_prompt_chars = event.next_prompt_chars

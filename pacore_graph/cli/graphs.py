@@ -145,9 +145,9 @@ class RunGraph:
     spec: GraphSpec
     config: PaCoReConfig
 
-    def build(self, backend: ChatBackend) -> CompiledStateGraph[Any, Any, Any, Any]:
-        """Compile the graph over ``backend``."""
-        return build_graph(self.spec, backend)
+    def build(self, backend: ChatBackend, *, checkpointer: Any = None) -> CompiledStateGraph[Any, Any, Any, Any]:
+        """Compile the graph over ``backend`` (with ``checkpointer`` for durable runs)."""
+        return build_graph(self.spec, backend, checkpointer=checkpointer)
 
 
 def given_options(ctx: typer.Context, *names: str) -> set[str]:
@@ -163,6 +163,8 @@ def resolve_run_graph(
     schedule: Schedule | None = None,
     sampling: Mapping[str, Any] | None = None,
     truncated: Literal["drop", "keep"] | None = None,
+    failure: Mapping[str, Any] | None = None,
+    max_model_len: int | None = None,
     max_k: int = DEFAULT_MAX_K,
     max_rounds: int = DEFAULT_MAX_ROUNDS,
 ) -> RunGraph:
@@ -172,11 +174,14 @@ def resolve_run_graph(
     defaults do not override the spec. The schedule must stay within ``max_k`` and ``max_rounds``.
     """
     spec = load_spec(graph or DEFAULT_GRAPH)
-    if schedule is not None or sampling or truncated is not None:
+    if schedule is not None or sampling or truncated is not None or failure:
         spec = spec.with_overrides(
             schedule=schedule,
             sampling=sampling,
             compaction={"truncated": truncated} if truncated is not None else None,
+            failure=failure,
         )
+    if max_model_len is not None:
+        spec = spec.model_copy(update={"max_model_len": max_model_len})  # a positive int, checked by the CLI
     spec.schedule.check_limits(max_k=max_k, max_rounds=max_rounds)
     return RunGraph(spec=spec, config=spec.to_config())

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -20,6 +22,7 @@ from pacore_graph.cli.render import show_result
 from pacore_graph.cli.serve import serve_command
 from pacore_graph.cli.trace import trace_app
 from pacore_graph.clients.vllm import VLLMClient
+from pacore_graph.durable import DURABILITY, check_resumable, open_checkpointer, run_config
 from pacore_graph.errors import ConfigError, PaCoReError
 from pacore_graph.events import RoundStarted, parse_event
 from pacore_graph.result import PaCoReResult
@@ -68,17 +71,32 @@ async def _run(
     *,
     quiet: bool = False,
     recorder: TraceRecorder | None = None,
+    run_id: str | None = None,
+    checkpointer: Any = None,
 ) -> PaCoReResult:
-    """Run the graph, showing its progress events (live on a terminal) and recording them for ``--trace``."""
-    graph = run_graph.build(client)
+    """Run the graph, showing its progress events (live on a terminal) and recording them for ``--trace``.
+
+    With ``run_id`` (and a ``checkpointer``) the run is durable: a run interrupted earlier resumes where it
+    stopped, and a finished one returns its stored result without calling the model (see pacore_graph.durable).
+    """
+    graph = run_graph.build(client, checkpointer=checkpointer)
     ks = run_graph.config.schedule.all_rounds
+    inputs: dict[str, Any] | None = {"problem": problem}
+    durable: dict[str, Any] = {}
+    if run_id is not None:
+        status = await check_resumable(graph, run_id, problem)
+        if status.state == "finished":
+            progress.print(f"[dim]run {run_id!r} already finished; showing its stored result[/]", highlight=False)
+            return PaCoReResult.from_output(status.values, run_graph.config.schedule)
+        if status.state == "interrupted":
+            progress.print(f"[dim]resuming run {run_id!r} from its last checkpoint[/]", highlight=False)
+            inputs = None  # LangGraph resumes from the checkpoint; finished explorers are not run again
+        durable = {"config": run_config(run_id), "durability": DURABILITY}
     display = make_display(progress, len(ks) - 1, quiet=quiet)
     output: dict[str, Any] = {}
     try:
         # Progress comes from the custom events; the output from the updates, which every graph type gives.
-        async for _, mode, chunk in graph.astream(
-            {"problem": problem}, stream_mode=["custom", "updates"], subgraphs=True
-        ):
+        async for _, mode, chunk in graph.astream(inputs, stream_mode=["custom", "updates"], subgraphs=True, **durable):
             if mode == "updates":
                 values = chunk.values() if isinstance(chunk, dict) else ()
                 output = next((v for v in values if isinstance(v, dict) and "answer" in v), output)
@@ -93,6 +111,8 @@ async def _run(
             display.handle(event)
     finally:
         display.close()
+    if run_id is not None:  # a resumed run's updates may not hold the whole output; the checkpoint does
+        output = dict((await graph.aget_state(run_config(run_id))).values)
     return PaCoReResult.from_output(output, run_graph.config.schedule)
 
 
@@ -128,6 +148,18 @@ def run(
         str, typer.Option(help="Trajectories cut off before concluding: 'drop' them or 'keep' them whole.")
     ] = "drop",
     concurrency: Annotated[int, typer.Option(min=1, help="Maximum requests in flight.")] = 64,
+    max_model_len: Annotated[
+        int | None,
+        typer.Option(min=1, help="The model's context in tokens: trim references so every prompt fits it."),
+    ] = None,
+    min_trajectories: Annotated[
+        int | None,
+        typer.Option(min=1, help="Let a round go on when requests fail, if at least this many trajectories came back."),
+    ] = None,
+    min_fraction: Annotated[
+        float | None,
+        typer.Option(min=0.0, max=1.0, help="Let a round go on when requests fail, if this fraction of K came back."),
+    ] = None,
     max_k: Annotated[int, typer.Option(min=1, help="Largest K allowed in one round.")] = DEFAULT_MAX_K,
     max_rounds: Annotated[int, typer.Option(min=1, help="Most parallel rounds allowed.")] = DEFAULT_MAX_ROUNDS,
     json_output: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of the table.")] = False,
@@ -138,6 +170,20 @@ def run(
     quiet: Annotated[
         bool, typer.Option("--quiet", "-q", help="Plain progress lines instead of the live display.")
     ] = False,
+    run_id: Annotated[
+        str | None,
+        typer.Option(help="Checkpoint the run under this id; rerunning the same id resumes it after a crash."),
+    ] = None,
+    checkpoint_db: Annotated[
+        Path | None,
+        typer.Option(help="With --run-id: the SQLite checkpoint file (default: runs.sqlite in the cache dir)."),
+    ] = None,
+    checkpoint_url: Annotated[
+        str | None,
+        typer.Option(
+            envvar="PACORE_CHECKPOINT_URL", help="With --run-id: checkpoint to PostgreSQL (postgresql://...)."
+        ),
+    ] = None,
     debug: Annotated[bool, typer.Option(help="Show tracebacks on errors.")] = False,
 ) -> None:
     """Solve PROBLEM with PaCoRe and print the answer and the per-round table."""
@@ -159,9 +205,20 @@ def run(
             schedule=Schedule.parse(schedule, max_k=max_k, max_rounds=max_rounds) if "schedule" in given else None,
             sampling={name: value for name, value in sampling.items() if name in given},
             truncated=policy if "truncated" in given else None,
+            max_model_len=max_model_len,
+            failure={
+                name: value
+                for name, value in (("min_trajectories", min_trajectories), ("min_fraction", min_fraction))
+                if value is not None
+            },
             max_k=max_k,
             max_rounds=max_rounds,
         )
+        if run_id is None and (checkpoint_db is not None or "checkpoint_url" in given_options(ctx, "checkpoint_url")):
+            raise ConfigError("--checkpoint-db and --checkpoint-url need --run-id NAME (the run to checkpoint)")
+        if run_id is not None and checkpoint_db is not None and checkpoint_url:
+            raise ConfigError("give --checkpoint-db or --checkpoint-url, not both")
+        durable = _Durable(run_id, checkpoint_db, checkpoint_url) if run_id is not None else None
         server = ServerOptions(base_url, model, api_key, concurrency, engine_model)
         recorder = None
         if trace is not None:
@@ -171,7 +228,9 @@ def run(
                 problem=text,
                 secrets=[api_key] if api_key else [],
             )
-        result = asyncio.run(_solve(text, run_graph, server, err, phase, quiet=quiet, recorder=recorder))
+        result = asyncio.run(
+            _solve(text, run_graph, server, err, phase, quiet=quiet, recorder=recorder, durable=durable)
+        )
         if recorder is not None and trace is not None:
             _write_trace(recorder, trace)
     except PaCoReError as exc:
@@ -193,6 +252,15 @@ def run(
             err.print("[yellow]warning:[/] the final synthesis hit max_tokens; the answer may be cut off")
 
 
+@dataclass(frozen=True)
+class _Durable:
+    """Where and under which id a durable run (``--run-id``) checkpoints."""
+
+    run_id: str
+    db_path: Path | None
+    url: str | None
+
+
 class _Phase:
     """What the run is doing now, so an interruption can say what it stopped."""
 
@@ -212,10 +280,25 @@ async def _solve(
     *,
     quiet: bool = False,
     recorder: TraceRecorder | None = None,
+    durable: _Durable | None = None,
 ) -> PaCoReResult:
-    async with open_backend(server, console, phase.set) as client:
+    async with AsyncExitStack() as stack:
+        checkpointer = None
+        if durable is not None:  # opened first: a bad store fails before an engine is started
+            checkpointer = await stack.enter_async_context(open_checkpointer(durable.db_path, url=durable.url))
+        client = await stack.enter_async_context(open_backend(server, console, phase.set))
         phase.set("round 1")
-        return await _run(text, run_graph, client, console, phase, quiet=quiet, recorder=recorder)
+        return await _run(
+            text,
+            run_graph,
+            client,
+            console,
+            phase,
+            quiet=quiet,
+            recorder=recorder,
+            run_id=durable.run_id if durable is not None else None,
+            checkpointer=checkpointer,
+        )
 
 
 def _write_trace(recorder: TraceRecorder, path: Path) -> None:

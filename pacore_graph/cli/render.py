@@ -33,8 +33,15 @@ def round_table(result: PaCoReResult) -> Table:
 
 
 def show_result(result: PaCoReResult, console: Console) -> None:
-    """Print the answer, then the round table and the effective test-time compute."""
+    """Print the answer, then the round table, any tolerated failures, and the effective test-time compute."""
     console.print(result.answer.strip() or "[yellow](empty answer)[/]", markup=not result.answer.strip())
     console.print()
     console.print(round_table(result))
+    for row in result.rounds:
+        if row.failed:  # a line, not a column: the table must stay readable on an 80-column terminal
+            console.print(
+                f"[yellow]round {row.round}: {row.failed} of K={row.k} requests failed after retries "
+                "(tolerated by the failure policy; --trace records why)[/]",
+                highlight=False,
+            )
     console.print(f"effective TTC: {result.usage.effective_ttc_tokens:,} completion tokens")

@@ -90,6 +90,7 @@ class VLLMClient:
         self._timeout = aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout, sock_read=read_timeout)
         self._semaphore = asyncio.Semaphore(max_concurrency)
         self._session: aiohttp.ClientSession | None = None
+        self._tokenize_missing = False  # the server has no /tokenize: do not ask again
 
     def __repr__(self) -> str:
         return f"VLLMClient(base_url={self.base_url!r}, model={self.model!r})"
@@ -141,6 +142,31 @@ class VLLMClient:
         body = await self.request_body(messages, params, n=n)
         data = await self._request("POST", "/chat/completions", body)
         return parse_chat_completion(data, n=n)
+
+    async def count_tokens(self, messages: Sequence[ChatMessage]) -> int | None:
+        """The prompt's token count from vLLM's ``POST /tokenize`` (chat template applied), or None.
+
+        Implements :class:`~pacore_graph.budget.TokenCountingBackend`. None when the server cannot tell (no such
+        endpoint, which is remembered, or any failure): the caller then estimates. One attempt, no retries.
+        """
+        if self._tokenize_missing:
+            return None
+        body = {
+            "model": await self.resolve_model(),
+            "messages": [dict(m) for m in messages],
+            "add_generation_prompt": True,
+        }
+        url = self.base_url.removesuffix("/v1") + "/tokenize"  # vLLM serves it at the root, not under /v1
+        try:
+            async with self._semaphore, self._get_session().post(url, json=body) as response:
+                if response.status != 200:
+                    self._tokenize_missing = response.status in (404, 405, 501)
+                    return None
+                data = await response.json(content_type=None)
+        except (aiohttp.ClientError, TimeoutError, ValueError):
+            return None
+        count = data.get("count") if isinstance(data, dict) else None
+        return count if isinstance(count, int) and not isinstance(count, bool) else None
 
     async def stream_chat(self, messages: Sequence[ChatMessage], params: SamplingParams) -> AsyncIterator[ChatChunk]:
         """Stream one completion of ``messages`` (SSE, ``stream_options.include_usage``), chunk by chunk.
@@ -294,7 +320,16 @@ def _retry_after(value: str | None) -> float | None:
 async def _read_sse(response: aiohttp.ClientResponse, url: str) -> AsyncIterator[ChatChunk]:
     """Parse a server-sent event stream of chat completion chunks, up to ``data: [DONE]``."""
     data: list[str] = []
-    async for raw in response.content:
+    lines = aiter(response.content)
+    while True:
+        try:
+            raw = await anext(lines)
+        except StopAsyncIteration:
+            break
+        except aiohttp.http_exceptions.HttpProcessingError as exc:  # e.g. LineTooLong: not a ClientError
+            raise ProtocolError(
+                f"the stream from {url} sent an unreadable event ({exc.message}); see the server"
+            ) from exc
         line = raw.decode("utf-8", errors="replace").rstrip("\r\n")
         if line.startswith("data:"):
             data.append(line[5:].removeprefix(" "))

@@ -16,6 +16,16 @@ from rich.text import Text
 
 from pacore_graph.cli.backend import ServerOptions, open_backend
 from pacore_graph.cli.graphs import given_options
+from pacore_graph.cli.options import (
+    ApiKeyOption,
+    BaseUrlOption,
+    ConcurrencyOption,
+    EngineModelOption,
+    MaxTokensOption,
+    ModelOption,
+    TemperatureOption,
+    TopPOption,
+)
 from pacore_graph.errors import ConfigError, PaCoReError
 from pacore_graph.eval.datasets import Problem, load_dataset
 from pacore_graph.eval.grading import MathVerifyGrader, require_eval_extras
@@ -156,28 +166,20 @@ def eval_command(
         int | None, typer.Option(min=1, help="Round-1 slots per problem (default: largest K_1 × runs).")
     ] = None,
     parallel: Annotated[int, typer.Option(min=1, help="Runs (graph × problem × run) in flight at most.")] = 8,
-    engine_model: Annotated[
-        str | None,
-        typer.Option(help="With no --base-url: the model the embedded vLLM engine serves (GPU machines)."),
-    ] = None,
-    base_url: Annotated[
-        str | None,
-        typer.Option(envvar="PACORE_BASE_URL", help="OpenAI-compatible API root, e.g. http://127.0.0.1:8000/v1."),
-    ] = None,
-    model: Annotated[
-        str | None, typer.Option(envvar="PACORE_MODEL", help="Model name (default: the server's first).")
-    ] = None,
-    api_key: Annotated[str | None, typer.Option(envvar="PACORE_API_KEY", help="Bearer key for the server.")] = None,
-    max_tokens: Annotated[int | None, typer.Option(min=1, help="Completion token cap per trajectory.")] = None,
-    temperature: Annotated[float, typer.Option(min=0.0, help="Sampling temperature.")] = 1.0,
-    top_p: Annotated[float, typer.Option(min=0.0, max=1.0, help="Nucleus sampling.")] = 1.0,
+    engine_model: EngineModelOption = None,
+    base_url: BaseUrlOption = None,
+    model: ModelOption = None,
+    api_key: ApiKeyOption = None,
+    max_tokens: MaxTokensOption = None,
+    temperature: TemperatureOption = 1.0,
+    top_p: TopPOption = 1.0,
     seed: Annotated[
         int | None, typer.Option(help="Sampling seed, and the seed of the pool's draw order (default 0).")
     ] = None,
     truncated: Annotated[
         str | None, typer.Option(help="Trajectories cut off before concluding: 'drop' or 'keep' (default: the spec's).")
     ] = None,
-    concurrency: Annotated[int, typer.Option(min=1, help="Maximum requests in flight.")] = 64,
+    concurrency: ConcurrencyOption = 64,
     debug: Annotated[bool, typer.Option(help="Show tracebacks on errors.")] = False,
 ) -> None:
     """Evaluate graphs on a dataset: accuracy (mean ± SE, majority vote), TTC tokens and time, table and plot."""

@@ -18,6 +18,16 @@ from pacore_graph.cli.engine import engine_app
 from pacore_graph.cli.eval import eval_command
 from pacore_graph.cli.graphs import RunGraph, given_options, graphs_app, resolve_run_graph
 from pacore_graph.cli.live import make_display
+from pacore_graph.cli.options import (
+    ApiKeyOption,
+    BaseUrlOption,
+    ConcurrencyOption,
+    EngineModelOption,
+    MaxTokensOption,
+    ModelOption,
+    TemperatureOption,
+    TopPOption,
+)
 from pacore_graph.cli.render import show_result
 from pacore_graph.cli.serve import serve_command
 from pacore_graph.cli.trace import trace_app
@@ -128,26 +138,18 @@ def run(
         str,
         typer.Option("--schedule", "-s", help="Parallel rounds: '32,4', or low=[4], medium=[16], high=[32,4]."),
     ] = "low",
-    engine_model: Annotated[
-        str | None,
-        typer.Option(help="With no --base-url: the model the embedded vLLM engine serves (GPU machines)."),
-    ] = None,
-    base_url: Annotated[
-        str | None,
-        typer.Option(envvar="PACORE_BASE_URL", help="OpenAI-compatible API root, e.g. http://127.0.0.1:8000/v1."),
-    ] = None,
-    model: Annotated[
-        str | None, typer.Option(envvar="PACORE_MODEL", help="Model name (default: the server's first).")
-    ] = None,
-    api_key: Annotated[str | None, typer.Option(envvar="PACORE_API_KEY", help="Bearer key for the server.")] = None,
-    max_tokens: Annotated[int | None, typer.Option(min=1, help="Completion token cap per trajectory.")] = None,
-    temperature: Annotated[float, typer.Option(min=0.0, help="Sampling temperature.")] = 1.0,
-    top_p: Annotated[float, typer.Option(min=0.0, max=1.0, help="Nucleus sampling.")] = 1.0,
+    engine_model: EngineModelOption = None,
+    base_url: BaseUrlOption = None,
+    model: ModelOption = None,
+    api_key: ApiKeyOption = None,
+    max_tokens: MaxTokensOption = None,
+    temperature: TemperatureOption = 1.0,
+    top_p: TopPOption = 1.0,
     seed: Annotated[int | None, typer.Option(help="Base seed; trajectory i uses seed + i.")] = None,
     truncated: Annotated[
         str, typer.Option(help="Trajectories cut off before concluding: 'drop' them or 'keep' them whole.")
     ] = "drop",
-    concurrency: Annotated[int, typer.Option(min=1, help="Maximum requests in flight.")] = 64,
+    concurrency: ConcurrencyOption = 64,
     max_model_len: Annotated[
         int | None,
         typer.Option(min=1, help="The model's context in tokens: trim references so every prompt fits it."),

@@ -24,12 +24,26 @@ class FailurePolicy(BaseModel):
     siblings keep running, and the round fails with :class:`~pacore_graph.errors.QuorumError` (naming each
     failure) only when fewer than the quorum came back. Every failure is counted in the round's ``failed`` and
     recorded in the trace; K itself never shrinks. The final synthesis (K = 1) always needs its one trajectory.
+
+    ``straggler_grace`` (seconds, needs a quorum) is the straggler cutoff: once a round's quorum has come back,
+    the round waits that long more, then cancels the explorers still running and records each as failed
+    ("cut off as a straggler"), so one slow request cannot hold up the whole round.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     min_trajectories: int | None = Field(None, ge=1)
     min_fraction: float | None = Field(None, gt=0.0, le=1.0)
+    straggler_grace: float | None = Field(None, ge=0.0)
+
+    @model_validator(mode="after")
+    def _grace_needs_a_quorum(self) -> FailurePolicy:
+        if self.straggler_grace is not None and not self.tolerant:
+            raise ValueError(
+                "straggler_grace closes a round once its quorum is back, so it needs a quorum: "
+                "set min_trajectories or min_fraction too"
+            )
+        return self
 
     @property
     def tolerant(self) -> bool:

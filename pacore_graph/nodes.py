@@ -7,8 +7,10 @@ fan-out (``dispatch`` + ``explore``), the compactor (``compact``), the synthesiz
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Sequence
+import uuid
+from collections.abc import Coroutine, Sequence
 from typing import Any
 
 from langgraph.types import Overwrite, Send
@@ -91,12 +93,19 @@ class PaCoReNodes:
     def __init__(self, backend: ChatBackend, config: PaCoReConfig) -> None:
         self.backend = backend
         self.config = config
+        self._gates: dict[tuple[str, int], _StragglerGate] = {}  # rounds running now, for the straggler cutoff
 
     def prepare(self, state: PaCoReState) -> dict[str, Any]:
         """Validate the input and turn it into chat messages x; start at round 1 with M_0 = ∅."""
         problem = state.get("problem")
         conversation = normalize_problem(problem if problem is not None else state.get("messages") or [])
-        return {"conversation": conversation, "round": 1, "references": [], "omega": Overwrite([])}
+        return {
+            "conversation": conversation,
+            "round": 1,
+            "references": [],
+            "omega": Overwrite([]),
+            "run_key": uuid.uuid4().hex,
+        }
 
     async def dispatch(self, state: PaCoReState) -> list[Send] | str:
         """Fan out round r: one ``Send`` per trajectory, all on the same prompt P(x, M_{r-1}).
@@ -111,7 +120,8 @@ class PaCoReNodes:
         prompt, trimmed = await self._prompt(state, round_number, params)
         k = parallel[round_number - 1]
         event_writer()(RoundStarted(round=round_number, k=k, prompt_chars=prompt_chars(prompt), trimmed=trimmed))
-        return [Send("explore", ExploreTask(round=round_number, index=i, prompt=prompt)) for i in range(k)]
+        key = state.get("run_key", "")
+        return [Send("explore", ExploreTask(round=round_number, index=i, prompt=prompt, run_key=key)) for i in range(k)]
 
     async def explore(self, task: ExploreTask) -> dict[str, Any]:
         """Sample one trajectory of a parallel round."""
@@ -119,8 +129,8 @@ class PaCoReNodes:
         params = self.config.params_for_round(task["round"]).with_seed_offset(seed_offset)
         started_at = time.time()
         try:
-            trajectory = await self._sample(task["prompt"], params, task["round"], task["index"])
-        except BackendError as exc:
+            trajectory = await self._sample_or_cut_off(task, params)
+        except (BackendError, StragglerCutOff) as exc:
             if not self.config.failure.tolerant:
                 raise  # strict: the run fails now and LangGraph cancels the siblings
             # Returned, not raised, so the siblings keep running; close_round counts it against the quorum.
@@ -141,6 +151,21 @@ class PaCoReNodes:
                 )
             )
         return {"omega": [trajectory]}
+
+    async def _sample_or_cut_off(self, task: ExploreTask, params: SamplingParams) -> Trajectory:
+        """Sample, racing the round's straggler cutoff when the failure policy sets one."""
+        sample = self._sample(task["prompt"], params, task["round"], task["index"])
+        grace = self.config.failure.straggler_grace
+        if grace is None or not task.get("run_key"):
+            return await sample
+        key = (task.get("run_key", ""), task["round"])
+        k = self.config.schedule.rounds[task["round"] - 1]
+        gate = self._gates.setdefault(key, _StragglerGate(self.config.failure.quorum(k), grace, k))
+        try:
+            return await gate.race(sample)
+        finally:
+            if gate.leave():
+                del self._gates[key]
 
     def compact(self, state: PaCoReState) -> dict[str, Any]:
         """C(Ω_r) → M_r; fail loudly if nothing usable is left, rather than synthesize from nothing."""
@@ -363,7 +388,56 @@ class PaCoReNodes:
         return accumulated.result()
 
 
-def _failed_trajectory(round_number: int, index: int, started_at: float, exc: BackendError) -> Trajectory:
+class StragglerCutOff(Exception):
+    """Marks an explorer cancelled by the straggler cutoff (recorded as a failed trajectory, never raised out)."""
+
+
+class _StragglerGate:
+    """Closes a round ``grace`` seconds after ``quorum`` of its ``k`` explorers came back.
+
+    One per (run, round), shared by that round's explorers; it lives on the nodes object only while the round
+    runs (the last explorer to leave removes it), so nothing of it enters the graph state or a checkpoint.
+    """
+
+    def __init__(self, quorum: int, grace: float, k: int) -> None:
+        self.quorum, self.grace, self.k = quorum, grace, k
+        self.returned = self.left = 0
+        self.closed = asyncio.Event()
+        self._timer: asyncio.TimerHandle | None = None
+
+    async def race(self, sample: Coroutine[Any, Any, Trajectory]) -> Trajectory:
+        """The trajectory, or ``StragglerCutOff`` if the round closes first (the request is then cancelled)."""
+        request = asyncio.ensure_future(sample)
+        closing = asyncio.ensure_future(self.closed.wait())
+        try:
+            await asyncio.wait({request, closing}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            closing.cancel()
+            if not request.done():
+                request.cancel()
+            await asyncio.gather(request, closing, return_exceptions=True)
+        if request.cancelled():
+            raise StragglerCutOff(
+                f"cut off as a straggler: {self.returned} of {self.k} had come back (quorum {self.quorum}) "
+                f"and the round waited {self.grace:g} s more"
+            )
+        trajectory = request.result()  # re-raises the request's own failure
+        self.returned += 1
+        if self.returned >= self.quorum and self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(self.grace, self.closed.set)
+        return trajectory
+
+    def leave(self) -> bool:
+        """Count an explorer out; True when it was the round's last, so the gate can go."""
+        self.left += 1
+        if self.left == self.k and self._timer is not None:
+            self._timer.cancel()
+        return self.left == self.k
+
+
+def _failed_trajectory(
+    round_number: int, index: int, started_at: float, exc: BackendError | StragglerCutOff
+) -> Trajectory:
     """The marker a failed explorer returns: no conclusion, no tokens, and why it failed."""
     return Trajectory(
         round=round_number,

@@ -70,6 +70,7 @@ class ExploreTask(TypedDict):
     round: int
     index: int
     prompt: list[dict[str, Any]]
+    run_key: NotRequired[str]  # ties the round's explorers together for the straggler cutoff
 
 
 class PaCoReInput(TypedDict, total=False):
@@ -107,3 +108,4 @@ class PaCoReState(TypedDict):
     finish_reason: str
     usage: UsageSummary
     votes: NotRequired[dict[str, int]]  # set by the voter node only
+    run_key: NotRequired[str]  # a random id of this run, set by prepare (see ExploreTask)

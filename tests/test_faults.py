@@ -237,3 +237,69 @@ def test_the_table_output_says_which_rounds_had_failures():
     assert "round 1: 1 of K=3 requests failed after retries" in failed.stdout
     assert "failed" not in clean.stdout
     assert "│ final │" in failed.stdout  # the table itself is unchanged and fits 80 columns
+
+
+def slow_seeds(slow: set[int], delay: float):
+    """Explorers whose seed is in ``slow`` answer after ``delay`` seconds; the rest at once."""
+
+    def script(request):
+        seed = request.body.get("seed")
+        return FakeReply(content=f"conclusion {seed}", delay=delay if seed in slow else 0.0)
+
+    return script
+
+
+async def test_straggler_cutoff_closes_the_round_and_records_the_straggler():
+    async with FakeOpenAIServer(slow_seeds({103}, delay=30.0)) as server:
+        async with VLLMClient(server.base_url) as client:
+            config = PaCoReConfig(
+                schedule=Schedule.parse("4"),
+                params={"seed": 100},
+                failure=FailurePolicy(min_trajectories=3, straggler_grace=0.2),
+            )
+            started = time.perf_counter()
+            state = await build_pacore_graph(client, config=config).ainvoke({"problem": "Q"})
+            seconds = time.perf_counter() - started
+        synthesis = server.requests[-1].last_user_content
+    first = state["usage"]["rounds"][0]
+    assert (first["k"], first["returned"], first["failed"], first["messages"]) == (4, 3, 1, 3)
+    assert seconds < 10, "the round waited for the straggler"
+    assert "conclusion 103" not in synthesis and all(f"conclusion {s}" in synthesis for s in (100, 101, 102))
+
+
+async def test_straggler_is_an_event_with_the_reason():
+    async with FakeOpenAIServer(slow_seeds({101}, delay=30.0)) as server:
+        async with VLLMClient(server.base_url) as client:
+            config = PaCoReConfig(
+                schedule=Schedule.parse("2"),
+                params={"seed": 100},
+                failure=FailurePolicy(min_fraction=0.5, straggler_grace=0),
+            )
+            graph = build_pacore_graph(client, config=config)
+            events = [parse_event(c) async for c in graph.astream({"problem": "Q"}, stream_mode="custom")]
+    cut = [e for e in events if isinstance(e, TrajectoryFinished) and e.error]
+    assert len(cut) == 1 and cut[0].index == 1
+    assert "cut off as a straggler: 1 of 2 had come back (quorum 1)" in cut[0].error
+
+
+async def test_without_a_grace_the_round_waits_for_every_explorer():
+    async with FakeOpenAIServer(slow_seeds({101}, delay=0.5)) as server:
+        async with VLLMClient(server.base_url) as client:
+            config = PaCoReConfig(
+                schedule=Schedule.parse("2"), params={"seed": 100}, failure=FailurePolicy(min_fraction=0.5)
+            )
+            state = await build_pacore_graph(client, config=config).ainvoke({"problem": "Q"})
+    assert state["usage"]["rounds"][0]["returned"] == 2
+
+
+def test_straggler_grace_from_the_cli_and_its_validation():
+    with FakeOpenAIServer(slow_seeds({102}, delay=30.0)).in_thread() as server:
+        result = run_cli(
+            "Q", "-s", "3", "--seed", "100", "--min-trajectories", "2", "--straggler-grace", "0.1",
+            "--base-url", server.base_url, "--json",
+        )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert [(r["returned"], r["failed"]) for r in json.loads(result.stdout)["rounds"]] == [(2, 1), (1, 0)]
+    refused = CliRunner().invoke(app, ["run", "Q", "--straggler-grace", "1", "--base-url", "http://127.0.0.1:9/v1"])
+    assert refused.exit_code == 2
+    assert "straggler_grace closes a round once its quorum is back, so it needs a quorum" in refused.stderr

@@ -162,6 +162,10 @@ def run(
         float | None,
         typer.Option(min=0.0, max=1.0, help="Let a round go on when requests fail, if this fraction of K came back."),
     ] = None,
+    straggler_grace: Annotated[
+        float | None,
+        typer.Option(min=0.0, help="With a quorum: close a round this many seconds after its quorum came back."),
+    ] = None,
     max_k: Annotated[int, typer.Option(min=1, help="Largest K allowed in one round.")] = DEFAULT_MAX_K,
     max_rounds: Annotated[int, typer.Option(min=1, help="Most parallel rounds allowed.")] = DEFAULT_MAX_ROUNDS,
     json_output: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of the table.")] = False,
@@ -210,7 +214,11 @@ def run(
             max_model_len=max_model_len,
             failure={
                 name: value
-                for name, value in (("min_trajectories", min_trajectories), ("min_fraction", min_fraction))
+                for name, value in (
+                    ("min_trajectories", min_trajectories),
+                    ("min_fraction", min_fraction),
+                    ("straggler_grace", straggler_grace),
+                )
                 if value is not None
             },
             max_k=max_k,

@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import os
 import shutil
-import subprocess
 import tempfile
 import time
 from collections.abc import Callable
@@ -113,33 +112,9 @@ def prepare_model(
     :mod:`pacore_graph.engine.paths`). ``python`` is the interpreter that has the `local` extra
     (default: ``$PACORE_ENGINE_PYTHON`` or this one).
     """
-    final = default_model_dir(cache_dir)
-    if model_is_ready(final):
-        return final
-    env = probe_environment(python)
-    final, gguf = _plan(cache_dir, env)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
-    log = new_log_path("convert", cache_dir)
-    started = time.monotonic()
-    try:
-        proc = spawn(_convert_cmd(env, gguf, tmp), env=_convert_env(), log_path=log, watch_parent=True)
-        try:
-            while proc.poll() is None:
-                if progress is not None:
-                    progress(CONVERT_PHASE, time.monotonic() - started)
-                if time.monotonic() - started > _CONVERT_TIMEOUT:
-                    raise EngineError(f"Converting SmolLM2 took over {_CONVERT_TIMEOUT:.0f} s. Log: {log}")
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    proc.wait(timeout=0.5)
-        finally:
-            if proc.poll() is None:  # interrupted (Ctrl-C, timeout): the converter must not outlive us
-                terminate_group(proc.pid, popen=proc, grace=3.0)
-        if proc.returncode != 0 or not model_is_ready(tmp):
-            raise _failure(proc.returncode, log)
-        _commit(tmp, final)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return final
+    # One implementation: the blocking form drives the async one on a private loop (callers here are never
+    # inside a running loop; async code calls aprepare_model).
+    return asyncio.run(aprepare_model(cache_dir, progress, python=python))
 
 
 async def aprepare_model(

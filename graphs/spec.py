@@ -94,7 +94,9 @@ class GraphSpec(BaseModel):
 
     ``answer`` is how a voter reads an answer from a conclusion; ``max_prompt_chars`` caps every prompt, so an
     over-long one fails before it is sent; ``failure`` is the per-round quorum (by default any failed request
-    fails the run); ``max_model_len`` (tokens) makes every prompt fit the model's context, trimming references.
+    fails the run); ``max_model_len`` (tokens) makes every prompt fit the model's context, trimming references;
+    ``n_batch`` sends a round's explorers as requests of at most that many choices (``n``; default off: one
+    request per trajectory; see :class:`~pacore_graph.PaCoReConfig`).
     See the module docstring for how sampling layers.
     """
 
@@ -113,6 +115,7 @@ class GraphSpec(BaseModel):
     max_prompt_chars: int | None = Field(None, gt=0)
     max_model_len: int | None = Field(None, gt=0)
     failure: FailurePolicy = FailurePolicy()
+    n_batch: int | None = Field(None, ge=1)
 
     @model_validator(mode="before")
     @classmethod
@@ -155,6 +158,12 @@ class GraphSpec(BaseModel):
                 f"round(s) {outside} are not parallel rounds of schedule {self.schedule.spec!r} (1..{parallel}); "
                 "set the final round with synthesis_sampling",
             )
+        if self.n_batch is not None and self.failure.straggler_grace is not None:
+            raise SpecRuleError(
+                "n_batch",
+                "does not combine with failure.straggler_grace (a request of n choices cannot be cut off choice "
+                "by choice): unset one of them",
+            )
         kind = graph_types()[self.type]
         if kind.check is not None:
             kind.check(self)
@@ -177,6 +186,7 @@ class GraphSpec(BaseModel):
             max_model_len=self.max_model_len,
             extraction=self.answer,
             failure=self.failure,
+            n_batch=self.n_batch,
         )
 
     def with_overrides(
@@ -186,6 +196,7 @@ class GraphSpec(BaseModel):
         sampling: Mapping[str, Any] | None = None,
         compaction: Mapping[str, Any] | None = None,
         failure: Mapping[str, Any] | None = None,
+        n_batch: int | None = None,
     ) -> GraphSpec:
         """A copy with a new schedule, sampling fields set in *every* round, compaction or failure fields; re-validated.
 
@@ -202,6 +213,8 @@ class GraphSpec(BaseModel):
             data["compaction"] = {**data["compaction"], **compaction}
         if failure:
             data["failure"] = {**data["failure"], **failure}
+        if n_batch is not None:
+            data["n_batch"] = n_batch
         return parse_spec(data, source=f"graph {self.name!r} with command-line options")
 
 

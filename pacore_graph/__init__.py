@@ -11,6 +11,7 @@ the next round as reference responses; a final single trajectory gives the answe
         print(state["answer"], state["usage"]["effective_ttc_tokens"])
 """
 
+from pacore_graph.clients.balanced import BalancedBackend
 from pacore_graph.clients.base import ChatBackend, ChatResult, Completion, SamplingParams, TokenUsage
 from pacore_graph.clients.langchain import LangChainBackend
 from pacore_graph.clients.streaming import ChatChunk, StreamingChatBackend
@@ -54,6 +55,7 @@ __all__ = [
     "PRESETS",
     "REFERENCE_TEMPLATE",
     "BackendError",
+    "BalancedBackend",
     "ChatBackend",
     "ChatChunk",
     "ChatResult",

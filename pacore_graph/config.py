@@ -68,6 +68,16 @@ class PaCoReConfig(BaseModel):
     as :mod:`pacore_graph.budget` documents. ``extraction`` is
     how voting graphs read an answer from a conclusion. ``failure`` is the partial-failure policy (a quorum
     per round; by default any failed request fails the run).
+
+    ``n_batch`` turns on n-batching (request shaping for vLLM; default off): the K explorers of a round share one
+    prompt and params, so they are sent as ``ceil(K / n_batch)`` requests of ``n`` choices (chunks of at most
+    ``n_batch``) instead of K requests, and the server prefills the prompt once per request. Each request is
+    sent with the seed of its first trajectory (``seed + offset``); the server derives each choice's randomness
+    from it, so a seeded run is reproducible but draws other samples than without n-batching. The request's
+    prompt tokens are counted once, on its first trajectory; its completion tokens are split evenly over its
+    choices (the remainder on the first), since the server reports one usage per request. A failed request
+    fails all its trajectories. It does not combine with the straggler cutoff (one request cannot be cut per
+    choice).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -82,6 +92,17 @@ class PaCoReConfig(BaseModel):
     max_model_len: int | None = Field(None, gt=0)
     extraction: ExtractionPolicy = ExtractionPolicy()
     failure: FailurePolicy = FailurePolicy()
+    n_batch: int | None = Field(None, ge=1)
+
+    @model_validator(mode="after")
+    def _n_batch_without_straggler_cutoff(self) -> PaCoReConfig:
+        # A straggler is one choice of an n-choice request: it cannot be cancelled alone.
+        if self.n_batch is not None and self.failure.straggler_grace is not None:
+            raise ValueError(
+                "n_batch and failure.straggler_grace do not combine (a request of n choices cannot be cut off "
+                "choice by choice): unset one of them"
+            )
+        return self
 
     @model_validator(mode="after")
     def _round_params_name_parallel_rounds(self) -> PaCoReConfig:

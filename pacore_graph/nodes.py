@@ -16,7 +16,7 @@ from typing import Any
 from langgraph.types import Overwrite, Send
 
 from pacore_graph.budget import fit_prompt
-from pacore_graph.clients.base import ChatBackend, ChatResult, SamplingParams
+from pacore_graph.clients.base import ChatBackend, ChatResult, SamplingParams, TokenUsage
 from pacore_graph.clients.streaming import StreamAccumulator, StreamingChatBackend
 from pacore_graph.compaction import compact, conclusion_of, full_text_of, is_cut_mid_thought
 from pacore_graph.config import PaCoReConfig
@@ -110,6 +110,7 @@ class PaCoReNodes:
     async def dispatch(self, state: PaCoReState) -> list[Send] | str:
         """Fan out round r: one ``Send`` per trajectory, all on the same prompt P(x, M_{r-1}).
 
+        With n-batching (``config.n_batch``) one ``Send`` per chunk of at most ``n_batch`` trajectories instead.
         Async because fitting the prompt into the context (``max_model_len``) may ask the server to count tokens.
         """
         round_number = state["round"]
@@ -121,36 +122,89 @@ class PaCoReNodes:
         k = parallel[round_number - 1]
         event_writer()(RoundStarted(round=round_number, k=k, prompt_chars=prompt_chars(prompt), trimmed=trimmed))
         key = state.get("run_key", "")
+        batch = self.config.n_batch
+        if batch is not None and batch > 1:
+            return [
+                Send(
+                    "explore", ExploreTask(round=round_number, index=i, prompt=prompt, run_key=key, n=min(batch, k - i))
+                )
+                for i in range(0, k, batch)
+            ]
         return [Send("explore", ExploreTask(round=round_number, index=i, prompt=prompt, run_key=key)) for i in range(k)]
 
     async def explore(self, task: ExploreTask) -> dict[str, Any]:
-        """Sample one trajectory of a parallel round."""
+        """Sample one trajectory of a parallel round (or, n-batched, the task's ``n`` with one request)."""
+        n = task.get("n", 1)
         seed_offset = self.config.schedule.offset(task["round"]) + task["index"]
         params = self.config.params_for_round(task["round"]).with_seed_offset(seed_offset)
         started_at = time.time()
         try:
-            trajectory = await self._sample_or_cut_off(task, params)
+            if n > 1:
+                trajectories = await self._sample_batch(task["prompt"], params, task["round"], task["index"], n)
+            else:
+                trajectories = [await self._sample_or_cut_off(task, params)]
         except (BackendError, StragglerCutOff) as exc:
             if not self.config.failure.tolerant:
                 raise  # strict: the run fails now and LangGraph cancels the siblings
-            # Returned, not raised, so the siblings keep running; close_round counts it against the quorum.
-            trajectory = _failed_trajectory(task["round"], task["index"], started_at, exc)
-            event_writer()(
-                TrajectoryFinished(
-                    round=task["round"],
-                    index=task["index"],
-                    prompt_tokens=0,
-                    completion_tokens=0,
-                    finish_reason="error",
-                    started_at=started_at,
-                    seconds=trajectory["seconds"],
-                    content="",
-                    messages=task["prompt"],
-                    params=params.model_dump(mode="json"),
-                    error=trajectory["error"],
-                )
+            # Returned, not raised, so the siblings keep running; close_round counts each against the quorum.
+            # A failed n-batched request fails every trajectory it stood for.
+            trajectories = [self._failed(task, task["index"] + offset, params, started_at, exc) for offset in range(n)]
+        return {"omega": trajectories}
+
+    def _failed(
+        self,
+        task: ExploreTask,
+        index: int,
+        params: SamplingParams,
+        started_at: float,
+        exc: BackendError | StragglerCutOff,
+    ) -> Trajectory:
+        """A failed marker for trajectory ``index`` of ``task``, announced with its ``TrajectoryFinished``."""
+        trajectory = _failed_trajectory(task["round"], index, started_at, exc)
+        event_writer()(
+            TrajectoryFinished(
+                round=task["round"],
+                index=index,
+                prompt_tokens=0,
+                completion_tokens=0,
+                finish_reason="error",
+                started_at=started_at,
+                seconds=trajectory["seconds"],
+                content="",
+                messages=task["prompt"],
+                params=params.model_dump(mode="json"),
+                error=trajectory["error"],
             )
-        return {"omega": [trajectory]}
+        )
+        return trajectory
+
+    async def _sample_batch(
+        self, prompt: list[dict[str, Any]], params: SamplingParams, round_number: int, first: int, n: int
+    ) -> list[Trajectory]:
+        """Trajectories ``first`` .. ``first + n - 1`` of a round from one request with ``n`` choices.
+
+        Usage per trajectory, since the server reports one per request: the prompt tokens go to the first
+        trajectory only (the prompt was sent, and prefilled, once); the completion tokens are split evenly,
+        the remainder on the first, so round and run totals equal what the server reported.
+        """
+        started_at = time.time()
+        clock = time.perf_counter()
+        result = await self.backend.chat(prompt, params, n=n)
+        seconds = time.perf_counter() - clock
+        if len(result.completions) != n:
+            raise ProtocolError(f"asked for {n} completions but the backend returned {len(result.completions)}")
+        share, remainder = divmod(result.usage.completion_tokens, n)
+        trajectories = []
+        for offset, completion in enumerate(result.completions):
+            usage = TokenUsage(
+                prompt_tokens=result.usage.prompt_tokens if offset == 0 else 0,
+                completion_tokens=share + (remainder if offset == 0 else 0),
+            )
+            single = ChatResult(completions=[completion], usage=usage, model=result.model)
+            trajectories.append(
+                self._finish(single, prompt, params, round_number, first + offset, started_at, seconds, final=False)
+            )
+        return trajectories
 
     async def _sample_or_cut_off(self, task: ExploreTask, params: SamplingParams) -> Trajectory:
         """Sample, racing the round's straggler cutoff when the failure policy sets one."""
@@ -333,7 +387,22 @@ class PaCoReNodes:
             result = await self._stream_synthesis(prompt, params, round_number, write)
         else:
             result = await self.backend.chat(prompt, params)
-        trajectory = _trajectory(result, round_number, index, started_at, time.perf_counter() - clock)
+        return self._finish(result, prompt, params, round_number, index, started_at, time.perf_counter() - clock, final)
+
+    def _finish(
+        self,
+        result: ChatResult,
+        prompt: list[dict[str, Any]],
+        params: SamplingParams,
+        round_number: int,
+        index: int,
+        started_at: float,
+        seconds: float,
+        final: bool,
+    ) -> Trajectory:
+        """Reduce one sampled choice to its trajectory, and send its full transcript to the event stream."""
+        write = event_writer()
+        trajectory = _trajectory(result, round_number, index, started_at, seconds)
         completion = result.completions[0]
         if self.config.compaction.keep == "full":
             # Only the no-compaction ablation needs the whole text in the state (see pacore_graph.state).

@@ -65,11 +65,16 @@ class UsageSummary(TypedDict):
 
 
 class ExploreTask(TypedDict):
-    """The payload of one explorer ``Send``: which trajectory, and the prompt P(x, M) to sample from."""
+    """The payload of one explorer ``Send``: which trajectory, and the prompt P(x, M) to sample from.
+
+    With n-batching (``PaCoReConfig.n_batch``) one task stands for ``n`` trajectories, ``index`` to
+    ``index + n - 1``, sampled with one request.
+    """
 
     round: int
     index: int
     prompt: list[dict[str, Any]]
+    n: NotRequired[int]  # trajectories in this task (n-batching); absent means 1
     run_key: NotRequired[str]  # ties the round's explorers together for the straggler cutoff
 
 

@@ -165,6 +165,7 @@ def resolve_run_graph(
     truncated: Literal["drop", "keep"] | None = None,
     failure: Mapping[str, Any] | None = None,
     max_model_len: int | None = None,
+    n_batch: int | None = None,
     max_k: int = DEFAULT_MAX_K,
     max_rounds: int = DEFAULT_MAX_ROUNDS,
 ) -> RunGraph:
@@ -174,12 +175,13 @@ def resolve_run_graph(
     defaults do not override the spec. The schedule must stay within ``max_k`` and ``max_rounds``.
     """
     spec = load_spec(graph or DEFAULT_GRAPH)
-    if schedule is not None or sampling or truncated is not None or failure:
+    if schedule is not None or sampling or truncated is not None or failure or n_batch is not None:
         spec = spec.with_overrides(
             schedule=schedule,
             sampling=sampling,
             compaction={"truncated": truncated} if truncated is not None else None,
             failure=failure,
+            n_batch=n_batch,
         )
     if max_model_len is not None:
         spec = spec.model_copy(update={"max_model_len": max_model_len})  # a positive int, checked by the CLI

@@ -166,6 +166,10 @@ def run(
         float | None,
         typer.Option(min=0.0, help="With a quorum: close a round this many seconds after its quorum came back."),
     ] = None,
+    n_batch: Annotated[
+        int | None,
+        typer.Option(min=1, help="Send a round's explorers as requests of up to N choices (vLLM n); default off."),
+    ] = None,
     max_k: Annotated[int, typer.Option(min=1, help="Largest K allowed in one round.")] = DEFAULT_MAX_K,
     max_rounds: Annotated[int, typer.Option(min=1, help="Most parallel rounds allowed.")] = DEFAULT_MAX_ROUNDS,
     json_output: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of the table.")] = False,
@@ -212,6 +216,7 @@ def run(
             sampling={name: value for name, value in sampling.items() if name in given},
             truncated=policy if "truncated" in given else None,
             max_model_len=max_model_len,
+            n_batch=n_batch,
             failure={
                 name: value
                 for name, value in (

@@ -1,5 +1,6 @@
 """Model backends: the ``ChatBackend`` protocol and its implementations."""
 
+from pacore_graph.clients.balanced import BalancedBackend
 from pacore_graph.clients.base import (
     ChatBackend,
     ChatMessage,
@@ -12,6 +13,7 @@ from pacore_graph.clients.langchain import LangChainBackend
 from pacore_graph.clients.vllm import VLLMClient
 
 __all__ = [
+    "BalancedBackend",
     "ChatBackend",
     "ChatMessage",
     "ChatResult",

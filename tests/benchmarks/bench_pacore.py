@@ -5,6 +5,7 @@ Not a test (timings vary by machine): run it by hand and read the ratios (see BE
     .venv/bin/python tests/benchmarks/bench_pacore.py                 # scenarios a-d (simulator), ~1 min
     .venv/bin/python tests/benchmarks/bench_pacore.py --only e        # e: the real embedded engine (`pacore engine up`)
     .venv/bin/python tests/benchmarks/bench_pacore.py --only a,c
+    .venv/bin/python tests/benchmarks/bench_pacore.py --only a,c --n-batch 16   # the graph sends n=16 requests
 
 Scenarios:
 
@@ -42,6 +43,7 @@ import aiohttp
 from pacore_graph.clients.base import SamplingParams
 from pacore_graph.clients.vllm import VLLMClient
 from pacore_graph.compaction import CompactionPolicy
+from pacore_graph.config import PaCoReConfig
 from pacore_graph.graph import build_pacore_graph
 from pacore_graph.prompts import build_prompt
 from pacore_graph.testing.simulator import SimulatorConfig, SimulatorServer, Stage, lower_bound, tokenize
@@ -70,24 +72,39 @@ def stages_from_log(server: SimulatorServer) -> list[list[Stage]]:
 # --- a ---------------------------------------------------------------------------------------------------
 
 
+def graph_config(schedule: list[int], max_tokens: int, seed: int, n_batch: int | None) -> PaCoReConfig:
+    """The graph's config in a and c: ``n_batch`` None sends one request per trajectory."""
+    return PaCoReConfig(schedule=schedule, params=SamplingParams(max_tokens=max_tokens, seed=seed), n_batch=n_batch)
+
+
 async def eval_once(
-    config: SimulatorConfig, schedule: list[int], problems: int, max_tokens: int, concurrency: int
+    config: SimulatorConfig,
+    schedule: list[int],
+    problems: int,
+    max_tokens: int,
+    concurrency: int,
+    n_batch: int | None = None,
 ) -> tuple[float, float, SimulatorServer]:
     """P problems at once through the graph; (simulated seconds, real seconds, the server with its log)."""
     async with SimulatorServer(config) as server, VLLMClient(server.base_url, max_concurrency=concurrency) as c:
-        graph = build_pacore_graph(c, schedule, params=SamplingParams(max_tokens=max_tokens, seed=1))
+        graph = build_pacore_graph(c, config=graph_config(schedule, max_tokens, 1, n_batch))
         await c.resolve_model()
         start_real, start_sim = time.perf_counter(), server.sim_now()
         await asyncio.gather(*(graph.ainvoke({"problem": problem_text(i)}) for i in range(problems)))
         return server.sim_now() - start_sim, time.perf_counter() - start_real, server
 
 
-async def scenario_a(problems: int, max_tokens: int, concurrency: int, time_scale: float) -> None:
+async def scenario_a(
+    problems: int, max_tokens: int, concurrency: int, time_scale: float, n_batch: int | None = None
+) -> None:
     config = SimulatorConfig(time_scale=time_scale, max_num_seqs=256)
-    print(f"\n## a. eval: {problems} problems, max_tokens {max_tokens}, client concurrency {concurrency}")
+    print(
+        f"\n## a. eval: {problems} problems, max_tokens {max_tokens}, client concurrency {concurrency}, "
+        f"n_batch {n_batch}"
+    )
     print(f"simulator: {config.model_dump()}")
     for schedule in ([16], [32, 4]):
-        sim, real, server = await eval_once(config, schedule, problems, max_tokens, concurrency)
+        sim, real, server = await eval_once(config, schedule, problems, max_tokens, concurrency, n_batch)
         chains = stages_from_log(server)
         bound = lower_bound(config, chains)
         lockstep = lockstep_ideal(config, chains)
@@ -95,7 +112,9 @@ async def scenario_a(problems: int, max_tokens: int, concurrency: int, time_scal
             f"[{','.join(map(str, schedule))}] simulated wall {sim:7.2f} s (real {real:.2f} s); bound "
             f"{bound.seconds:7.2f} s (work {bound.work:.2f}, critical path {bound.critical_path:.2f}); lockstep "
             f"ideal {lockstep:.2f} s; wall/bound {sim / bound.seconds:.3f}, wall/lockstep {sim / lockstep:.3f}; "
-            f"busy {server.stats.busy_seconds / sim:.0%}, max running {server.stats.max_running}"
+            f"busy {server.stats.busy_seconds / sim:.0%}, max running {server.stats.max_running}; "
+            f"{server.stats.requests} requests, prefill computed {server.stats.prefill_tokens} of "
+            f"{server.stats.prompt_tokens} prompt tokens sent"
         )
 
 
@@ -164,7 +183,7 @@ async def scenario_b(k: int, repeats: int, max_tokens: int) -> None:
 # --- c ---------------------------------------------------------------------------------------------------
 
 
-async def scenario_c(k: int, max_tokens: int) -> None:
+async def scenario_c(k: int, max_tokens: int, n_batch: int | None = None) -> None:
     print(f"\n## c. prefill for a K={k} fan-out (problem of ~1,000 tokens)")
     problem = [{"role": "user", "content": problem_text(0, words=1000)}]
     params = SamplingParams(max_tokens=max_tokens)
@@ -184,11 +203,22 @@ async def scenario_c(k: int, max_tokens: int) -> None:
             f"{naive}; one n=K request sends {sent_batched}, computes {batched}; "
             f"n=K / K requests = {batched / naive:.3f} (1/K = {1 / k:.3f})"
         )
-    # The graph's own requests: prefill over a [K, K] run, and prefix stability across rounds and reruns.
+    # The graph's own requests (n-batched with --n-batch): prefill over a [K, K] run, cache on and off.
+    for caching in (True, False):
+        config = SimulatorConfig(time_scale=0, max_num_seqs=256, prefix_caching=caching)
+        async with SimulatorServer(config) as server, VLLMClient(server.base_url) as client:
+            graph = build_pacore_graph(client, config=graph_config([k, k], max_tokens, 7, n_batch))
+            await graph.ainvoke({"messages": problem})
+            stats = server.stats
+        print(
+            f"PaCoRe [{k},{k}] n_batch {n_batch} (cache {'on' if caching else 'off'}): {stats.requests} requests, "
+            f"prompt tokens sent {stats.prompt_tokens}, computed {stats.prefill_tokens}"
+        )
+    # Prefix stability across rounds and reruns.
     config = SimulatorConfig(time_scale=0, max_num_seqs=256)
     prompts_by_run: list[list[list[str]]] = []
     async with SimulatorServer(config) as server, VLLMClient(server.base_url) as client:
-        graph = build_pacore_graph(client, [k, k], params=SamplingParams(max_tokens=max_tokens, seed=7))
+        graph = build_pacore_graph(client, config=graph_config([k, k], max_tokens, 7, n_batch))
         for _ in range(2):
             server.reset_stats()
             server.clear_cache()
@@ -306,6 +336,7 @@ def main() -> None:
     parser.add_argument("--problems", type=int, default=4)
     parser.add_argument("--max-tokens", type=int, default=512, help="output length for a and c")
     parser.add_argument("--concurrency", type=int, default=64, help="VLLMClient max_concurrency in a")
+    parser.add_argument("--n-batch", type=int, default=None, help="PaCoReConfig.n_batch for the graph in a and c")
     parser.add_argument("--time-scale", type=float, default=0.1, help="real seconds per simulated second in a")
     parser.add_argument("--k-overhead", type=int, default=256)
     parser.add_argument("--ks", default="256,512,1024")
@@ -320,11 +351,11 @@ def main() -> None:
     only = set(args.only.split(","))
     print(f"# bench_pacore on {os.cpu_count()} CPUs, Python {sys.version.split()[0]}")
     if "a" in only:
-        asyncio.run(scenario_a(args.problems, args.max_tokens, args.concurrency, args.time_scale))
+        asyncio.run(scenario_a(args.problems, args.max_tokens, args.concurrency, args.time_scale, args.n_batch))
     if "b" in only:
         asyncio.run(scenario_b(args.k_overhead, 3, 16))
     if "c" in only:
-        asyncio.run(scenario_c(16, args.max_tokens))
+        asyncio.run(scenario_c(16, args.max_tokens, args.n_batch))
     if "d" in only:
         scenario_d([int(k) for k in args.ks.split(",")], args.max_tokens_d)
     if "e" in only:

@@ -1,0 +1,70 @@
+"""Multi-endpoint balancing: ``BalancedBackend`` over two real fake servers, least outstanding requests first."""
+
+import asyncio
+
+import pytest
+
+from pacore_graph import (
+    BalancedBackend,
+    ConfigError,
+    PaCoReConfig,
+    SamplingParams,
+    Schedule,
+    VLLMClient,
+    build_pacore_graph,
+)
+from pacore_graph.testing import FakeOpenAIServer, FakeReply
+
+MESSAGES = [{"role": "user", "content": "Q"}]
+
+
+def delayed(seconds: float):
+    def script(request):
+        return FakeReply(content=f"<think>t</think>conclusion {request.index}", delay=seconds)
+
+    return script
+
+
+async def test_the_fast_server_takes_more_requests_and_both_are_used():
+    async with FakeOpenAIServer(delayed(0.005)) as fast, FakeOpenAIServer(delayed(0.2)) as slow:
+        async with BalancedBackend([VLLMClient(slow.base_url), VLLMClient(fast.base_url)]) as backend:
+
+            async def worker() -> None:
+                for _ in range(10):
+                    await backend.chat(MESSAGES, SamplingParams())
+
+            await asyncio.gather(*(worker() for _ in range(4)))
+            assert backend.outstanding == [0, 0]
+            assert backend.requests == [len(slow.requests), len(fast.requests)]
+    assert len(fast.requests) + len(slow.requests) == 40
+    assert len(slow.requests) >= 1
+    assert len(fast.requests) > 3 * len(slow.requests)
+
+
+async def test_a_pacore_run_over_two_servers_streams_the_synthesis_and_weighs_n():
+    async with FakeOpenAIServer(delayed(0.0)) as one, FakeOpenAIServer(delayed(0.0)) as two:
+        async with BalancedBackend([VLLMClient(one.base_url), VLLMClient(two.base_url)]) as backend:
+            config = PaCoReConfig(schedule=Schedule.parse("8"), n_batch=4)
+            state = await build_pacore_graph(backend, config=config).ainvoke({"problem": "Q"})
+    # The two n=4 requests go one to each server (the first is still in flight when the second is sent).
+    assert sorted(r.n for r in one.requests + two.requests if not r.stream) == [4, 4]
+    assert len([r for r in one.requests if not r.stream]) == 1
+    assert [r.stream for r in one.requests + two.requests].count(True) == 1
+    assert state["usage"]["rounds"][0]["returned"] == 8
+
+
+def test_needs_a_backend():
+    with pytest.raises(ConfigError, match="at least one backend"):
+        BalancedBackend([])
+
+
+async def test_a_backend_that_cannot_stream_answers_the_stream_with_one_chunk():
+    from langchain_core.language_models.fake_chat_models import FakeListChatModel
+
+    from pacore_graph import LangChainBackend
+
+    backend = BalancedBackend([LangChainBackend(FakeListChatModel(responses=["<think>t</think>the answer"]))])
+    chunks = [chunk async for chunk in backend.stream_chat(MESSAGES, SamplingParams())]
+    assert [c.content for c in chunks] == ["<think>t</think>the answer"]
+    assert backend.outstanding == [0] and backend.requests == [1]
+    assert await backend.count_tokens(MESSAGES) is None

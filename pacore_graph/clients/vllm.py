@@ -189,12 +189,7 @@ class VLLMClient:
                         async for chunk in _read_sse(response, url):
                             yield chunk
                         return
-                    text = await response.text(errors="replace")
-                    if response.status not in RETRY_STATUSES or last:
-                        raise UpstreamError(
-                            _status_message(url, response.status, text), status=response.status, body=text
-                        )
-                    wait = _retry_after(response.headers.get("Retry-After"))
+                    wait = _wait_or_raise(url, response, await response.text(errors="replace"), last)
             except TimeoutError as exc:
                 if started:
                     raise UpstreamTimeoutError(
@@ -247,11 +242,7 @@ class VLLMClient:
                     text = await response.text(errors="replace")
                     if response.status == 200:
                         return _decode(text, url)
-                    if response.status not in RETRY_STATUSES or last:
-                        raise UpstreamError(
-                            _status_message(url, response.status, text), status=response.status, body=text
-                        )
-                    wait = _retry_after(response.headers.get("Retry-After"))
+                    wait = _wait_or_raise(url, response, text, last)
             except TimeoutError as exc:
                 if last:
                     raise UpstreamTimeoutError(
@@ -301,6 +292,13 @@ def _status_message(url: str, status: int, text: str) -> str:
         404: "check the base URL (it usually ends in /v1) and the model name (--model)",
     }.get(status, "the server failed; see its logs")
     return f"{url} answered HTTP {status}: {detail[:300]} ({hint})"
+
+
+def _wait_or_raise(url: str, response: aiohttp.ClientResponse, text: str, last: bool) -> float | None:
+    """For an HTTP error: raise ``UpstreamError`` if it is final, else the ``Retry-After`` wait (or None)."""
+    if response.status not in RETRY_STATUSES or last:
+        raise UpstreamError(_status_message(url, response.status, text), status=response.status, body=text)
+    return _retry_after(response.headers.get("Retry-After"))
 
 
 def _retry_after(value: str | None) -> float | None:

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import re
 
 import pytest
 
+from pacore_graph import PaCoReConfig, build_pacore_graph
 from pacore_graph.clients.base import SamplingParams
 from pacore_graph.clients.vllm import VLLMClient
 from pacore_graph.testing.simulator import (
@@ -128,3 +131,45 @@ def test_lower_bound_on_a_hand_checked_workload() -> None:
     double = lower_bound(config, chains * 2)
     assert double.work == pytest.approx(2 * bound.work)
     assert double.critical_path == pytest.approx(bound.critical_path)
+    assert double.seconds == double.work
+
+
+def test_lower_bound_barrier_term_on_a_hand_checked_workload() -> None:
+    # A step costs 0.04 s whatever its width: 0.01 s per token at a batch of 4, 0.04 s for one sequence alone.
+    config = SimulatorConfig(
+        max_num_seqs=4, prefill_seconds_per_token=0.0, decode_step_base=0.04, decode_step_per_seq=0.0
+    )
+    # Two problems, each 8 samples × 10 tokens, then 1 × 10 tokens.
+    bound = lower_bound(config, [[Stage(0, 8, 10), Stage(0, 1, 10)]] * 2)
+    assert bound.work == pytest.approx(180 * 0.01)
+    assert bound.critical_path == pytest.approx(80 * 0.01 + 10 * 0.04)
+    # Both first stages (160 tokens at 4 per step) must finish before the later problem's last stage (10 steps
+    # alone) can start: 1.6 + 0.4 s, more than either other bound.
+    assert bound.barrier == pytest.approx(160 * 0.01 + 10 * 0.04)
+    assert bound.seconds == bound.barrier
+
+
+def test_lower_bound_charges_a_narrow_workload_its_own_batch_width() -> None:
+    # 4 sequences can never fill a batch of 256: their tokens cost step(4) / 4, not step(256) / 256.
+    config = SimulatorConfig(max_num_seqs=256, prefill_seconds_per_token=0.0, decode_step_base=0.02)
+    bound = lower_bound(config, [[Stage(0, 4, 100)]])
+    assert bound.work == pytest.approx(100 * config.step_seconds(4))
+    assert bound.seconds == pytest.approx(100 * config.step_seconds(4))
+
+
+async def test_no_client_beats_the_lower_bound() -> None:
+    # The bound must hold for a real run: 3 problems × [8, 1] against the simulator on its virtual clock.
+    config = SimulatorConfig(time_scale=0, max_num_seqs=16)
+    async with SimulatorServer(config) as server, VLLMClient(server.base_url, max_concurrency=64) as client:
+        graph = build_pacore_graph(client, config=PaCoReConfig(schedule=[8], params=SamplingParams(max_tokens=40)))
+        start = server.sim_now()
+        await asyncio.gather(*(graph.ainvoke({"problem": f"Problem {i}: what is {i} + {i}?"}) for i in range(3)))
+        elapsed = server.sim_now() - start
+        stages: dict[int, dict[str, list[int]]] = {0: {}, 1: {}, 2: {}}
+        for request in server.requests:
+            text = json.dumps(request.messages)
+            problem = int(re.search(r"Problem (\d+):", text).group(1))  # type: ignore[union-attr]
+            stages[problem].setdefault(text, [request.prompt_tokens, 0])[1] += request.n
+    chains = [[Stage(p, k, 40) for p, k in prompts.values()] for prompts in stages.values()]
+    assert [[s.sequences for s in c] for c in chains] == [[8, 1]] * 3
+    assert elapsed >= lower_bound(config, chains).seconds * 0.999

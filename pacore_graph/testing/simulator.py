@@ -155,44 +155,61 @@ class Stage:
 
 @dataclass(frozen=True)
 class LowerBound:
-    """The time no client can beat for a workload: ``max(work, critical_path)`` in simulated seconds."""
+    """The time no client can beat for a workload: the largest of three bounds, in simulated seconds."""
 
-    work: float  # all prefill and decode work at the engine's best per-token cost (batch = max_num_seqs)
+    work: float  # all prefill, and all decode at the best per-token cost the workload's width allows
     critical_path: float  # the longest chain of stages, each at its own best
+    barrier: float  # the largest "finish every stage <= r, then one chain's remaining stages" (see lower_bound)
     decode_tokens: int
     prefill_tokens: int
 
     @property
     def seconds(self) -> float:
         """The bound itself."""
-        return max(self.work, self.critical_path)
+        return max(self.work, self.critical_path, self.barrier)
 
 
 def lower_bound(config: SimulatorConfig, chains: Sequence[Sequence[Stage]]) -> LowerBound:
     """The lower bound on the simulated time to run ``chains`` (e.g. one chain of rounds per problem).
 
     Stages of one chain run one after another (round r + 1 needs round r); chains are independent. A step
-    costs ``base + per_seq × b`` for ``b`` sequences, so a token's cost ``step(b) / b`` falls as ``b`` grows:
+    costs ``base + per_seq × b`` for ``b`` sequences, so a token's cost ``step(b) / b`` falls as ``b`` grows.
+    A set of ``S`` sequences never has more than ``m = min(S, B)`` tokens in one step (``B = max_num_seqs``),
+    and other sequences sharing the step only make it longer, so decoding the set's tokens takes at least
+    ``tokens × step(m) / m``; every prompt is prefilled at least once. Three bounds follow:
 
-    * work: every prompt prefilled once, every output token at ``step(B) / B`` with ``B = max_num_seqs``;
-    * a stage alone: its prefill, plus its ``K × L`` tokens at ``step(b) / b`` with ``b = min(K, B)`` (other
-      sequences in the batch only make its steps longer); the critical path sums these along each chain.
+    * work: every stage of every chain, as one set;
+    * critical path: each chain alone, stage after stage, each stage as one set;
+    * barrier: for each stage index r, every chain's stages up to r as one set, plus the shortest remaining
+      path of stages after r: whichever chain is the last to finish its stage r still has to run the rest.
     """
     big_b = config.max_num_seqs
-    best_token = config.step_seconds(big_b) / big_b
-    prefill = decode = 0
-    critical = 0.0
-    for chain in chains:
-        path = 0.0
-        for stage in chain:
-            prefill += stage.prompt_tokens
-            tokens = stage.sequences * stage.output_tokens
-            decode += tokens
-            b = max(1, min(stage.sequences, big_b))
-            path += stage.prompt_tokens * config.prefill_seconds_per_token + tokens * config.step_seconds(b) / b
-        critical = max(critical, path)
-    work = prefill * config.prefill_seconds_per_token + decode * best_token
-    return LowerBound(work=work, critical_path=critical, decode_tokens=decode, prefill_tokens=prefill)
+
+    def set_seconds(stages: Sequence[Stage]) -> float:
+        sequences = sum(s.sequences for s in stages)
+        m = max(1, min(sequences, big_b))
+        tokens = sum(s.sequences * s.output_tokens for s in stages)
+        return sum(s.prompt_tokens for s in stages) * config.prefill_seconds_per_token + tokens * (
+            config.step_seconds(m) / m
+        )
+
+    def path_seconds(stages: Sequence[Stage]) -> float:
+        return sum(set_seconds([stage]) for stage in stages)
+
+    everything = [stage for chain in chains for stage in chain]
+    depth = max((len(chain) for chain in chains), default=0)
+    barrier = 0.0
+    for r in range(depth):
+        done = [stage for chain in chains for stage in chain[: r + 1]]
+        rest = min(path_seconds(chain[r + 1 :]) for chain in chains)
+        barrier = max(barrier, set_seconds(done) + rest)
+    return LowerBound(
+        work=set_seconds(everything),
+        critical_path=max((path_seconds(chain) for chain in chains), default=0.0),
+        barrier=barrier,
+        decode_tokens=sum(s.sequences * s.output_tokens for s in everything),
+        prefill_tokens=sum(s.prompt_tokens for s in everything),
+    )
 
 
 def tokenize(messages: Sequence[dict[str, Any]], mode: Literal["words", "chars4"] = "words") -> list[str]:

@@ -110,7 +110,8 @@ async def scenario_a(
         lockstep = lockstep_ideal(config, chains)
         print(
             f"[{','.join(map(str, schedule))}] simulated wall {sim:7.2f} s (real {real:.2f} s); bound "
-            f"{bound.seconds:7.2f} s (work {bound.work:.2f}, critical path {bound.critical_path:.2f}); lockstep "
+            f"{bound.seconds:7.2f} s (work {bound.work:.2f}, critical path {bound.critical_path:.2f}, barrier "
+            f"{bound.barrier:.2f}); lockstep "
             f"ideal {lockstep:.2f} s; wall/bound {sim / bound.seconds:.3f}, wall/lockstep {sim / lockstep:.3f}; "
             f"busy {server.stats.busy_seconds / sim:.0%}, max running {server.stats.max_running}; "
             f"{server.stats.requests} requests, prefill computed {server.stats.prefill_tokens} of "

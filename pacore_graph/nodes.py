@@ -17,6 +17,7 @@ from langgraph.types import Overwrite, Send
 
 from pacore_graph.budget import fit_prompt
 from pacore_graph.clients.base import ChatBackend, ChatResult, SamplingParams, TokenUsage
+from pacore_graph.clients.limiter import request_priority
 from pacore_graph.clients.streaming import StreamAccumulator, StreamingChatBackend
 from pacore_graph.compaction import compact, conclusion_of, full_text_of, is_cut_mid_thought
 from pacore_graph.config import PaCoReConfig
@@ -139,10 +140,13 @@ class PaCoReNodes:
         params = self.config.params_for_round(task["round"]).with_seed_offset(seed_offset)
         started_at = time.time()
         try:
-            if n > 1:
-                trajectories = await self._sample_batch(task["prompt"], params, task["round"], task["index"], n)
-            else:
-                trajectories = [await self._sample_or_cut_off(task, params)]
+            # Later rounds go first when a shared client is full: a problem in round 2 finishes sooner than
+            # one that has not started (see clients.limiter).
+            with request_priority(task["round"]):
+                if n > 1:
+                    trajectories = await self._sample_batch(task["prompt"], params, task["round"], task["index"], n)
+                else:
+                    trajectories = [await self._sample_or_cut_off(task, params)]
         except (BackendError, StragglerCutOff) as exc:
             if not self.config.failure.tolerant:
                 raise  # strict: the run fails now and LangGraph cancels the siblings
@@ -277,7 +281,8 @@ class PaCoReNodes:
         prompt, trimmed = await self._prompt(state, round_number, params)
         write = event_writer()
         write(RoundStarted(round=round_number, k=1, final=True, prompt_chars=prompt_chars(prompt), trimmed=trimmed))
-        trajectory = await self._sample(prompt, params, round_number, 0, final=True)
+        with request_priority(round_number):
+            trajectory = await self._sample(prompt, params, round_number, 0, final=True)
         stats = round_stats(round_number, 1, [trajectory], messages=int(bool(trajectory["conclusion"].strip())))
         usage = summarize_usage([*state["rounds"], stats])
         write(

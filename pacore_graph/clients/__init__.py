@@ -10,6 +10,7 @@ from pacore_graph.clients.base import (
     TokenUsage,
 )
 from pacore_graph.clients.langchain import LangChainBackend
+from pacore_graph.clients.limiter import SequenceLimiter, request_priority
 from pacore_graph.clients.vllm import VLLMClient
 
 __all__ = [
@@ -20,6 +21,8 @@ __all__ = [
     "Completion",
     "LangChainBackend",
     "SamplingParams",
+    "SequenceLimiter",
     "TokenUsage",
     "VLLMClient",
+    "request_priority",
 ]

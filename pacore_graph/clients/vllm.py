@@ -1,7 +1,9 @@
 """``VLLMClient``: an async client for vLLM's (or any) OpenAI-compatible chat completions API.
 
-One pooled aiohttp ``ClientSession`` per client (keep-alive), a concurrency cap, connect and read timeouts,
-and retries with exponential backoff and full jitter on connection errors, timeouts, 429 and 5xx.
+One pooled aiohttp ``ClientSession`` per client (keep-alive), a window of sequences in flight (adapted to the
+server's load when it exports vLLM's ``/metrics``; see :mod:`pacore_graph.clients.server_load`), requests queued
+by priority when the window is full (:mod:`pacore_graph.clients.limiter`), connect and read timeouts, and retries
+with exponential backoff and full jitter on connection errors, timeouts, 429 and 5xx.
 
 Failure rules, all implemented in :meth:`VLLMClient._post`:
 
@@ -33,6 +35,8 @@ from typing import Any
 import aiohttp
 
 from pacore_graph.clients.base import ChatMessage, ChatResult, Completion, SamplingParams, TokenUsage
+from pacore_graph.clients.limiter import SequenceLimiter
+from pacore_graph.clients.server_load import AdaptiveWindow, parse_server_load
 from pacore_graph.clients.streaming import ChatChunk
 from pacore_graph.errors import (
     BODY_PREVIEW_CHARS,
@@ -55,7 +59,12 @@ class VLLMClient:
         base_url: the API root, e.g. ``http://127.0.0.1:8000/v1``.
         model: the served model name; when ``None`` the first model of ``GET /models`` is used.
         api_key: sent as a bearer token; never logged or shown in ``repr``.
-        max_concurrency: at most this many requests in flight (also the connection pool size).
+        max_concurrency: at most this many sequences in flight (a request of ``n`` choices counts ``n``); with
+            ``adaptive_concurrency``, the starting window instead.
+        adaptive_concurrency: follow the server's load: when it serves vLLM's ``/metrics`` (polled every
+            ``metrics_interval`` seconds while requests are in flight), the window grows while the server has
+            room and shrinks when the server queues, up to ``max_adaptive_concurrency``. A server without those
+            metrics keeps the window at ``max_concurrency``.
         connect_timeout, read_timeout: seconds to connect, and to wait between bytes of a response.
         max_retries: retries after the first attempt on retryable failures.
         backoff_base, backoff_max: the backoff schedule in seconds (see the module docstring).
@@ -70,6 +79,9 @@ class VLLMClient:
         model: str | None = None,
         api_key: str | None = None,
         max_concurrency: int = 64,
+        adaptive_concurrency: bool = True,
+        max_adaptive_concurrency: int = 1024,
+        metrics_interval: float = 0.5,
         connect_timeout: float = 10.0,
         read_timeout: float = 600.0,
         max_retries: int = 3,
@@ -84,11 +96,20 @@ class VLLMClient:
         self.model = model
         self._api_key = api_key
         self.max_concurrency = max_concurrency
+        #: the window of sequences in flight; ``limiter.limit`` is its current size
+        self.limiter = SequenceLimiter(max_concurrency)
+        self._window = (
+            AdaptiveWindow(max_concurrency, ceiling=max(max_concurrency, max_adaptive_concurrency))
+            if adaptive_concurrency
+            else None
+        )
+        self._pool_size = self._window.ceiling if self._window is not None else max_concurrency
+        self.metrics_interval = metrics_interval
+        self._watcher: asyncio.Task[None] | None = None
         self.max_retries = max_retries
         self.backoff_base = backoff_base
         self.backoff_max = backoff_max
         self._timeout = aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout, sock_read=read_timeout)
-        self._semaphore = asyncio.Semaphore(max_concurrency)
         self._session: aiohttp.ClientSession | None = None
         self._tokenize_missing = False  # the server has no /tokenize: do not ask again
 
@@ -103,8 +124,17 @@ class VLLMClient:
     ) -> None:
         await self.aclose()
 
+    @property
+    def adaptive(self) -> bool:
+        """Whether the window still follows the server's load (False once the server showed no vLLM metrics)."""
+        return self._window is not None
+
     async def aclose(self) -> None:
-        """Close the pooled connections."""
+        """Stop following the server's load and close the pooled connections."""
+        watcher, self._watcher = self._watcher, None
+        if watcher is not None and watcher.get_loop() is asyncio.get_running_loop():
+            watcher.cancel()
+            await asyncio.gather(watcher, return_exceptions=True)
         if self._session is not None:
             await self._session.close()
             self._session = None
@@ -114,7 +144,7 @@ class VLLMClient:
         if self._session is None or self._session.closed:
             headers = {"Authorization": f"Bearer {self._api_key}"} if self._api_key else {}
             self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=self.max_concurrency),
+                connector=aiohttp.TCPConnector(limit=self._pool_size),
                 timeout=self._timeout,
                 headers=headers,
             )
@@ -140,7 +170,7 @@ class VLLMClient:
     async def chat(self, messages: Sequence[ChatMessage], params: SamplingParams, *, n: int = 1) -> ChatResult:
         """Sample ``n`` completions of ``messages`` with one request."""
         body = await self.request_body(messages, params, n=n)
-        data = await self._request("POST", "/chat/completions", body)
+        data = await self._request("POST", "/chat/completions", body, sequences=n)
         return parse_chat_completion(data, n=n)
 
     async def count_tokens(self, messages: Sequence[ChatMessage]) -> int | None:
@@ -158,7 +188,7 @@ class VLLMClient:
         }
         url = self.base_url.removesuffix("/v1") + "/tokenize"  # vLLM serves it at the root, not under /v1
         try:
-            async with self._semaphore, self._get_session().post(url, json=body) as response:
+            async with self._get_session().post(url, json=body) as response:
                 if response.status != 200:
                     self._tokenize_missing = response.status in (404, 405, 501)
                     return None
@@ -179,11 +209,12 @@ class VLLMClient:
         body["stream_options"] = {"include_usage": True}
         url = self.base_url + "/chat/completions"
         session = self._get_session()
+        self._follow_load()
         for attempt in range(self.max_retries + 1):
             last = attempt == self.max_retries
             started = False
             try:
-                async with self._semaphore, session.request("POST", url, json=body) as response:
+                async with self.limiter.hold(), session.request("POST", url, json=body) as response:
                     if response.status == 200:
                         started = True
                         async for chunk in _read_sse(response, url):
@@ -232,13 +263,14 @@ class VLLMClient:
         body.update(params.extra)
         return body
 
-    async def _request(self, method: str, path: str, body: Mapping[str, Any] | None) -> Any:
+    async def _request(self, method: str, path: str, body: Mapping[str, Any] | None, sequences: int = 1) -> Any:
         url = self.base_url + path
         session = self._get_session()
+        self._follow_load()
         for attempt in range(self.max_retries + 1):
             last = attempt == self.max_retries
             try:
-                async with self._semaphore, session.request(method, url, json=body) as response:
+                async with self.limiter.hold(sequences), session.request(method, url, json=body) as response:
                     text = await response.text(errors="replace")
                     if response.status == 200:
                         return _decode(text, url)
@@ -260,6 +292,31 @@ class VLLMClient:
                 wait = None
             await asyncio.sleep(self._backoff(attempt, wait))
         raise AssertionError("unreachable: the last attempt returns or raises")
+
+    def _follow_load(self) -> None:
+        """Start polling the server's load, once, from inside the running loop."""
+        if self._window is None:
+            return
+        if self._watcher is None or self._watcher.get_loop() is not asyncio.get_running_loop():
+            self._watcher = asyncio.create_task(self._watch_load(self._window))
+
+    async def _watch_load(self, window: AdaptiveWindow) -> None:
+        """Resize the window from ``/metrics`` while there is work; stop for good if the server has no such page."""
+        url = self.base_url.removesuffix("/v1") + "/metrics"  # vLLM serves it at the root, not under /v1
+        while True:
+            await asyncio.sleep(self.metrics_interval)
+            if self.limiter.in_flight == 0 and self.limiter.queued == 0:
+                continue
+            try:
+                async with self._get_session().get(url) as response:
+                    text = await response.text(errors="replace") if response.status == 200 else ""
+            except (aiohttp.ClientError, TimeoutError):
+                continue  # a reading missed; the requests themselves report connection trouble
+            load = parse_server_load(text)
+            if load is None:
+                self._window = None  # not a vLLM server: the window stays where it is
+                return
+            self.limiter.limit = window.update(load, self.limiter.in_flight, self.limiter.queued)
 
     def _backoff(self, attempt: int, retry_after: float | None) -> float:
         if retry_after is not None:

@@ -261,7 +261,8 @@ class SimulatorServer:
         completion_tokens: optional ``f(request, choice_index) -> tokens`` for each choice's length; it is
             clipped to the request's ``max_tokens``. Default: ``max_tokens`` or ``config.default_max_tokens``.
 
-    Serves ``GET /v1/models``, ``GET /health`` and ``POST /v1/chat/completions`` (JSON, or SSE with
+    Serves ``GET /v1/models``, ``GET /health``, ``GET /metrics`` (vLLM's running and waiting gauges, so
+    adaptive concurrency has something to follow) and ``POST /v1/chat/completions`` (JSON, or SSE with
     ``stream: true``: the whole text in one chunk, then the usage, then ``[DONE]``). Each choice's content is
     ``<think> tok tok … </think>`` followed by a conclusion of ``config.conclusion_tokens`` words naming the request
     and the choice, so compaction sees distinct conclusions. Use as ``async with SimulatorServer(config) as s``.
@@ -312,6 +313,7 @@ class SimulatorServer:
         app = web.Application(client_max_size=_MAX_BODY_BYTES)
         app.router.add_get("/health", self._handle_health)
         app.router.add_get("/v1/models", self._handle_models)
+        app.router.add_get("/metrics", self._handle_metrics)
         app.router.add_post("/v1/chat/completions", self._handle_chat)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
         await self._runner.setup()
@@ -454,6 +456,21 @@ class SimulatorServer:
 
     async def _handle_health(self, request: web.Request) -> web.Response:
         return web.Response(status=200)
+
+    async def _handle_metrics(self, request: web.Request) -> web.Response:
+        # vLLM's scheduler gauges, in sequences (vLLM runs a request of n choices as n requests). No KV-cache
+        # gauge: the simulator's only capacity is max_num_seqs.
+        waiting = sum(len(pending.lengths) for pending in self._waiting)
+        labels = f'{{engine="0",model_name="{self.config.model}"}}'
+        lines = [
+            "# HELP vllm:num_requests_running Number of requests in model execution batches.",
+            "# TYPE vllm:num_requests_running gauge",
+            f"vllm:num_requests_running{labels} {float(len(self._running))}",
+            "# HELP vllm:num_requests_waiting Number of requests waiting to be processed.",
+            "# TYPE vllm:num_requests_waiting gauge",
+            f"vllm:num_requests_waiting{labels} {float(waiting)}",
+        ]
+        return web.Response(text="\n".join(lines) + "\n", content_type="text/plain")
 
     async def _handle_models(self, request: web.Request) -> web.Response:
         model = {"id": self.config.model, "object": "model", "created": 0, "owned_by": "simulator"}

@@ -9,6 +9,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from pacore_graph.clients.server_load import parse_server_load
 from pacore_graph.engine import EngineProcess as EngineInfo
 
 pytestmark = pytest.mark.engine
@@ -127,3 +128,21 @@ async def test_engine_client_talks_to_the_engine(engine: EngineInfo) -> None:
     assert len(result.completions) == 2
     assert all(c.finish_reason in ("stop", "length") for c in result.completions)
     assert result.usage.completion_tokens > 0
+
+
+async def test_metrics_page_gives_the_load_adaptive_concurrency_reads(engine: EngineInfo) -> None:
+    # While 4 requests run, vLLM's /metrics shows them: the gauges VLLMClient sizes its window from.
+    body = {"messages": _messages("Count from one to fifty."), "max_tokens": 64, "ignore_eos": True}
+    requests = [asyncio.create_task(_post(engine, body)) for _ in range(4)]
+    seen = 0
+    async with aiohttp.ClientSession(timeout=TIMEOUT) as session:
+        url = engine.base_url.removesuffix("/v1") + "/metrics"
+        while not all(r.done() for r in requests):
+            async with session.get(url) as resp:
+                assert resp.status == 200
+                load = parse_server_load(await resp.text())
+            assert load is not None and load.kv_usage is not None
+            seen = max(seen, load.running + load.waiting)
+            await asyncio.sleep(0.05)
+    await asyncio.gather(*requests)
+    assert seen == 4

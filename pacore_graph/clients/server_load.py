@@ -1,0 +1,87 @@
+"""Adaptive concurrency: read a vLLM server's load from ``/metrics`` and size the client's window to it.
+
+A fixed cap is wrong both ways: below the server's batch capacity it idles the server, and far above it the
+excess waits in the server's first-come queue, where the client can no longer choose what goes next (see
+:mod:`pacore_graph.clients.limiter`). vLLM exports its scheduler state in Prometheus text at ``/metrics``:
+``vllm:num_requests_running``, ``vllm:num_requests_waiting`` and ``vllm:kv_cache_usage_perc`` (older
+versions: ``vllm:gpu_cache_usage_perc``). :class:`AdaptiveWindow` turns successive readings into a window:
+
+* the server queues (waiting > 0 in two readings in a row; one may be a request between two steps): shrink the
+  window by what waits, so the excess waits here instead, in priority order;
+* the KV cache is nearly full: hold;
+* otherwise, if the client has requests waiting for room: grow, doubling until the server first queues, then
+  by an eighth per reading.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from prometheus_client.parser import text_string_to_metric_families
+
+__all__ = ["AdaptiveWindow", "ServerLoad", "parse_server_load"]
+
+_RUNNING = "vllm:num_requests_running"
+_WAITING = "vllm:num_requests_waiting"
+_KV_USAGE = ("vllm:kv_cache_usage_perc", "vllm:gpu_cache_usage_perc")
+_GAUGE_PREFIXES = tuple(f"{name}{{" for name in (_RUNNING, _WAITING, *_KV_USAGE)) + tuple(
+    f"{name} " for name in (_RUNNING, _WAITING, *_KV_USAGE)
+)
+
+
+@dataclass(frozen=True)
+class ServerLoad:
+    """One reading of a vLLM server's scheduler: sequences running and waiting, and KV-cache use (0-1)."""
+
+    running: int
+    waiting: int
+    kv_usage: float | None = None
+
+
+def parse_server_load(text: str) -> ServerLoad | None:
+    """The load in a ``/metrics`` page (summed over engines), or None when the page has no vLLM scheduler metrics."""
+    # A vLLM page is ~50 KB of histograms; parse only the lines of the three gauges (~20× faster).
+    wanted = "\n".join(line for line in text.splitlines() if line.startswith(_GAUGE_PREFIXES))
+    values: dict[str, list[float]] = {}
+    try:
+        for family in text_string_to_metric_families(wanted):
+            for sample in family.samples:
+                values.setdefault(sample.name, []).append(sample.value)
+    except ValueError:
+        return None  # not Prometheus text
+    if _RUNNING not in values or _WAITING not in values:
+        return None
+    kv = next((max(values[name]) for name in _KV_USAGE if name in values), None)
+    return ServerLoad(running=int(sum(values[_RUNNING])), waiting=int(sum(values[_WAITING])), kv_usage=kv)
+
+
+class AdaptiveWindow:
+    """The client's window (sequences in flight), updated from each :class:`ServerLoad` reading.
+
+    Args:
+        start: the first window, used until readings arrive.
+        floor, ceiling: the window stays within these.
+        kv_high: KV-cache use at or above which the window stops growing.
+    """
+
+    def __init__(self, start: int, *, floor: int = 1, ceiling: int = 1024, kv_high: float = 0.95) -> None:
+        self.floor = max(1, floor)
+        self.ceiling = max(self.floor, ceiling)
+        self.kv_high = kv_high
+        self.limit = min(max(start, self.floor), self.ceiling)
+        self.slow_start = True  # double until the server first queues
+        self._queued_before = False
+
+    def update(self, load: ServerLoad, in_flight: int, queued: int) -> int:
+        """The new window, given a reading and the client's sequences in flight and waiting for room."""
+        queueing = load.waiting > 0 and self._queued_before
+        self._queued_before = load.waiting > 0
+        if queueing:
+            self.slow_start = False
+            self.limit = max(self.floor, min(self.limit, in_flight - load.waiting))
+        elif load.kv_usage is not None and load.kv_usage >= self.kv_high:
+            pass
+        elif queued > 0 and load.waiting == 0:
+            step = self.limit if self.slow_start else max(1, self.limit // 8)
+            self.limit = min(self.ceiling, self.limit + step)
+        return self.limit

@@ -1,0 +1,271 @@
+"""The client's window: priority queueing (SequenceLimiter), vLLM's /metrics, and adaptive concurrency over HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from pacore_graph import PaCoReConfig, build_pacore_graph
+from pacore_graph.clients import SequenceLimiter, VLLMClient, request_priority
+from pacore_graph.clients.base import SamplingParams
+from pacore_graph.clients.server_load import AdaptiveWindow, ServerLoad, parse_server_load
+from pacore_graph.testing import FakeOpenAIServer, FakeReply
+from pacore_graph.testing.simulator import SimulatorConfig, SimulatorServer
+
+# The gauges as a vLLM 0.11+ server prints them (captured from the embedded engine), with a histogram around.
+VLLM_PAGE = """\
+# HELP vllm:num_requests_running Number of requests in model execution batches.
+# TYPE vllm:num_requests_running gauge
+vllm:num_requests_running{engine="0",model_name="smollm2"} 3.0
+# HELP vllm:num_requests_waiting Number of requests waiting to be processed.
+# TYPE vllm:num_requests_waiting gauge
+vllm:num_requests_waiting{engine="0",model_name="smollm2"} 2.0
+vllm:num_requests_waiting_by_reason{engine="0",model_name="smollm2",reason="capacity"} 2.0
+# HELP vllm:kv_cache_usage_perc KV-cache usage. 1 means 100 percent usage.
+# TYPE vllm:kv_cache_usage_perc gauge
+vllm:kv_cache_usage_perc{engine="0",model_name="smollm2"} 0.25
+# TYPE vllm:time_to_first_token_seconds histogram
+vllm:time_to_first_token_seconds_bucket{engine="0",le="0.001",model_name="smollm2"} 0.0
+vllm:time_to_first_token_seconds_count{engine="0",model_name="smollm2"} 7.0
+"""
+
+PROMPT = [{"role": "user", "content": "What is 2 + 2?"}]
+
+
+# --- SequenceLimiter ----------------------------------------------------------------------------------------
+
+
+async def _admission_order(limiter: SequenceLimiter, jobs: list[tuple[str, int, int]]) -> list[str]:
+    """Fill the limiter, queue ``(name, sequences, priority)`` jobs in order, then free it: who got in, in order."""
+    order: list[str] = []
+    gate = asyncio.Event()
+
+    async def job(name: str, sequences: int, priority: int) -> None:
+        async with limiter.hold(sequences, priority):
+            order.append(name)
+            await asyncio.sleep(0)
+
+    async def blocker() -> None:
+        async with limiter.hold(limiter.limit):
+            await gate.wait()
+
+    first = asyncio.create_task(blocker())
+    await asyncio.sleep(0)
+    tasks = []
+    for name, sequences, priority in jobs:
+        tasks.append(asyncio.create_task(job(name, sequences, priority)))
+        await asyncio.sleep(0)  # queued in this order
+    assert order == [] and limiter.queued == sum(s for _, s, _ in jobs)
+    gate.set()
+    await asyncio.gather(first, *tasks)
+    assert limiter.in_flight == 0
+    return order
+
+
+async def test_waiting_requests_go_in_by_priority_then_arrival() -> None:
+    order = await _admission_order(
+        SequenceLimiter(1), [("low", 1, 0), ("high", 1, 2), ("mid-a", 1, 1), ("mid-b", 1, 1), ("low-b", 1, 0)]
+    )
+    assert order == ["high", "mid-a", "mid-b", "low", "low-b"]
+
+
+async def test_ambient_priority_comes_from_request_priority() -> None:
+    limiter = SequenceLimiter(1)
+    order: list[int] = []
+    gate = asyncio.Event()
+
+    async def blocker() -> None:
+        async with limiter.hold():
+            await gate.wait()
+
+    async def job(priority: int) -> None:
+        with request_priority(priority):
+            async with limiter.hold():
+                order.append(priority)
+
+    tasks = [asyncio.create_task(blocker())]
+    for priority in (1, 3, 2):
+        tasks.append(asyncio.create_task(job(priority)))
+        await asyncio.sleep(0)
+    gate.set()
+    await asyncio.gather(*tasks)
+    assert order == [3, 2, 1]
+
+
+async def test_a_request_counts_its_sequences() -> None:
+    limiter = SequenceLimiter(4)
+    async with limiter.hold(3):
+        assert limiter.in_flight == 3
+        waiting = asyncio.create_task(_hold_briefly(limiter, 2))
+        await asyncio.sleep(0.01)
+        assert not waiting.done() and limiter.queued == 2  # 3 + 2 > 4
+        small = asyncio.create_task(_hold_briefly(limiter, 1))
+        await asyncio.sleep(0.01)
+        assert not small.done()  # it would fit, but it queues behind the bigger request: no overtaking
+    await asyncio.gather(waiting, small)
+    assert limiter.in_flight == 0
+
+
+async def _hold_briefly(limiter: SequenceLimiter, sequences: int) -> None:
+    async with limiter.hold(sequences):
+        await asyncio.sleep(0)
+
+
+async def test_a_request_bigger_than_the_window_runs_alone() -> None:
+    limiter = SequenceLimiter(2)
+    async with limiter.hold(16):
+        assert limiter.in_flight == 16
+    assert limiter.in_flight == 0
+
+
+async def test_cancelled_waiters_give_their_place_back() -> None:
+    limiter = SequenceLimiter(1)
+    gate = asyncio.Event()
+
+    async def blocker() -> None:
+        async with limiter.hold():
+            await gate.wait()
+
+    first = asyncio.create_task(blocker())
+    await asyncio.sleep(0)
+    doomed = asyncio.create_task(_hold_briefly(limiter, 1))
+    await asyncio.sleep(0)
+    doomed.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await doomed
+    assert limiter.queued == 0
+    gate.set()
+    await first
+    async with limiter.hold():  # nothing leaked: the window is free again
+        assert limiter.in_flight == 1
+    assert limiter.in_flight == 0
+
+
+async def test_raising_the_limit_admits_waiters_at_once() -> None:
+    limiter = SequenceLimiter(1)
+    gate = asyncio.Event()
+
+    async def blocker() -> None:
+        async with limiter.hold():
+            await gate.wait()
+
+    first = asyncio.create_task(blocker())
+    await asyncio.sleep(0)
+    second = asyncio.create_task(_hold_briefly(limiter, 1))
+    await asyncio.sleep(0.01)
+    assert not second.done()
+    limiter.limit = 2
+    await asyncio.wait_for(second, 1)
+    gate.set()
+    await first
+
+
+# --- /metrics and the window policy -------------------------------------------------------------------------
+
+
+def test_parse_server_load_reads_vllm_gauges() -> None:
+    assert parse_server_load(VLLM_PAGE) == ServerLoad(running=3, waiting=2, kv_usage=0.25)
+
+
+def test_parse_server_load_sums_engines_and_reads_the_old_kv_name() -> None:
+    page = (
+        'vllm:num_requests_running{engine="0"} 2\nvllm:num_requests_running{engine="1"} 5\n'
+        'vllm:num_requests_waiting{engine="0"} 1\nvllm:num_requests_waiting{engine="1"} 0\n'
+        'vllm:gpu_cache_usage_perc{engine="0"} 0.5\nvllm:gpu_cache_usage_perc{engine="1"} 0.9\n'
+    )
+    assert parse_server_load(page) == ServerLoad(running=7, waiting=1, kv_usage=0.9)
+
+
+@pytest.mark.parametrize("page", ["", "<html>Not Found</html>", "process_cpu_seconds_total 1.5\n", "vllm:x{ 1\n"])
+def test_parse_server_load_is_none_without_vllm_gauges(page: str) -> None:
+    assert parse_server_load(page) is None
+
+
+def test_window_doubles_while_the_server_has_room_then_grows_by_an_eighth() -> None:
+    window = AdaptiveWindow(8, ceiling=100)
+    idle = ServerLoad(running=8, waiting=0, kv_usage=0.1)
+    assert window.update(idle, in_flight=8, queued=50) == 16
+    assert window.update(idle, in_flight=16, queued=40) == 32
+    assert window.update(idle, in_flight=32, queued=0) == 32  # no demand: no growth
+    queueing = ServerLoad(running=24, waiting=8)
+    assert window.update(queueing, in_flight=32, queued=10) == 32  # one reading may be a request between steps
+    assert window.update(queueing, in_flight=32, queued=10) == 24  # twice: shrink to what the server runs
+    assert window.update(idle, in_flight=24, queued=10) == 27  # after queueing once: + 24 // 8
+    assert window.update(ServerLoad(running=27, waiting=0, kv_usage=0.97), 27, 10) == 27  # KV nearly full: hold
+    for _ in range(40):
+        window.update(idle, in_flight=window.limit, queued=10)
+    assert window.limit == 100  # the ceiling
+
+
+def test_window_never_shrinks_below_its_floor() -> None:
+    window = AdaptiveWindow(4, floor=2)
+    busy = ServerLoad(running=100, waiting=50)  # another client fills the server
+    window.update(busy, in_flight=4, queued=0)
+    assert window.update(busy, in_flight=4, queued=0) == 2
+
+
+# --- VLLMClient over real HTTP ------------------------------------------------------------------------------
+
+
+async def _flood(client: VLLMClient, requests: int, max_tokens: int) -> None:
+    params = SamplingParams(max_tokens=max_tokens)
+    await asyncio.gather(*(client.chat(PROMPT, params) for _ in range(requests)))
+
+
+async def test_adaptive_window_grows_to_fill_a_server_with_room() -> None:
+    config = SimulatorConfig(max_num_seqs=64, time_scale=0.02)
+    async with SimulatorServer(config) as server:
+        async with VLLMClient(server.base_url, max_concurrency=4, adaptive_concurrency=False) as fixed:
+            await _flood(fixed, 64, 200)
+        assert server.stats.max_running == 4  # a fixed window of 4 leaves 60 of 64 slots idle
+        async with VLLMClient(server.base_url, max_concurrency=4, metrics_interval=0.02) as adaptive:
+            await _flood(adaptive, 64, 200)
+            assert adaptive.adaptive and adaptive.limiter.limit > 4
+        assert server.stats.max_running > 4
+
+
+async def test_adaptive_window_shrinks_when_the_server_queues() -> None:
+    config = SimulatorConfig(max_num_seqs=8, time_scale=0.02)
+    async with (
+        SimulatorServer(config) as server,
+        VLLMClient(server.base_url, max_concurrency=64, metrics_interval=0.02) as client,
+    ):
+        await _flood(client, 128, 200)
+        assert server.stats.max_waiting > 0
+        assert client.limiter.limit < 64
+
+
+async def test_a_server_without_metrics_keeps_the_fixed_window() -> None:
+    slow = FakeOpenAIServer(lambda request: FakeReply(content="4", delay=0.05))
+    async with slow as server, VLLMClient(server.base_url, max_concurrency=3, metrics_interval=0.01) as c:
+        await _flood(c, 12, 8)
+        await asyncio.sleep(0.05)
+        assert c.limiter.limit == 3
+        assert not c.adaptive  # it asked for /metrics once, got a 404, and stopped asking
+        assert all(r.path == "/v1/chat/completions" for r in server.requests)
+
+
+async def test_later_rounds_overtake_first_rounds_in_a_full_client() -> None:
+    # Two problems share a client that holds one request: once problem 0's round 1 is done, its synthesis
+    # (round 2) must go before problem 1's remaining round-1 explorers.
+    config = SimulatorConfig(max_num_seqs=64, time_scale=0.01)  # a request of 100 tokens takes ~20 ms
+    async with (
+        SimulatorServer(config) as server,
+        VLLMClient(server.base_url, max_concurrency=1, adaptive_concurrency=False) as client,
+    ):
+        graph = build_pacore_graph(client, config=PaCoReConfig(schedule=[3], params=SamplingParams(max_tokens=100)))
+        await client.resolve_model()
+
+        async def problem_b_a_moment_later() -> object:
+            await asyncio.sleep(0.005)  # A's three explorers are queued first
+            return await graph.ainvoke({"problem": "Problem B: 2 + 2?"})
+
+        await asyncio.gather(graph.ainvoke({"problem": "Problem A: 1 + 1?"}), problem_b_a_moment_later())
+        sequence = [
+            "synthesis" if "Reference Responses" in r.last_user_content else r.last_user_content[8]
+            for r in server.requests
+        ]
+    first_synthesis = sequence.index("synthesis")
+    assert sequence[:first_synthesis].count("A") == 3
+    assert "B" in sequence[first_synthesis + 1 :]  # B's explorers waited behind A's synthesis

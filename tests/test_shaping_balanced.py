@@ -68,3 +68,20 @@ async def test_a_backend_that_cannot_stream_answers_the_stream_with_one_chunk():
     assert [c.content for c in chunks] == ["<think>t</think>the answer"]
     assert backend.outstanding == [0] and backend.requests == [1]
     assert await backend.count_tokens(MESSAGES) is None
+
+
+async def test_resolve_model_asks_the_first_backend_that_can_name_one():
+    from langchain_core.language_models.fake_chat_models import FakeListChatModel
+
+    from pacore_graph import LangChainBackend
+
+    cannot = LangChainBackend(FakeListChatModel(responses=["x"]))
+    async with FakeOpenAIServer(delayed(0.0), model="alpha") as a, FakeOpenAIServer(delayed(0.0), model="beta") as b:
+        async with BalancedBackend([cannot, VLLMClient(a.base_url), VLLMClient(b.base_url)]) as backend:
+            assert await backend.resolve_model() == "alpha"
+            # The others keep their own: each names its server's model when it first sends a request.
+            await asyncio.gather(*(backend.chat(MESSAGES, SamplingParams()) for _ in range(3)))
+        assert {r.body["model"] for r in a.requests} == {"alpha"}
+        assert {r.body["model"] for r in b.requests} == {"beta"}
+    with pytest.raises(ConfigError, match="can name its model"):
+        await BalancedBackend([cannot]).resolve_model()

@@ -1,19 +1,24 @@
-"""Where the CLI's model comes from: a server URL, a running `pacore engine up`, or a fresh embedded engine."""
+"""Where the CLI's model comes from: server URLs, a running `pacore engine up`, or a fresh embedded engine."""
 
 from __future__ import annotations
 
+import re
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from rich.console import Console
 
+from pacore_graph.clients.balanced import BalancedBackend
 from pacore_graph.clients.vllm import VLLMClient
 from pacore_graph.engine import EngineNotInstalledError, LocalEngine, find_running_engine
 from pacore_graph.engine.errors import INSTALL_HINT
 
-__all__ = ["ServerOptions", "open_backend"]
+__all__ = ["CliBackend", "ServerOptions", "endpoints", "open_backend", "split_base_urls"]
+
+CliBackend = VLLMClient | BalancedBackend
+"""What :func:`open_backend` yields: one server's client, or a balancer over one client per server."""
 
 NO_SERVER_HINT = (
     "no model server configured and the embedded engine is not installed: pass --base-url http://HOST:PORT/v1 "
@@ -23,30 +28,62 @@ NO_SERVER_HINT = (
 
 @dataclass(frozen=True)
 class ServerOptions:
-    """The CLI options that choose and configure the model server."""
+    """The CLI options that choose and configure the model server(s).
 
-    base_url: str | None = None
+    ``base_urls`` empty means no server was given; ``model``, ``api_key`` and ``concurrency`` apply to each server.
+    """
+
+    base_urls: tuple[str, ...] = ()
     model: str | None = None
     api_key: str | None = None
     concurrency: int = 64
     engine_model: str | None = None
 
 
+def split_base_urls(values: str | Sequence[str] | None) -> tuple[str, ...]:
+    """The API roots in ``values`` (repeated ``--base-url`` options, or ``PACORE_BASE_URL``), in order.
+
+    Each value may hold several URLs separated by commas or whitespace; a URL given twice counts once (a trailing
+    ``/`` aside), so it is not sent a double share of the requests. URLs are validated by :class:`VLLMClient`.
+    """
+    if values is None:
+        return ()
+    seen: dict[str, str] = {}
+    for value in [values] if isinstance(values, str) else values:
+        for url in re.split(r"[,\s]+", value):
+            if url:
+                seen.setdefault(url.rstrip("/"), url)
+    return tuple(seen.values())
+
+
+def endpoints(backend: CliBackend) -> list[str]:
+    """The server URLs behind ``backend``, for messages."""
+    clients = backend.backends if isinstance(backend, BalancedBackend) else [backend]
+    return [str(getattr(client, "base_url", client)) for client in clients]
+
+
 @asynccontextmanager
 async def open_backend(
     options: ServerOptions, console: Console, on_phase: Callable[[str], None] = lambda phase: None
-) -> AsyncIterator[VLLMClient]:
-    """Yield a client: for ``--base-url`` if given, else a running shared engine, else a new embedded one.
+) -> AsyncIterator[CliBackend]:
+    """Yield a backend: for the ``--base-url`` servers if any, else a running shared engine, else a new embedded one.
 
+    One URL gives a plain :class:`VLLMClient`; several give a :class:`BalancedBackend` over one client per URL
+    (each with the same model, key and concurrency cap). Every URL is checked before any client is used.
     A new embedded engine lives exactly as long as the block: it is stopped on every exit path.
     ``on_phase`` hears when engine start-up begins, so an interruption can be reported precisely.
     """
-    if options.base_url:
-        url_client = VLLMClient(
-            options.base_url, model=options.model, api_key=options.api_key, max_concurrency=options.concurrency
-        )
-        async with url_client:
-            yield url_client
+    if options.base_urls:
+        clients = [
+            VLLMClient(url, model=options.model, api_key=options.api_key, max_concurrency=options.concurrency)
+            for url in options.base_urls
+        ]
+        if len(clients) == 1:
+            async with clients[0] as url_client:
+                yield url_client
+            return
+        async with BalancedBackend(clients) as balanced:
+            yield balanced
         return
     running = find_running_engine()
     if running is not None and options.engine_model in (None, running.model_path):

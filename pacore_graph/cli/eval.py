@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.text import Text
 
-from pacore_graph.cli.backend import ServerOptions, open_backend
+from pacore_graph.cli.backend import ServerOptions, open_backend, split_base_urls
 from pacore_graph.cli.graphs import given_options
 from pacore_graph.cli.options import (
     ApiKeyOption,
@@ -198,7 +198,7 @@ def eval_command(
         )
         problems = load_dataset(dataset)[:limit]
         trajectory_pool = TrajectoryPool(pool_file or out / POOL_FILE) if pool else None
-        server = ServerOptions(base_url, model, api_key, concurrency, engine_model)
+        server = ServerOptions(split_base_urls(base_url), model, api_key, concurrency, engine_model)
         records = asyncio.run(
             _evaluate(
                 problems,

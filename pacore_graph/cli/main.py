@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 import typer
 from rich.console import Console
 
-from pacore_graph.cli.backend import ServerOptions, open_backend
+from pacore_graph.cli.backend import ServerOptions, open_backend, split_base_urls
 from pacore_graph.cli.engine import engine_app
 from pacore_graph.cli.eval import eval_command
 from pacore_graph.cli.graphs import RunGraph, given_options, graphs_app, resolve_run_graph
@@ -31,7 +31,7 @@ from pacore_graph.cli.options import (
 from pacore_graph.cli.render import show_result
 from pacore_graph.cli.serve import serve_command
 from pacore_graph.cli.trace import trace_app
-from pacore_graph.clients.vllm import VLLMClient
+from pacore_graph.clients.base import ChatBackend
 from pacore_graph.durable import DURABILITY, check_resumable, open_checkpointer, run_config
 from pacore_graph.errors import ConfigError, PaCoReError
 from pacore_graph.events import RoundStarted, parse_event
@@ -75,7 +75,7 @@ def _read_problem(problem: str) -> str:
 async def _run(
     problem: str,
     run_graph: RunGraph,
-    client: VLLMClient,
+    client: ChatBackend,
     progress: Console,
     phase: _Phase | None = None,
     *,
@@ -234,7 +234,7 @@ def run(
         if run_id is not None and checkpoint_db is not None and checkpoint_url:
             raise ConfigError("give --checkpoint-db or --checkpoint-url, not both")
         durable = _Durable(run_id, checkpoint_db, checkpoint_url) if run_id is not None else None
-        server = ServerOptions(base_url, model, api_key, concurrency, engine_model)
+        server = ServerOptions(split_base_urls(base_url), model, api_key, concurrency, engine_model)
         recorder = None
         if trace is not None:
             recorder = TraceRecorder(

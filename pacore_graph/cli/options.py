@@ -22,8 +22,15 @@ EngineModelOption = Annotated[
     typer.Option(help="With no --base-url: the model the embedded vLLM engine serves (GPU machines)."),
 ]
 BaseUrlOption = Annotated[
-    str | None,
-    typer.Option(envvar="PACORE_BASE_URL", help="OpenAI-compatible API root, e.g. http://127.0.0.1:8000/v1."),
+    list[str] | None,
+    typer.Option(
+        envvar="PACORE_BASE_URL",
+        metavar="URL",
+        help=(
+            "OpenAI-compatible API root, e.g. http://127.0.0.1:8000/v1. Repeat it (or give the variable several URLs "
+            "separated by commas or spaces) to spread requests over several servers of the same model."
+        ),
+    ),
 ]
 ModelOption = Annotated[
     str | None, typer.Option(envvar="PACORE_MODEL", help="Model name (default: the server's first).")
@@ -32,4 +39,4 @@ ApiKeyOption = Annotated[str | None, typer.Option(envvar="PACORE_API_KEY", help=
 MaxTokensOption = Annotated[int | None, typer.Option(min=1, help="Completion token cap per trajectory.")]
 TemperatureOption = Annotated[float, typer.Option(min=0.0, help="Sampling temperature.")]
 TopPOption = Annotated[float, typer.Option(min=0.0, max=1.0, help="Nucleus sampling.")]
-ConcurrencyOption = Annotated[int, typer.Option(min=1, help="Maximum requests in flight.")]
+ConcurrencyOption = Annotated[int, typer.Option(min=1, help="Maximum requests in flight (per server).")]

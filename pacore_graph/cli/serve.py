@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 from rich.text import Text
 
-from pacore_graph.cli.backend import ServerOptions, open_backend
+from pacore_graph.cli.backend import ServerOptions, endpoints, open_backend, split_base_urls
 from pacore_graph.errors import ConfigError, PaCoReError
 from pacore_graph.server import PaCoReProxy, ProxySettings
 
@@ -21,10 +21,14 @@ __all__ = ["serve_command"]
 
 def serve_command(
     upstream: Annotated[
-        str | None,
+        list[str] | None,
         typer.Option(
             envvar="PACORE_BASE_URL",
-            help="The model server's API root, e.g. http://127.0.0.1:8000/v1; default: the embedded engine.",
+            metavar="URL",
+            help=(
+                "The model server's API root, e.g. http://127.0.0.1:8000/v1; repeat it (or give the variable several "
+                "URLs separated by commas or spaces) to balance over several servers; default: the embedded engine."
+            ),
         ),
     ] = None,
     upstream_model: Annotated[
@@ -52,7 +56,9 @@ def serve_command(
         int, typer.Option(min=1, help="Requests run at once; more get 429 with Retry-After.")
     ] = 32,
     max_body_bytes: Annotated[int, typer.Option(min=1024, help="Largest request body; larger get 413.")] = 4194304,
-    concurrency: Annotated[int, typer.Option(min=1, help="Upstream requests in flight at most.")] = 64,
+    concurrency: Annotated[
+        int, typer.Option(min=1, help="Upstream requests in flight at most (per upstream server).")
+    ] = 64,
     shutdown_grace: Annotated[
         float, typer.Option(min=0.0, help="Seconds in-flight requests get to finish on shutdown.")
     ] = 30.0,
@@ -76,7 +82,7 @@ def serve_command(
                 f"[yellow]warning:[/] listening on {host} without --api-key: anyone who can reach it can spend "
                 "your model server's compute"
             )
-        server = ServerOptions(upstream, upstream_model, upstream_api_key, concurrency, engine_model)
+        server = ServerOptions(split_base_urls(upstream), upstream_model, upstream_api_key, concurrency, engine_model)
         asyncio.run(_serve(server, settings, err))
     except PaCoReError as exc:
         if debug:
@@ -109,7 +115,7 @@ async def _serve(server: ServerOptions, settings: ProxySettings, console: Consol
     async with open_backend(server, console) as client:
         proxy = PaCoReProxy(client, settings)
         await proxy.start()
-        upstream = client.base_url
+        upstream = ", ".join(endpoints(client))
         console.print(
             f"PaCoRe proxy on {proxy.base_url} → {upstream}; models: {', '.join(proxy.specs)} (Ctrl-C to stop)",
             highlight=False,

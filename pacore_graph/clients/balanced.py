@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 from types import TracebackType
+from typing import Protocol, runtime_checkable
 
 from pacore_graph.budget import TokenCountingBackend
 from pacore_graph.clients.base import ChatBackend, ChatMessage, ChatResult, SamplingParams
@@ -19,13 +20,21 @@ from pacore_graph.errors import ConfigError
 __all__ = ["BalancedBackend"]
 
 
+@runtime_checkable
+class _ModelNaming(Protocol):
+    """A backend that can say which model it serves (e.g. a ``VLLMClient``)."""
+
+    async def resolve_model(self) -> str: ...
+
+
 class BalancedBackend:
     """Spread requests over ``backends`` (least outstanding sequences first); a ``ChatBackend`` itself.
 
     Also implements :class:`~pacore_graph.clients.streaming.StreamingChatBackend` (a backend that cannot stream
-    answers with one chunk) and ``count_tokens`` (asked of the first backend that can count). ``requests[i]``
-    counts the requests sent to backend ``i``. Use it as ``async with BalancedBackend([...]) as backend:`` or call
-    :meth:`aclose`, which closes every backend that has an ``aclose``.
+    answers with one chunk), ``count_tokens`` (asked of the first backend that can count) and ``resolve_model``
+    (likewise). ``requests[i]`` counts the requests sent to backend ``i``. Use it as
+    ``async with BalancedBackend([...]) as backend:`` or call :meth:`aclose`, which closes every backend that has
+    an ``aclose``.
     """
 
     def __init__(self, backends: Sequence[ChatBackend]) -> None:
@@ -101,3 +110,13 @@ class BalancedBackend:
             if isinstance(backend, TokenCountingBackend):
                 return await backend.count_tokens(messages)
         return None
+
+    async def resolve_model(self) -> str:
+        """The model name of the first backend that can name one (a ``VLLMClient``: its own, or its server's first).
+
+        The other backends are left as they are: each resolves its own name when it first sends a request.
+        """
+        for backend in self.backends:
+            if isinstance(backend, _ModelNaming):
+                return await backend.resolve_model()
+        raise ConfigError("none of the balanced backends can name its model")

@@ -20,12 +20,16 @@ d. one round of K = 256, 512, 1024 with 2k-token outputs on a zero-latency simul
    and peak RSS (``ru_maxrss``; the simulator shares the process, so the figure includes it).
 e. on the real embedded engine: PaCoRe [4] completion tokens/s over the run / the engine's raw throughput on the
    same request mix (4 concurrent requests, then 1 synthesis-like request).
+f. several endpoints: the same PaCoRe workload on one simulator, on ``BalancedBackend`` over two equal simulators,
+   and over a fast and a 2× slower one (twice the decode step), least outstanding vs round-robin; wall times as
+   speed-ups over the one simulator, for all problems at once and for an eval-like stream of problems.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import itertools
 import json
 import os
@@ -40,7 +44,8 @@ from typing import Any
 
 import aiohttp
 
-from pacore_graph.clients.base import SamplingParams
+from pacore_graph.clients.balanced import BalancedBackend
+from pacore_graph.clients.base import ChatBackend, SamplingParams
 from pacore_graph.clients.vllm import VLLMClient
 from pacore_graph.compaction import CompactionPolicy
 from pacore_graph.config import PaCoReConfig
@@ -331,6 +336,113 @@ def engine_url() -> str:
     return found.group(1)
 
 
+# --- f ---------------------------------------------------------------------------------------------------
+
+
+class RoundRobin(BalancedBackend):
+    """f's baseline: requests take turns over the backends, whatever their load."""
+
+    def _acquire(self, n: int) -> int:
+        index = self._next
+        self._next = (index + 1) % len(self.backends)
+        self.outstanding[index] += n
+        self.requests[index] += 1
+        return index
+
+
+def lockstep_split(configs: list[SimulatorConfig], chains: list[list[Stage]]) -> float:
+    """``lockstep_ideal`` over several servers: each round's sequences split between them as well as possible.
+
+    A reference, not a bound: round r's prompts are prefilled (on one server's clock), then its S sequences
+    of L tokens are split so the slowest server's share, ``s × L × step(b) / b`` with ``b = min(s, B)``, is least.
+    """
+
+    def share(config: SimulatorConfig, s: int, length: float) -> float:
+        b = min(s, config.max_num_seqs)
+        return s * length * config.step_seconds(b) / b if s else 0.0
+
+    total = 0.0
+    for r in range(max(len(c) for c in chains)):
+        stages = [c[r] for c in chains if len(c) > r]
+        seqs = sum(s.sequences for s in stages)
+        length = sum(s.sequences * s.output_tokens for s in stages) / seqs
+        prefill = sum(s.prompt_tokens for s in stages) * configs[0].prefill_seconds_per_token
+        splits = [(seqs,)] if len(configs) == 1 else [(a, seqs - a) for a in range(seqs + 1)]
+        best = min(max(share(c, s, length) for c, s in zip(configs, split, strict=True)) for split in splits)
+        total += prefill + best
+    return total
+
+
+async def endpoints_once(
+    configs: list[SimulatorConfig],
+    policy: str,
+    schedule: list[int],
+    problems: int,
+    in_flight: int,
+    max_tokens: int,
+) -> tuple[float, list[SimulatorServer]]:
+    """P problems, at most ``in_flight`` at a time, over one simulator per config; (real seconds, the servers)."""
+    async with contextlib.AsyncExitStack() as stack:
+        servers = [await stack.enter_async_context(SimulatorServer(config)) for config in configs]
+        # No client-side cap: the simulators' max_num_seqs is the only limit, so only the balancing differs.
+        clients = [await stack.enter_async_context(VLLMClient(s.base_url, max_concurrency=1024)) for s in servers]
+        for client in clients:
+            await client.resolve_model()
+        backend: ChatBackend = clients[0]
+        if policy == "round-robin":
+            backend = RoundRobin(clients)
+        elif policy == "least outstanding":
+            backend = BalancedBackend(clients)
+        graph = build_pacore_graph(backend, config=graph_config(schedule, max_tokens, 1, None))
+        gate = asyncio.Semaphore(in_flight)
+
+        async def solve(i: int) -> None:
+            async with gate:
+                await graph.ainvoke({"problem": problem_text(i)})
+
+        started = time.perf_counter()
+        await asyncio.gather(*(solve(i) for i in range(problems)))
+        return time.perf_counter() - started, servers
+
+
+async def scenario_f(max_tokens: int, time_scale: float, max_num_seqs: int) -> None:
+    fast = SimulatorConfig(time_scale=time_scale, max_num_seqs=max_num_seqs)
+    slow = fast.model_copy(
+        update={"decode_step_base": 2 * fast.decode_step_base, "decode_step_per_seq": 2 * fast.decode_step_per_seq}
+    )
+    print(
+        f"\n## f. several endpoints: max_tokens {max_tokens}, max_num_seqs {max_num_seqs} per simulator, "
+        f"time_scale {time_scale}; slow = decode step ×2 ({slow.step_seconds(max_num_seqs) * 1000:.1f} vs "
+        f"{fast.step_seconds(max_num_seqs) * 1000:.1f} ms at a full batch), so the pair's capacity is "
+        f"{1 + fast.step_seconds(max_num_seqs) / slow.step_seconds(max_num_seqs):.2f}× one fast server's"
+    )
+    setups = [
+        ("one simulator", [fast], "one"),
+        ("two equal, least outstanding", [fast, fast], "least outstanding"),
+        ("two equal, round-robin", [fast, fast], "round-robin"),
+        ("fast + slow, least outstanding", [fast, slow], "least outstanding"),
+        ("fast + slow, round-robin", [fast, slow], "round-robin"),
+    ]
+    # A warm-up run, so the first measured setup does not pay for first-time imports and connections.
+    await endpoints_once([fast.model_copy(update={"time_scale": 0})], "one", [4], 1, 1, 16)
+    for problems, in_flight, schedule in ((8, 8, [32, 4]), (12, 4, [32, 4])):
+        at_once = in_flight >= problems
+        shape = "all at once" if at_once else f"at most {in_flight} in flight (eval-like)"
+        print(f"{problems} problems × {schedule}, {shape}; speed-up = one simulator's wall / this wall:")
+        one = 0.0
+        chains: list[list[Stage]] = []
+        for label, configs, policy in setups:
+            real, servers = await endpoints_once(configs, policy, schedule, problems, in_flight, max_tokens)
+            if not one:
+                one, chains = real, stages_from_log(servers[0])
+            # The lock-step reference assumes every problem's round r runs together: only true all at once.
+            ideal = f"{lockstep_split([fast], chains) / lockstep_split(configs, chains):4.2f}×" if at_once else "n/a"
+            print(
+                f"  {label:31s} wall {real:5.2f} s (simulated {real / time_scale:5.1f} s), speed-up {one / real:4.2f}× "
+                f"(lock-step ideal {ideal}); sequences per server {[s.stats.sequences for s in servers]}"
+            )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", default="a,b,c,d", help="scenarios to run, e.g. a,c or e (default a,b,c,d)")
@@ -344,6 +456,9 @@ def main() -> None:
     parser.add_argument("--max-tokens-d", type=int, default=2048)
     parser.add_argument("--max-tokens-e", type=int, default=128)
     parser.add_argument("--repeats-e", type=int, default=4)
+    parser.add_argument("--max-tokens-f", type=int, default=256)
+    parser.add_argument("--time-scale-f", type=float, default=0.04, help="real seconds per simulated second in f")
+    parser.add_argument("--max-num-seqs-f", type=int, default=64, help="each simulator's max_num_seqs in f")
     parser.add_argument("--child-d", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child_d:
@@ -361,6 +476,8 @@ def main() -> None:
         scenario_d([int(k) for k in args.ks.split(",")], args.max_tokens_d)
     if "e" in only:
         asyncio.run(scenario_e(engine_url(), args.max_tokens_e, args.repeats_e))
+    if "f" in only:
+        asyncio.run(scenario_f(args.max_tokens_f, args.time_scale_f, args.max_num_seqs_f))
 
 
 if __name__ == "__main__":

@@ -92,6 +92,8 @@ def test_api_unknown_graph_is_a_config_error():
         (["Q", "--min-trajectories", "0"], "Invalid value for '--min-trajectories'"),
         (["Q", "--run-id", "  "], "the run id is empty"),
         (["Q", "--checkpoint-db", "x.sqlite"], "need --run-id"),
+        (["Q", "--concurrency", "0"], "Invalid value for '--concurrency'"),
+        (["Q", "--concurrency", "many"], "Invalid value for '--concurrency'"),
         (["Q", "--run-id", "a", "--checkpoint-url", "mysql://u@h/db"], "invalid checkpoint URL"),
     ],
 )

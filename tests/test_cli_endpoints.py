@@ -4,6 +4,7 @@ Real CLI, real HTTP, two fake OpenAI servers: the requests of one run are spread
 anywhere in the list is one clear error line before anything is sent.
 """
 
+import asyncio
 import json
 import os
 import re
@@ -15,8 +16,9 @@ import openai
 import pytest
 from typer.testing import CliRunner
 
-from pacore_graph.cli.backend import split_base_urls
+from pacore_graph.cli.backend import ServerOptions, split_base_urls
 from pacore_graph.cli.main import app
+from pacore_graph.cli.options import parse_concurrency
 from pacore_graph.testing import FakeOpenAIServer, FakeReply
 
 PROBLEM = "What is 17 * 23?"
@@ -177,3 +179,37 @@ def test_serve_over_two_upstreams_names_both_and_uses_both():
 )
 def test_split_base_urls(values, expected):
     assert split_base_urls(values) == expected
+
+
+@pytest.mark.parametrize(
+    ("concurrency", "expected"),
+    [
+        (None, {"max_concurrency": 64, "adaptive_concurrency": True}),
+        (8, {"max_concurrency": 8, "adaptive_concurrency": False}),
+    ],
+)
+def test_concurrency_auto_is_an_adaptive_window_and_n_a_fixed_one(concurrency, expected):
+    options = ServerOptions(("http://127.0.0.1:9/v1",), concurrency=concurrency).client_options()
+    assert {key: options[key] for key in expected} == expected
+    assert parse_concurrency("auto") is None and parse_concurrency(" 12 ") == 12
+
+
+def test_a_fixed_concurrency_caps_the_requests_in_flight():
+    # `--concurrency 2`: the server never sees more than 2 of a round's 6 explorers at once.
+    live = 0
+    peak = 0
+
+    async def script(request):
+        nonlocal live, peak
+        live += 1
+        peak = max(peak, live)
+        await asyncio.sleep(0.05)
+        live -= 1
+        return FakeReply(content="<think>x</think>\\boxed{4}")
+
+    with FakeOpenAIServer(script).in_thread() as server:
+        result = CliRunner().invoke(
+            app, ["run", "2 + 2?", "-s", "6", "--base-url", server.base_url, "--concurrency", "2"]
+        )
+    assert result.exit_code == 0, result.output
+    assert peak == 2

@@ -7,6 +7,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import Any
 
 from rich.console import Console
 
@@ -19,6 +20,9 @@ __all__ = ["CliBackend", "ServerOptions", "endpoints", "open_backend", "split_ba
 
 CliBackend = VLLMClient | BalancedBackend
 """What :func:`open_backend` yields: one server's client, or a balancer over one client per server."""
+
+#: The first window of an adaptive client, and the connection count a server without /metrics gets.
+DEFAULT_WINDOW = 64
 
 NO_SERVER_HINT = (
     "no model server configured and the embedded engine is not installed: pass --base-url http://HOST:PORT/v1 "
@@ -36,8 +40,17 @@ class ServerOptions:
     base_urls: tuple[str, ...] = ()
     model: str | None = None
     api_key: str | None = None
-    concurrency: int = 64
+    concurrency: int | None = None  # None: adaptive (start at 64, follow the server's /metrics)
     engine_model: str | None = None
+
+    def client_options(self) -> dict[str, Any]:
+        """The :class:`VLLMClient` keyword arguments for each server: model, key and the concurrency window."""
+        return {
+            "model": self.model,
+            "api_key": self.api_key,
+            "max_concurrency": self.concurrency or DEFAULT_WINDOW,
+            "adaptive_concurrency": self.concurrency is None,
+        }
 
 
 def split_base_urls(values: str | Sequence[str] | None) -> tuple[str, ...]:
@@ -74,10 +87,7 @@ async def open_backend(
     ``on_phase`` hears when engine start-up begins, so an interruption can be reported precisely.
     """
     if options.base_urls:
-        clients = [
-            VLLMClient(url, model=options.model, api_key=options.api_key, max_concurrency=options.concurrency)
-            for url in options.base_urls
-        ]
+        clients = [VLLMClient(url, **options.client_options()) for url in options.base_urls]
         if len(clients) == 1:
             async with clients[0] as url_client:
                 yield url_client
@@ -88,7 +98,7 @@ async def open_backend(
     running = find_running_engine()
     if running is not None and options.engine_model in (None, running.model_path):
         console.print(f"[dim]using the engine started by `pacore engine up` at {running.base_url}[/]")
-        async with running.client(model=options.model, max_concurrency=options.concurrency) as client:
+        async with running.client(**options.client_options()) as client:
             yield client
         return
     started = time.monotonic()
@@ -108,7 +118,7 @@ async def open_backend(
             f"[dim]embedded engine ready in {time.monotonic() - started:.0f} s "
             f"(model {engine.model}, log {engine.log_path}); `pacore engine up` keeps one running between runs[/]"
         )
-        async with engine.client(model=options.model, max_concurrency=options.concurrency) as client:
+        async with engine.client(**options.client_options()) as client:
             yield client
     finally:
         await engine.stop()

@@ -179,7 +179,7 @@ def eval_command(
     truncated: Annotated[
         str | None, typer.Option(help="Trajectories cut off before concluding: 'drop' or 'keep' (default: the spec's).")
     ] = None,
-    concurrency: ConcurrencyOption = 64,
+    concurrency: ConcurrencyOption = None,
     debug: Annotated[bool, typer.Option(help="Show tracebacks on errors.")] = False,
 ) -> None:
     """Evaluate graphs on a dataset: accuracy (mean ± SE, majority vote), TTC tokens and time, table and plot."""

@@ -149,7 +149,7 @@ def run(
     truncated: Annotated[
         str, typer.Option(help="Trajectories cut off before concluding: 'drop' them or 'keep' them whole.")
     ] = "drop",
-    concurrency: ConcurrencyOption = 64,
+    concurrency: ConcurrencyOption = None,
     max_model_len: Annotated[
         int | None,
         typer.Option(min=1, help="The model's context in tokens: trim references so every prompt fits it."),

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -15,6 +15,7 @@ __all__ = [
     "ModelOption",
     "TemperatureOption",
     "TopPOption",
+    "parse_concurrency",
 ]
 
 EngineModelOption = Annotated[
@@ -39,4 +40,27 @@ ApiKeyOption = Annotated[str | None, typer.Option(envvar="PACORE_API_KEY", help=
 MaxTokensOption = Annotated[int | None, typer.Option(min=1, help="Completion token cap per trajectory.")]
 TemperatureOption = Annotated[float, typer.Option(min=0.0, help="Sampling temperature.")]
 TopPOption = Annotated[float, typer.Option(min=0.0, max=1.0, help="Nucleus sampling.")]
-ConcurrencyOption = Annotated[int, typer.Option(min=1, help="Maximum requests in flight (per server).")]
+ConcurrencyOption = Annotated[
+    int | None,
+    typer.Option(
+        parser=lambda value: parse_concurrency(value),
+        metavar="auto|N",
+        show_default=False,
+        help=(
+            "Sequences in flight per server: 'auto' (default) starts at 64 and follows a vLLM server's /metrics "
+            "(fixed at 64 for other servers); N fixes the window at N."
+        ),
+    ),
+]
+
+
+def parse_concurrency(value: Any) -> int | None:
+    """``--concurrency``: ``auto`` (None: the adaptive window) or a whole number of at least 1 (a fixed window)."""
+    if value is None or isinstance(value, int):
+        return value  # already parsed (typer passes defaults through the parser too)
+    text = str(value).strip().lower()
+    if text == "auto":
+        return None
+    if not text.isdigit() or int(text) < 1:
+        raise typer.BadParameter(f"{value!r} is neither 'auto' nor a whole number of at least 1")
+    return int(text)

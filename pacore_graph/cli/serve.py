@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.text import Text
 
 from pacore_graph.cli.backend import ServerOptions, endpoints, open_backend, split_base_urls
+from pacore_graph.cli.options import ConcurrencyOption
 from pacore_graph.errors import ConfigError, PaCoReError
 from pacore_graph.server import PaCoReProxy, ProxySettings
 
@@ -56,9 +57,7 @@ def serve_command(
         int, typer.Option(min=1, help="Requests run at once; more get 429 with Retry-After.")
     ] = 32,
     max_body_bytes: Annotated[int, typer.Option(min=1024, help="Largest request body; larger get 413.")] = 4194304,
-    concurrency: Annotated[
-        int, typer.Option(min=1, help="Upstream requests in flight at most (per upstream server).")
-    ] = 64,
+    concurrency: ConcurrencyOption = None,
     shutdown_grace: Annotated[
         float, typer.Option(min=0.0, help="Seconds in-flight requests get to finish on shutdown.")
     ] = 30.0,

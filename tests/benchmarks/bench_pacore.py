@@ -40,6 +40,7 @@ import subprocess
 import sys
 import time
 from collections import defaultdict
+from collections.abc import Sequence
 from typing import Any
 
 import aiohttp
@@ -89,18 +90,29 @@ async def eval_once(
     max_tokens: int,
     concurrency: int,
     n_batch: int | None = None,
-) -> tuple[float, float, SimulatorServer]:
-    """P problems at once through the graph; (simulated seconds, real seconds, the server with its log)."""
-    async with SimulatorServer(config) as server, VLLMClient(server.base_url, max_concurrency=concurrency) as c:
+    adaptive: bool = True,
+) -> tuple[float, float, SimulatorServer, int]:
+    """P problems at once through the graph; (simulated s, real s, the server with its log, the client's window)."""
+    async with (
+        SimulatorServer(config) as server,
+        VLLMClient(
+            server.base_url, max_concurrency=concurrency, adaptive_concurrency=adaptive, metrics_interval=0.1
+        ) as c,
+    ):
         graph = build_pacore_graph(c, config=graph_config(schedule, max_tokens, 1, n_batch))
         await c.resolve_model()
         start_real, start_sim = time.perf_counter(), server.sim_now()
         await asyncio.gather(*(graph.ainvoke({"problem": problem_text(i)}) for i in range(problems)))
-        return server.sim_now() - start_sim, time.perf_counter() - start_real, server
+        return server.sim_now() - start_sim, time.perf_counter() - start_real, server, c.limiter.limit
 
 
 async def scenario_a(
-    problems: int, max_tokens: int, concurrency: int, time_scale: float, n_batch: int | None = None
+    problems: int,
+    max_tokens: int,
+    concurrency: int,
+    time_scale: float,
+    n_batch: int | None = None,
+    modes: Sequence[str] = ("fixed", "adaptive"),
 ) -> None:
     config = SimulatorConfig(time_scale=time_scale, max_num_seqs=256)
     print(
@@ -108,13 +120,16 @@ async def scenario_a(
         f"n_batch {n_batch}"
     )
     print(f"simulator: {config.model_dump()}")
-    for schedule in ([16], [32, 4]):
-        sim, real, server = await eval_once(config, schedule, problems, max_tokens, concurrency, n_batch)
+    for schedule, mode in itertools.product(([16], [32, 4]), modes):
+        sim, real, server, window = await eval_once(
+            config, schedule, problems, max_tokens, concurrency, n_batch, adaptive=mode == "adaptive"
+        )
         chains = stages_from_log(server)
         bound = lower_bound(config, chains)
         lockstep = lockstep_ideal(config, chains)
         print(
-            f"[{','.join(map(str, schedule))}] simulated wall {sim:7.2f} s (real {real:.2f} s); bound "
+            f"[{','.join(map(str, schedule))}] {mode} window ({concurrency} -> {window}): "
+            f"simulated wall {sim:7.2f} s (real {real:.2f} s); bound "
             f"{bound.seconds:7.2f} s (work {bound.work:.2f}, critical path {bound.critical_path:.2f}, barrier "
             f"{bound.barrier:.2f}); lockstep "
             f"ideal {lockstep:.2f} s; wall/bound {sim / bound.seconds:.3f}, wall/lockstep {sim / lockstep:.3f}; "
@@ -449,6 +464,9 @@ def main() -> None:
     parser.add_argument("--problems", type=int, default=4)
     parser.add_argument("--max-tokens", type=int, default=512, help="output length for a and c")
     parser.add_argument("--concurrency", type=int, default=64, help="VLLMClient max_concurrency in a")
+    parser.add_argument(
+        "--window", choices=("fixed", "adaptive", "both"), default="both", help="a: the client's window, or both"
+    )
     parser.add_argument("--n-batch", type=int, default=None, help="PaCoReConfig.n_batch for the graph in a and c")
     parser.add_argument("--time-scale", type=float, default=0.1, help="real seconds per simulated second in a")
     parser.add_argument("--k-overhead", type=int, default=256)
@@ -467,7 +485,8 @@ def main() -> None:
     only = set(args.only.split(","))
     print(f"# bench_pacore on {os.cpu_count()} CPUs, Python {sys.version.split()[0]}")
     if "a" in only:
-        asyncio.run(scenario_a(args.problems, args.max_tokens, args.concurrency, args.time_scale, args.n_batch))
+        modes = ("fixed", "adaptive") if args.window == "both" else (args.window,)
+        asyncio.run(scenario_a(args.problems, args.max_tokens, args.concurrency, args.time_scale, args.n_batch, modes))
     if "b" in only:
         asyncio.run(scenario_b(args.k_overhead, 3, 16))
     if "c" in only:

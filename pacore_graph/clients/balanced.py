@@ -1,19 +1,23 @@
 """``BalancedBackend``: several model servers behind one backend, least outstanding requests first.
 
-Each request goes to the backend with the fewest sequences in flight (a request of ``n`` choices counts ``n``,
-since that is the load it puts on a vLLM server); ties go round-robin, so idle servers share the first requests.
-A slow server keeps its requests longer, so it gets fewer new ones: no latency model is needed. Failures are not
-retried on another backend: each backend (e.g. a :class:`~pacore_graph.VLLMClient`) retries on its own.
+When every backend has a concurrency window (a :class:`~pacore_graph.VLLMClient`'s ``limiter``), requests wait
+in the balancer, by priority like in a client, until some backend's window has room, and go to the backend with
+the most room: a fast server frees room sooner, so it pulls more of a burst, and a slow one is not handed half
+of it on arrival. Other backends get each request on arrival, on the one with the fewest sequences in flight
+(a request of ``n`` choices counts ``n``). Ties go round-robin. Failures are not retried on another backend:
+each backend retries on its own.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from types import TracebackType
 from typing import Protocol, runtime_checkable
 
 from pacore_graph.budget import TokenCountingBackend
 from pacore_graph.clients.base import ChatBackend, ChatMessage, ChatResult, SamplingParams
+from pacore_graph.clients.limiter import SequenceLimiter
 from pacore_graph.clients.streaming import ChatChunk, StreamingChatBackend
 from pacore_graph.errors import ConfigError
 
@@ -44,6 +48,11 @@ class BalancedBackend:
         self.outstanding = [0] * len(self.backends)  # sequences in flight per backend
         self.requests = [0] * len(self.backends)
         self._next = 0  # where the round-robin tie-break starts
+        windows = [getattr(backend, "limiter", None) for backend in self.backends]
+        self._windows = [w for w in windows if isinstance(w, SequenceLimiter)]
+        if len(self._windows) != len(windows):
+            self._windows = []  # some backend has no window: route on arrival
+        self._gate = SequenceLimiter(self._room())
 
     def __repr__(self) -> str:
         return f"BalancedBackend({self.backends!r})"
@@ -63,32 +72,55 @@ class BalancedBackend:
             if close is not None:
                 await close()
 
-    def _acquire(self, n: int) -> int:
-        """Pick the least loaded backend and count ``n`` sequences on it."""
-        low = min(self.outstanding)
+    def _room(self) -> int:
+        """The balancer's own window: the sum of the backends' windows (they change as servers report load)."""
+        return sum(w.limit for w in self._windows) or 1
+
+    def _pick(self, n: int) -> int:
+        """The backend with the most free room in its window, or without windows the fewest in flight; count ``n``."""
+        if self._windows:
+            scores = [-(w.limit - w.in_flight - w.queued) for w in self._windows]
+        else:
+            scores = list(self.outstanding)
+        low = min(scores)
         count = len(self.backends)
         for step in range(count):
             index = (self._next + step) % count
-            if self.outstanding[index] == low:
+            if scores[index] == low:
                 break
         self._next = (index + 1) % count
         self.outstanding[index] += n
         self.requests[index] += 1
         return index
 
+    @asynccontextmanager
+    async def _route(self, n: int) -> AsyncIterator[int]:
+        """Hold a backend for ``n`` sequences: wait for room in some window first, when the backends have them."""
+        if not self._windows:
+            index = self._pick(n)
+            try:
+                yield index
+            finally:
+                self.outstanding[index] -= n
+            return
+        self._gate.limit = self._room()
+        async with self._gate.hold(n):
+            index = self._pick(n)
+            try:
+                yield index
+            finally:
+                self.outstanding[index] -= n
+                self._gate.limit = self._room()
+
     async def chat(self, messages: Sequence[ChatMessage], params: SamplingParams, *, n: int = 1) -> ChatResult:
         """Sample ``n`` completions from the least loaded backend."""
-        index = self._acquire(n)
-        try:
+        async with self._route(n) as index:
             return await self.backends[index].chat(messages, params, n=n)
-        finally:
-            self.outstanding[index] -= n
 
     async def stream_chat(self, messages: Sequence[ChatMessage], params: SamplingParams) -> AsyncIterator[ChatChunk]:
         """Stream one completion from the least loaded backend (one chunk if that backend cannot stream)."""
-        index = self._acquire(1)
-        backend = self.backends[index]
-        try:
+        async with self._route(1) as index:
+            backend = self.backends[index]
             if isinstance(backend, StreamingChatBackend):
                 async for chunk in backend.stream_chat(messages, params):
                     yield chunk
@@ -101,8 +133,6 @@ class BalancedBackend:
                     finish_reason=completion.finish_reason,
                     usage=result.usage,
                 )
-        finally:
-            self.outstanding[index] -= 1
 
     async def count_tokens(self, messages: Sequence[ChatMessage]) -> int | None:
         """The prompt's token count from the first backend that can count (all serve the same model), or None."""

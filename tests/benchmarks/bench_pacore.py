@@ -354,10 +354,18 @@ def engine_url() -> str:
 # --- f ---------------------------------------------------------------------------------------------------
 
 
-class RoundRobin(BalancedBackend):
-    """f's baseline: requests take turns over the backends, whatever their load."""
+class OnArrival(BalancedBackend):
+    """f's first baseline: each request goes on arrival to the backend with the fewest sequences in flight."""
 
-    def _acquire(self, n: int) -> int:
+    def __init__(self, backends: Sequence[ChatBackend]) -> None:
+        super().__init__(backends)
+        self._windows = []  # ignore the clients' windows: route on arrival, as for backends without one
+
+
+class RoundRobin(OnArrival):
+    """f's second baseline: requests take turns over the backends, whatever their load."""
+
+    def _pick(self, n: int) -> int:
         index = self._next
         self._next = (index + 1) % len(self.backends)
         self.outstanding[index] += n
@@ -399,14 +407,16 @@ async def endpoints_once(
     """P problems, at most ``in_flight`` at a time, over one simulator per config; (real seconds, the servers)."""
     async with contextlib.AsyncExitStack() as stack:
         servers = [await stack.enter_async_context(SimulatorServer(config)) for config in configs]
-        # No client-side cap: the simulators' max_num_seqs is the only limit, so only the balancing differs.
-        clients = [await stack.enter_async_context(VLLMClient(s.base_url, max_concurrency=1024)) for s in servers]
+        # Default clients: each one's window follows its simulator's /metrics.
+        clients = [await stack.enter_async_context(VLLMClient(s.base_url, metrics_interval=0.1)) for s in servers]
         for client in clients:
             await client.resolve_model()
         backend: ChatBackend = clients[0]
         if policy == "round-robin":
             backend = RoundRobin(clients)
-        elif policy == "least outstanding":
+        elif policy == "on arrival":
+            backend = OnArrival(clients)
+        elif policy == "windows":
             backend = BalancedBackend(clients)
         graph = build_pacore_graph(backend, config=graph_config(schedule, max_tokens, 1, None))
         gate = asyncio.Semaphore(in_flight)
@@ -433,9 +443,11 @@ async def scenario_f(max_tokens: int, time_scale: float, max_num_seqs: int) -> N
     )
     setups = [
         ("one simulator", [fast], "one"),
-        ("two equal, least outstanding", [fast, fast], "least outstanding"),
+        ("two equal, by windows", [fast, fast], "windows"),
+        ("two equal, on arrival", [fast, fast], "on arrival"),
         ("two equal, round-robin", [fast, fast], "round-robin"),
-        ("fast + slow, least outstanding", [fast, slow], "least outstanding"),
+        ("fast + slow, by windows", [fast, slow], "windows"),
+        ("fast + slow, on arrival", [fast, slow], "on arrival"),
         ("fast + slow, round-robin", [fast, slow], "round-robin"),
     ]
     # A warm-up run, so the first measured setup does not pay for first-time imports and connections.

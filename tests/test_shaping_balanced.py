@@ -13,6 +13,7 @@ from pacore_graph import (
     VLLMClient,
     build_pacore_graph,
 )
+from pacore_graph.clients import request_priority
 from pacore_graph.testing import FakeOpenAIServer, FakeReply
 
 MESSAGES = [{"role": "user", "content": "Q"}]
@@ -39,6 +40,42 @@ async def test_the_fast_server_takes_more_requests_and_both_are_used():
     assert len(fast.requests) + len(slow.requests) == 40
     assert len(slow.requests) >= 1
     assert len(fast.requests) > 3 * len(slow.requests)
+
+
+async def test_a_burst_waits_at_the_balancer_so_the_fast_server_pulls_most_of_it():
+    # 24 requests at once over two windows of 2: routed on arrival they would split 12/12; pulled by free room,
+    # the fast server (10× faster) takes most of them while the slow one works through a few.
+    async with FakeOpenAIServer(delayed(0.02)) as fast, FakeOpenAIServer(delayed(0.2)) as slow:
+        clients = [VLLMClient(u, max_concurrency=2, adaptive_concurrency=False) for u in (slow.base_url, fast.base_url)]
+        async with BalancedBackend(clients) as backend:
+            await asyncio.gather(*(backend.chat(MESSAGES, SamplingParams()) for _ in range(24)))
+            assert backend.outstanding == [0, 0]
+            assert all(client.limiter.in_flight == 0 for client in clients)
+    assert len(fast.requests) + len(slow.requests) == 24
+    assert len(fast.requests) >= 16
+
+
+async def test_requests_waiting_at_the_balancer_go_by_priority():
+    order: list[int] = []
+
+    def script(request):
+        order.append(int(request.body["messages"][0]["content"]))
+        return FakeReply(content="ok", delay=0.02)
+
+    async with FakeOpenAIServer(script) as one, FakeOpenAIServer(script) as two:
+        clients = [VLLMClient(u, max_concurrency=1, adaptive_concurrency=False) for u in (one.base_url, two.base_url)]
+        async with BalancedBackend(clients) as backend:
+
+            async def ask(priority: int) -> None:
+                with request_priority(priority):
+                    await backend.chat([{"role": "user", "content": str(priority)}], SamplingParams())
+
+            tasks = []
+            for priority in (0, 0, 1, 5, 3):  # the first two fill both windows; the rest wait at the balancer
+                tasks.append(asyncio.create_task(ask(priority)))
+                await asyncio.sleep(0.001)
+            await asyncio.gather(*tasks)
+    assert order[2:] == [5, 3, 1]
 
 
 async def test_a_pacore_run_over_two_servers_streams_the_synthesis_and_weighs_n():

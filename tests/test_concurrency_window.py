@@ -187,7 +187,7 @@ def test_window_doubles_while_the_server_has_room_then_grows_by_an_eighth() -> N
     idle = ServerLoad(running=8, waiting=0, kv_usage=0.1)
     assert window.update(idle, in_flight=8, queued=50) == 16
     assert window.update(idle, in_flight=16, queued=40) == 32
-    assert window.update(idle, in_flight=20, queued=0) == 32  # no demand: no growth
+    assert window.update(idle, in_flight=32, queued=0) == 32  # a full window, but nothing waits: no growth
     queueing = ServerLoad(running=24, waiting=8)
     assert window.update(queueing, in_flight=32, queued=10) == 32  # one reading may be a request between steps
     assert window.update(queueing, in_flight=32, queued=10) == 24  # twice: shrink to what the server runs

@@ -122,3 +122,15 @@ async def test_resolve_model_asks_the_first_backend_that_can_name_one():
         assert {r.body["model"] for r in b.requests} == {"beta"}
     with pytest.raises(ConfigError, match="can name its model"):
         await BalancedBackend([cannot]).resolve_model()
+
+
+async def test_each_window_sees_the_backlog_waiting_at_the_balancer():
+    # Adaptive windows grow only for demand they can see: the balancer's queue is reported to each of them.
+    async with FakeOpenAIServer(delayed(0.1)) as one, FakeOpenAIServer(delayed(0.1)) as two:
+        clients = [VLLMClient(u, max_concurrency=1, adaptive_concurrency=False) for u in (one.base_url, two.base_url)]
+        async with BalancedBackend(clients) as backend:
+            burst = asyncio.gather(*(backend.chat(MESSAGES, SamplingParams()) for _ in range(5)))
+            await asyncio.sleep(0.05)
+            assert [c.limiter.backlog for c in clients] == [3, 3]
+            await burst
+            assert [c.limiter.backlog for c in clients] == [0, 0]

@@ -104,13 +104,24 @@ class BalancedBackend:
                 self.outstanding[index] -= n
             return
         self._gate.limit = self._room()
-        async with self._gate.hold(n):
-            index = self._pick(n)
-            try:
-                yield index
-            finally:
-                self.outstanding[index] -= n
-                self._gate.limit = self._room()
+        self._share_backlog(n)  # this request, in case it has to wait
+        try:
+            async with self._gate.hold(n):
+                self._share_backlog()
+                index = self._pick(n)
+                try:
+                    yield index
+                finally:
+                    self.outstanding[index] -= n
+                    self._gate.limit = self._room()
+        finally:
+            self._share_backlog()
+
+    def _share_backlog(self, extra: int = 0) -> None:
+        """Tell every window what waits here, so adaptive windows grow for demand they cannot see."""
+        backlog = self._gate.queued + extra
+        for window in self._windows:
+            window.backlog = backlog
 
     async def chat(self, messages: Sequence[ChatMessage], params: SamplingParams, *, n: int = 1) -> ChatResult:
         """Sample ``n`` completions from the least loaded backend."""

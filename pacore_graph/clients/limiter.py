@@ -54,6 +54,8 @@ class SequenceLimiter:
     def __init__(self, limit: int) -> None:
         self._limit = max(1, limit)
         self.in_flight = 0
+        #: sequences waiting in front of this limiter, e.g. at a BalancedBackend: demand it cannot see itself
+        self.backlog = 0
         self._waiters: list[_Waiter] = []
         self._arrivals = itertools.count()
 

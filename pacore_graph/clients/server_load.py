@@ -9,8 +9,8 @@ versions: ``vllm:gpu_cache_usage_perc``). :class:`AdaptiveWindow` turns successi
 * the server queues (waiting > 0 in two readings in a row; one may be a request between two steps): shrink the
   window by what waits, so the excess waits here instead, in priority order;
 * the KV cache is nearly full: hold;
-* otherwise, if the client uses its whole window (or has requests waiting for room): grow, doubling until the
-  server first queues, then by an eighth per reading.
+* otherwise, if requests wait for room in the client (or in front of it, at a balancer): grow, doubling until
+  the server first queues, then by an eighth per reading.
 """
 
 from __future__ import annotations
@@ -73,11 +73,7 @@ class AdaptiveWindow:
         self._queued_before = False
 
     def update(self, load: ServerLoad, in_flight: int, queued: int) -> int:
-        """The new window, given a reading and the client's sequences in flight and waiting for room.
-
-        A full window counts as demand even with nothing waiting in the client, since a caller in front of it (a
-        :class:`~pacore_graph.clients.BalancedBackend`) may hold the queue.
-        """
+        """The new window, given a reading and the client's sequences in flight and waiting for room."""
         queueing = load.waiting > 0 and self._queued_before
         self._queued_before = load.waiting > 0
         if queueing:
@@ -85,7 +81,7 @@ class AdaptiveWindow:
             self.limit = max(self.floor, min(self.limit, in_flight - load.waiting))
         elif load.kv_usage is not None and load.kv_usage >= self.kv_high:
             pass
-        elif in_flight + queued >= self.limit and load.waiting == 0:
+        elif queued > 0 and load.waiting == 0:
             step = self.limit if self.slow_start else max(1, self.limit // 8)
             self.limit = min(self.ceiling, self.limit + step)
         return self.limit

@@ -316,7 +316,8 @@ class VLLMClient:
             if load is None:
                 self._window = None  # not a vLLM server: the window stays where it is
                 return
-            self.limiter.limit = window.update(load, self.limiter.in_flight, self.limiter.queued)
+            demand = self.limiter.queued + self.limiter.backlog
+            self.limiter.limit = window.update(load, self.limiter.in_flight, demand)
 
     def _backoff(self, attempt: int, retry_after: float | None) -> float:
         if retry_after is not None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
 
 from pacore_graph import PaCoReConfig, build_pacore_graph
 from pacore_graph.clients import SequenceLimiter, VLLMClient, request_priority
@@ -112,6 +114,22 @@ async def _hold_briefly(limiter: SequenceLimiter, sequences: int) -> None:
         await asyncio.sleep(0)
 
 
+async def test_a_new_request_that_outranks_a_stuck_head_and_fits_goes_in_at_once() -> None:
+    limiter = SequenceLimiter(4)
+    async with limiter.hold(3):
+        big = asyncio.create_task(_hold_briefly_with(limiter, 2, priority=0))  # 3 + 2 > 4: waits
+        await asyncio.sleep(0.01)
+        urgent = asyncio.create_task(_hold_briefly_with(limiter, 1, priority=5))  # 3 + 1 fits, and outranks it
+        await asyncio.wait_for(urgent, 1)
+        assert not big.done()
+    await big
+
+
+async def _hold_briefly_with(limiter: SequenceLimiter, sequences: int, priority: int) -> None:
+    async with limiter.hold(sequences, priority):
+        await asyncio.sleep(0)
+
+
 async def test_a_request_bigger_than_the_window_runs_alone() -> None:
     limiter = SequenceLimiter(2)
     async with limiter.hold(16):
@@ -205,6 +223,24 @@ def test_window_never_shrinks_below_its_floor() -> None:
     assert window.update(busy, in_flight=4, queued=0) == 2
 
 
+def test_a_co_tenants_queue_shrinks_the_window_by_our_share_and_at_most_by_half() -> None:
+    window = AdaptiveWindow(64, floor=8)
+    flooded = ServerLoad(running=256, waiting=512)  # mostly someone else's requests
+    window.update(flooded, in_flight=64, queued=10)
+    assert window.update(flooded, in_flight=64, queued=10) == 32  # our share (64 × 256/768 = 21), but half at most
+    assert window.update(flooded, in_flight=32, queued=10) == 16
+    alone = AdaptiveWindow(300)
+    mine = ServerLoad(running=256, waiting=44)  # all ours: shrink to what the server runs
+    alone.update(mine, in_flight=300, queued=0)
+    assert alone.update(mine, in_flight=300, queued=0) == 256
+
+
+def test_parse_server_load_ignores_non_finite_gauges() -> None:
+    page = "vllm:num_requests_running NaN\nvllm:num_requests_waiting +Inf\n"
+    assert parse_server_load(page) is None
+    assert parse_server_load(page + "vllm:num_requests_running 2\nvllm:num_requests_waiting 1\n") == ServerLoad(2, 1)
+
+
 # --- VLLMClient over real HTTP ------------------------------------------------------------------------------
 
 
@@ -244,6 +280,39 @@ async def test_a_server_without_metrics_keeps_the_fixed_window() -> None:
         assert c.limiter.limit == 3
         assert not c.adaptive  # it asked for /metrics once, got a 404, and stopped asking
         assert all(r.path == "/v1/chat/completions" for r in server.requests)
+
+
+class _MetricsServer:
+    """A minimal OpenAI server whose /metrics answers with scripted statuses, then vLLM's gauges (queueing)."""
+
+    def __init__(self, statuses: list[int]) -> None:
+        self.statuses = statuses
+        self.metrics_calls = 0
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        self.metrics_calls += 1
+        if self.statuses:
+            return web.Response(status=self.statuses.pop(0), text="unavailable")
+        return web.Response(text=VLLM_PAGE)  # 3 running, 2 waiting
+
+    async def chat(self, request: web.Request) -> web.Response:
+        await asyncio.sleep(0.1)
+        choice = {"index": 0, "message": {"role": "assistant", "content": "4"}, "finish_reason": "stop"}
+        return web.json_response({"choices": [choice], "usage": {"prompt_tokens": 1, "completion_tokens": 1}})
+
+
+async def test_a_failed_metrics_reading_is_skipped_not_taken_for_a_server_without_metrics() -> None:
+    server = _MetricsServer([503, 502])
+    app = web.Application()
+    app.router.add_get("/metrics", server.metrics)
+    app.router.add_post("/v1/chat/completions", server.chat)
+    async with TestServer(app, host="127.0.0.1") as http:
+        url = str(http.make_url("/v1"))
+        async with VLLMClient(url, model="m", max_concurrency=16, metrics_interval=0.01) as client:
+            await _flood(client, 32, 1)
+            assert server.metrics_calls > 2  # it kept reading after the two failures...
+            assert client.adaptive
+            assert client.limiter.limit < 16  # ...and then followed the queue the gauges show
 
 
 async def test_later_rounds_overtake_first_rounds_in_a_full_client() -> None:

@@ -134,3 +134,16 @@ async def test_each_window_sees_the_backlog_waiting_at_the_balancer():
             assert [c.limiter.backlog for c in clients] == [3, 3]
             await burst
             assert [c.limiter.backlog for c in clients] == [0, 0]
+
+
+async def test_a_window_that_grows_admits_requests_waiting_at_the_balancer_at_once():
+    async with FakeOpenAIServer(delayed(0.3)) as one, FakeOpenAIServer(delayed(0.3)) as two:
+        clients = [VLLMClient(u, max_concurrency=1, adaptive_concurrency=False) for u in (one.base_url, two.base_url)]
+        async with BalancedBackend(clients) as backend:
+            burst = asyncio.gather(*(backend.chat(MESSAGES, SamplingParams()) for _ in range(4)))
+            await asyncio.sleep(0.05)
+            assert len(one.requests) + len(two.requests) == 2  # two windows of one
+            clients[0].limiter.limit = 3  # as an adaptive window does when its server has room
+            await asyncio.sleep(0.05)
+            assert len(one.requests) + len(two.requests) == 4  # no need to wait for a request to finish
+            await burst

@@ -53,6 +53,8 @@ class BalancedBackend:
         if len(self._windows) != len(windows):
             self._windows = []  # some backend has no window: route on arrival
         self._gate = SequenceLimiter(self._room())
+        for window in self._windows:  # a window that grows admits requests waiting here at once
+            window.on_limit_change.append(self._resize_gate)
 
     def __repr__(self) -> str:
         return f"BalancedBackend({self.backends!r})"
@@ -116,6 +118,10 @@ class BalancedBackend:
                     self._gate.limit = self._room()
         finally:
             self._share_backlog()
+
+    def _resize_gate(self) -> None:
+        """Follow the backends' windows."""
+        self._gate.limit = self._room()
 
     def _share_backlog(self, extra: int = 0) -> None:
         """Tell every window what waits here, so adaptive windows grow for demand they cannot see."""

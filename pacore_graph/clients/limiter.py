@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -56,6 +56,8 @@ class SequenceLimiter:
         self.in_flight = 0
         #: sequences waiting in front of this limiter, e.g. at a BalancedBackend: demand it cannot see itself
         self.backlog = 0
+        #: called after every change of ``limit`` (a BalancedBackend resizes its own window from them)
+        self.on_limit_change: list[Callable[[], None]] = []
         self._waiters: list[_Waiter] = []
         self._arrivals = itertools.count()
 
@@ -66,8 +68,12 @@ class SequenceLimiter:
 
     @limit.setter
     def limit(self, value: int) -> None:
+        changed = max(1, value) != self._limit
         self._limit = max(1, value)
         self._wake()
+        if changed:
+            for callback in self.on_limit_change:
+                callback()
 
     @property
     def queued(self) -> int:
@@ -92,6 +98,7 @@ class SequenceLimiter:
             return
         waiter = _Waiter((-priority, next(self._arrivals)), sequences, asyncio.get_running_loop().create_future())
         heapq.heappush(self._waiters, waiter)
+        self._wake()  # it may outrank a head that does not fit, and fit itself
         try:
             await waiter.future
         except asyncio.CancelledError:

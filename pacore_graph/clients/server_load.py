@@ -7,7 +7,8 @@ excess waits in the server's first-come queue, where the client can no longer ch
 versions: ``vllm:gpu_cache_usage_perc``). :class:`AdaptiveWindow` turns successive readings into a window:
 
 * the server queues (waiting > 0 in two readings in a row; one may be a request between two steps): shrink the
-  window by what waits, so the excess waits here instead, in priority order;
+  window to this client's share of what runs (at most by half per reading), so the excess waits here instead,
+  in priority order;
 * the KV cache is nearly full: hold;
 * otherwise, if requests wait for room in the client (or in front of it, at a balancer): grow, doubling until
   the server first queues, then by an eighth per reading.
@@ -15,6 +16,7 @@ versions: ``vllm:gpu_cache_usage_perc``). :class:`AdaptiveWindow` turns successi
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from prometheus_client.parser import text_string_to_metric_families
@@ -46,7 +48,8 @@ def parse_server_load(text: str) -> ServerLoad | None:
     try:
         for family in text_string_to_metric_families(wanted):
             for sample in family.samples:
-                values.setdefault(sample.name, []).append(sample.value)
+                if math.isfinite(sample.value):  # a NaN or Inf gauge is no reading
+                    values.setdefault(sample.name, []).append(sample.value)
     except ValueError:
         return None  # not Prometheus text
     if _RUNNING not in values or _WAITING not in values:
@@ -78,7 +81,10 @@ class AdaptiveWindow:
         self._queued_before = load.waiting > 0
         if queueing:
             self.slow_start = False
-            self.limit = max(self.floor, min(self.limit, in_flight - load.waiting))
+            # This client's share of what runs, if the server's requests are partly someone else's; never more
+            # than half the window at once, so a co-tenant's burst cannot squeeze it to the floor in one reading.
+            ours = in_flight * load.running // max(1, load.running + load.waiting)
+            self.limit = max(self.floor, self.limit // 2, min(self.limit, ours))
         elif load.kv_usage is not None and load.kv_usage >= self.kv_high:
             pass
         elif queued > 0 and load.waiting == 0:

@@ -50,6 +50,7 @@ from pacore_graph.errors import (
 __all__ = ["VLLMClient"]
 
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+_METRICS_MAX_BYTES = 4 << 20  # a vLLM /metrics page is ~50 KB; read no more than this of any page
 
 
 class VLLMClient:
@@ -99,11 +100,14 @@ class VLLMClient:
         #: the window of sequences in flight; ``limiter.limit`` is its current size
         self.limiter = SequenceLimiter(max_concurrency)
         self._window = (
-            AdaptiveWindow(max_concurrency, ceiling=max(max_concurrency, max_adaptive_concurrency))
+            AdaptiveWindow(
+                max_concurrency,
+                floor=min(max_concurrency, 8),  # a co-tenant's queue must not squeeze this client to nothing
+                ceiling=max(max_concurrency, max_adaptive_concurrency),
+            )
             if adaptive_concurrency
             else None
         )
-        self._pool_size = self._window.ceiling if self._window is not None else max_concurrency
         self.metrics_interval = metrics_interval
         self._watcher: asyncio.Task[None] | None = None
         self.max_retries = max_retries
@@ -144,7 +148,8 @@ class VLLMClient:
         if self._session is None or self._session.closed:
             headers = {"Authorization": f"Bearer {self._api_key}"} if self._api_key else {}
             self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=self._pool_size),
+                # No pool cap of its own: the window bounds the requests, and a second, fixed cap would hide it.
+                connector=aiohttp.TCPConnector(limit=0),
                 timeout=self._timeout,
                 headers=headers,
             )
@@ -301,21 +306,33 @@ class VLLMClient:
             self._watcher = asyncio.create_task(self._watch_load(self._window))
 
     async def _watch_load(self, window: AdaptiveWindow) -> None:
-        """Resize the window from ``/metrics`` while there is work; stop for good if the server has no such page."""
+        """Resize the window from ``/metrics`` while there is work.
+
+        Only a server that never showed vLLM's gauges (no such page, or a page without them) turns this off, and
+        the window then goes back to ``max_concurrency``. Any other failure (a 5xx while a proxy restarts, a
+        timeout, an odd page) is one missed reading.
+        """
         url = self.base_url.removesuffix("/v1") + "/metrics"  # vLLM serves it at the root, not under /v1
-        while True:
+        timeout = aiohttp.ClientTimeout(total=max(1.0, 4 * self.metrics_interval))
+        seen_vllm = False
+        while self._watcher is asyncio.current_task():  # a client reused on another loop has a new watcher
             await asyncio.sleep(self.metrics_interval)
             if self.limiter.in_flight == 0 and self.limiter.queued == 0:
                 continue
             try:
-                async with self._get_session().get(url) as response:
-                    text = await response.text(errors="replace") if response.status == 200 else ""
+                async with self._get_session().get(url, timeout=timeout) as response:
+                    status = response.status
+                    page = (await response.content.read(_METRICS_MAX_BYTES)).decode("utf-8", "replace")
             except (aiohttp.ClientError, TimeoutError):
-                continue  # a reading missed; the requests themselves report connection trouble
-            load = parse_server_load(text)
+                continue  # the requests themselves report connection trouble
+            load = parse_server_load(page) if status == 200 else None
             if load is None:
-                self._window = None  # not a vLLM server: the window stays where it is
-                return
+                if not seen_vllm and (status in (404, 405) or status == 200):
+                    self._window = None  # not a vLLM server: a fixed window
+                    self.limiter.limit = self.max_concurrency
+                    return
+                continue
+            seen_vllm = True
             demand = self.limiter.queued + self.limiter.backlog
             self.limiter.limit = window.update(load, self.limiter.in_flight, demand)
 

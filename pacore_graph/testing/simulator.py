@@ -144,13 +144,16 @@ class _Sequence:
 class Stage:
     """One step of a workload's dependency chain: ``sequences`` samples of one prompt, run in parallel.
 
-    ``prompt_tokens`` is the prompt's length, prefilled once at best (n-batching or a prefix cache);
-    ``output_tokens`` is each sample's length.
+    ``prompt_tokens`` is what the prompt costs to prefill at best: its tokens that no earlier prompt can have
+    left in the prefix cache (prefilled once, with n-batching or a prefix cache). ``output_tokens`` is each
+    sample's length; ``request_n`` the most choices any one of its requests asks for (the simulator runs a
+    request larger than its batch alone, so such a step holds more than ``max_num_seqs`` sequences).
     """
 
     prompt_tokens: int
     sequences: int
     output_tokens: int
+    request_n: int = 1
 
 
 @dataclass(frozen=True)
@@ -174,7 +177,8 @@ def lower_bound(config: SimulatorConfig, chains: Sequence[Sequence[Stage]]) -> L
 
     Stages of one chain run one after another (round r + 1 needs round r); chains are independent. A step
     costs ``base + per_seq × b`` for ``b`` sequences, so a token's cost ``step(b) / b`` falls as ``b`` grows.
-    A set of ``S`` sequences never has more than ``m = min(S, B)`` tokens in one step (``B = max_num_seqs``),
+    A set of ``S`` sequences never has more than ``m = min(S, B)`` tokens in one step (``B = max_num_seqs``, or a
+    stage's ``request_n`` if larger),
     and other sequences sharing the step only make it longer, so decoding the set's tokens takes at least
     ``tokens × step(m) / m``; every prompt is prefilled at least once. Three bounds follow:
 
@@ -183,11 +187,11 @@ def lower_bound(config: SimulatorConfig, chains: Sequence[Sequence[Stage]]) -> L
     * barrier: for each stage index r, every chain's stages up to r as one set, plus the shortest remaining
       path of stages after r: whichever chain is the last to finish its stage r still has to run the rest.
     """
-    big_b = config.max_num_seqs
 
     def set_seconds(stages: Sequence[Stage]) -> float:
         sequences = sum(s.sequences for s in stages)
-        m = max(1, min(sequences, big_b))
+        widest = max([config.max_num_seqs, *(s.request_n for s in stages)])
+        m = max(1, min(sequences, widest))
         tokens = sum(s.sequences * s.output_tokens for s in stages)
         return sum(s.prompt_tokens for s in stages) * config.prefill_seconds_per_token + tokens * (
             config.step_seconds(m) / m

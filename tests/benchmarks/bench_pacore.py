@@ -52,7 +52,14 @@ from pacore_graph.compaction import CompactionPolicy
 from pacore_graph.config import PaCoReConfig
 from pacore_graph.graph import build_pacore_graph
 from pacore_graph.prompts import build_prompt
-from pacore_graph.testing.simulator import SimulatorConfig, SimulatorServer, Stage, lower_bound, tokenize
+from pacore_graph.testing.simulator import (
+    SimulatorConfig,
+    SimulatorServer,
+    Stage,
+    _PrefixCache,
+    lower_bound,
+    tokenize,
+)
 
 PROBLEM_ID = re.compile(r"problem #(\d+):")
 
@@ -63,16 +70,26 @@ def problem_text(i: int, words: int = 120) -> str:
 
 
 def stages_from_log(server: SimulatorServer) -> list[list[Stage]]:
-    """The workload the simulator saw, as one chain per problem: distinct prompts in arrival order."""
+    """The workload the simulator saw, as one chain per problem: distinct prompts in arrival order.
+
+    A prompt's cost is what an unbounded prefix cache, fed every prompt in arrival order, would still compute
+    (prompts share the template's opening and a problem's later rounds share more), so the bound stays a bound.
+    """
+    config = server.config
+    cache = _PrefixCache(config.block_size, capacity=1 << 40)
     by_problem: dict[int, dict[str, list[Any]]] = defaultdict(dict)
     for request in server.requests:
         text = json.dumps(request.messages)
         match = PROBLEM_ID.search(text)
         problem = int(match.group(1)) if match else -1
-        entry = by_problem[problem].setdefault(text, [request.prompt_tokens, 0, 0])
+        if text not in by_problem[problem]:
+            tokens = tokenize(request.messages, config.tokenizer)
+            by_problem[problem][text] = [len(tokens) - cache.admit(tokens), 0, 0, 1]
+        entry = by_problem[problem][text]
         entry[1] += request.n
-        entry[2] = max(entry[2], request.max_tokens or server.config.default_max_tokens)
-    return [[Stage(p, k, out) for p, k, out in prompts.values()] for prompts in by_problem.values()]
+        entry[2] = max(entry[2], request.max_tokens or config.default_max_tokens)
+        entry[3] = max(entry[3], request.n)
+    return [[Stage(p, k, out, n) for p, k, out, n in prompts.values()] for prompts in by_problem.values()]
 
 
 # --- a ---------------------------------------------------------------------------------------------------

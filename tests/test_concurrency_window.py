@@ -109,25 +109,20 @@ async def test_a_request_counts_its_sequences() -> None:
     assert limiter.in_flight == 0
 
 
-async def _hold_briefly(limiter: SequenceLimiter, sequences: int) -> None:
-    async with limiter.hold(sequences):
+async def _hold_briefly(limiter: SequenceLimiter, sequences: int, priority: int | None = None) -> None:
+    async with limiter.hold(sequences, priority):
         await asyncio.sleep(0)
 
 
 async def test_a_new_request_that_outranks_a_stuck_head_and_fits_goes_in_at_once() -> None:
     limiter = SequenceLimiter(4)
     async with limiter.hold(3):
-        big = asyncio.create_task(_hold_briefly_with(limiter, 2, priority=0))  # 3 + 2 > 4: waits
+        big = asyncio.create_task(_hold_briefly(limiter, 2, priority=0))  # 3 + 2 > 4: waits
         await asyncio.sleep(0.01)
-        urgent = asyncio.create_task(_hold_briefly_with(limiter, 1, priority=5))  # 3 + 1 fits, and outranks it
+        urgent = asyncio.create_task(_hold_briefly(limiter, 1, priority=5))  # 3 + 1 fits, and outranks it
         await asyncio.wait_for(urgent, 1)
         assert not big.done()
     await big
-
-
-async def _hold_briefly_with(limiter: SequenceLimiter, sequences: int, priority: int) -> None:
-    async with limiter.hold(sequences, priority):
-        await asyncio.sleep(0)
 
 
 async def test_a_request_bigger_than_the_window_runs_alone() -> None:
@@ -137,16 +132,22 @@ async def test_a_request_bigger_than_the_window_runs_alone() -> None:
     assert limiter.in_flight == 0
 
 
-async def test_cancelled_waiters_give_their_place_back() -> None:
-    limiter = SequenceLimiter(1)
+async def _fill(limiter: SequenceLimiter) -> tuple[asyncio.Task[None], asyncio.Event]:
+    """Hold the whole window until the returned event is set."""
     gate = asyncio.Event()
 
     async def blocker() -> None:
-        async with limiter.hold():
+        async with limiter.hold(limiter.limit):
             await gate.wait()
 
-    first = asyncio.create_task(blocker())
+    task = asyncio.create_task(blocker())
     await asyncio.sleep(0)
+    return task, gate
+
+
+async def test_cancelled_waiters_give_their_place_back() -> None:
+    limiter = SequenceLimiter(1)
+    first, gate = await _fill(limiter)
     doomed = asyncio.create_task(_hold_briefly(limiter, 1))
     await asyncio.sleep(0)
     doomed.cancel()
@@ -162,14 +163,7 @@ async def test_cancelled_waiters_give_their_place_back() -> None:
 
 async def test_raising_the_limit_admits_waiters_at_once() -> None:
     limiter = SequenceLimiter(1)
-    gate = asyncio.Event()
-
-    async def blocker() -> None:
-        async with limiter.hold():
-            await gate.wait()
-
-    first = asyncio.create_task(blocker())
-    await asyncio.sleep(0)
+    first, gate = await _fill(limiter)
     second = asyncio.create_task(_hold_briefly(limiter, 1))
     await asyncio.sleep(0.01)
     assert not second.done()

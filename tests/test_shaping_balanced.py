@@ -19,6 +19,11 @@ from pacore_graph.testing import FakeOpenAIServer, FakeReply
 MESSAGES = [{"role": "user", "content": "Q"}]
 
 
+def fixed_windows(size: int, *servers: FakeOpenAIServer) -> list[VLLMClient]:
+    """One client per server, each with a fixed window of ``size`` sequences."""
+    return [VLLMClient(s.base_url, max_concurrency=size, adaptive_concurrency=False) for s in servers]
+
+
 def delayed(seconds: float):
     def script(request):
         return FakeReply(content=f"<think>t</think>conclusion {request.index}", delay=seconds)
@@ -46,7 +51,7 @@ async def test_a_burst_waits_at_the_balancer_so_the_fast_server_pulls_most_of_it
     # 24 requests at once over two windows of 2: routed on arrival they would split 12/12; pulled by free room,
     # the fast server (10× faster) takes most of them while the slow one works through a few.
     async with FakeOpenAIServer(delayed(0.02)) as fast, FakeOpenAIServer(delayed(0.2)) as slow:
-        clients = [VLLMClient(u, max_concurrency=2, adaptive_concurrency=False) for u in (slow.base_url, fast.base_url)]
+        clients = fixed_windows(2, slow, fast)
         async with BalancedBackend(clients) as backend:
             await asyncio.gather(*(backend.chat(MESSAGES, SamplingParams()) for _ in range(24)))
             assert backend.outstanding == [0, 0]
@@ -63,7 +68,7 @@ async def test_requests_waiting_at_the_balancer_go_by_priority():
         return FakeReply(content="ok", delay=0.02)
 
     async with FakeOpenAIServer(script) as one, FakeOpenAIServer(script) as two:
-        clients = [VLLMClient(u, max_concurrency=1, adaptive_concurrency=False) for u in (one.base_url, two.base_url)]
+        clients = fixed_windows(1, one, two)
         async with BalancedBackend(clients) as backend:
 
             async def ask(priority: int) -> None:
@@ -127,7 +132,7 @@ async def test_resolve_model_asks_the_first_backend_that_can_name_one():
 async def test_each_window_sees_the_backlog_waiting_at_the_balancer():
     # Adaptive windows grow only for demand they can see: the balancer's queue is reported to each of them.
     async with FakeOpenAIServer(delayed(0.1)) as one, FakeOpenAIServer(delayed(0.1)) as two:
-        clients = [VLLMClient(u, max_concurrency=1, adaptive_concurrency=False) for u in (one.base_url, two.base_url)]
+        clients = fixed_windows(1, one, two)
         async with BalancedBackend(clients) as backend:
             burst = asyncio.gather(*(backend.chat(MESSAGES, SamplingParams()) for _ in range(5)))
             await asyncio.sleep(0.05)
@@ -138,7 +143,7 @@ async def test_each_window_sees_the_backlog_waiting_at_the_balancer():
 
 async def test_a_window_that_grows_admits_requests_waiting_at_the_balancer_at_once():
     async with FakeOpenAIServer(delayed(0.3)) as one, FakeOpenAIServer(delayed(0.3)) as two:
-        clients = [VLLMClient(u, max_concurrency=1, adaptive_concurrency=False) for u in (one.base_url, two.base_url)]
+        clients = fixed_windows(1, one, two)
         async with BalancedBackend(clients) as backend:
             burst = asyncio.gather(*(backend.chat(MESSAGES, SamplingParams()) for _ in range(4)))
             await asyncio.sleep(0.05)

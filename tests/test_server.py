@@ -422,3 +422,38 @@ def test_conclusion_stream_holds_back_thinking(pieces, answer, live):
     sent = [conclusion.feed(piece) for piece in pieces]
     assert len([s for s in sent if s]) == live
     assert "".join(sent) + conclusion.finish(answer) == answer
+
+
+async def test_concurrent_requests_share_one_window_and_later_rounds_go_first():
+    # Two chat requests at once through a proxy whose upstream client holds 2 sequences: the upstream never sees
+    # more than 2, and the first request's synthesis overtakes the second one's remaining explorers.
+    live = peak = 0
+
+    async def slow(request: FakeRequest) -> FakeReply:
+        nonlocal live, peak
+        live += 1
+        peak = max(peak, live)
+        await asyncio.sleep(0.05)
+        live -= 1
+        return script(request)
+
+    async with (
+        FakeOpenAIServer(slow) as server,
+        VLLMClient(server.base_url, max_concurrency=2, adaptive_concurrency=False) as client,
+        PaCoReProxy(client, ProxySettings(port=0, shutdown_grace=2.0)) as proxy,
+    ):
+        api = openai_client(proxy)
+
+        async def ask(problem: str, after: float) -> None:
+            await asyncio.sleep(after)
+            await api.chat.completions.create(
+                model="pacore-low", messages=messages(problem), extra_body={"pacore": {"schedule": "4"}}
+            )
+
+        await asyncio.gather(ask("Problem A: 1 + 1?", 0), ask("Problem B: 2 + 2?", 0.02))
+    assert peak == 2 and len(server.requests) == 10
+    order = [
+        ("S" if is_synthesis(r) else "E") + r.body["messages"][-1]["content"].split("Problem ")[1][0]
+        for r in server.requests
+    ]
+    assert order.index("SA") < max(i for i, step in enumerate(order) if step == "EB"), order

@@ -28,6 +28,7 @@ from pydantic import BaseModel, ConfigDict
 
 from pacore_graph.clients.base import ChatBackend, ChatMessage, ChatResult, Completion, SamplingParams, TokenUsage
 from pacore_graph.errors import ConfigError
+from pacore_graph.eval.jsonl import append_record, read_records
 
 __all__ = ["CountingBackend", "EvalCounters", "PoolBackend", "PoolEntry", "TrajectoryPool", "pool_key", "stable_seed"]
 
@@ -83,18 +84,7 @@ class TrajectoryPool:
             self._load(self.path)
 
     def _load(self, path: Path) -> None:
-        text = path.read_text(encoding="utf-8")
-        if text and not text.endswith("\n"):
-            # A kill mid-write leaves a partial last line: drop it, so the next append starts cleanly.
-            text = text[: text.rfind("\n") + 1]
-            path.write_text(text, encoding="utf-8")
-        for number, line in enumerate(text.splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                entry = PoolEntry.model_validate_json(line)
-            except ValueError as exc:
-                raise ConfigError(f"pool {path}: line {number} is not a pool entry ({exc}); delete the file") from None
+        for entry in read_records(path, PoolEntry, "a pool entry; delete the file"):
             self._entries[(entry.key, entry.slot)] = entry
         self.loaded = len(self._entries)
 
@@ -148,13 +138,8 @@ class TrajectoryPool:
             del self._pending[slot_id]
 
     def _append(self, entry: PoolEntry) -> None:
-        if self.path is None:
-            return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self.path.open("a", encoding="utf-8") as file:
-            file.write(entry.model_dump_json() + "\n")
-            file.flush()
-            os.fsync(file.fileno())
+        if self.path is not None:
+            append_record(self.path, entry)
 
 
 class CountingBackend:

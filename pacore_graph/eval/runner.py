@@ -29,6 +29,7 @@ from pacore_graph.clients.base import ChatBackend, ChatMessage, ChatResult, Samp
 from pacore_graph.errors import ConfigError, RoundError
 from pacore_graph.eval.datasets import Problem, dataset_fingerprint
 from pacore_graph.eval.grading import Grader
+from pacore_graph.eval.jsonl import append_record, read_records
 from pacore_graph.eval.pool import CountingBackend, EvalCounters, PoolBackend, TrajectoryPool, stable_seed
 from pacore_graph.schedule import Schedule
 
@@ -137,18 +138,7 @@ class ResultsLog:
             self._load()
 
     def _load(self) -> None:
-        text = self.path.read_text(encoding="utf-8")
-        if text and not text.endswith("\n"):
-            # A kill mid-write leaves a partial last line: drop it, so the next append starts cleanly.
-            text = text[: text.rfind("\n") + 1]
-            self.path.write_text(text, encoding="utf-8")
-        for number, line in enumerate(text.splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                record = EvalRecord.model_validate_json(line)
-            except ValueError as exc:
-                raise ConfigError(f"{self.path}: line {number} is not a result record ({exc})") from None
+        for record in read_records(self.path, EvalRecord, "a result record"):
             self.records[(record.graph, record.problem_id, record.run)] = record
 
     def done(self, graph: str, problem_id: str, run: int) -> bool:
@@ -158,10 +148,7 @@ class ResultsLog:
     def append(self, record: EvalRecord) -> None:
         """Record a finished run durably (one line, flushed and fsynced)."""
         self.records[(record.graph, record.problem_id, record.run)] = record
-        with self.path.open("a", encoding="utf-8") as file:
-            file.write(record.model_dump_json() + "\n")
-            file.flush()
-            os.fsync(file.fileno())
+        append_record(self.path, record)
 
 
 class _RunMeter:

@@ -31,9 +31,10 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
+from pacore_graph.engine.address import EngineAddress
 from pacore_graph.engine.detect import EngineEnvironment, probe_environment, require_vllm
 from pacore_graph.engine.errors import EngineError
-from pacore_graph.engine.model import ProgressCallback, aprepare_model, prepare_model
+from pacore_graph.engine.model import ProgressCallback, aprepare_model
 from pacore_graph.engine.paths import new_log_path
 from pacore_graph.engine.process import (
     aterminate_group,
@@ -71,40 +72,14 @@ _PORT_RETRIES = 3
 _LIVE: dict[int, EngineProcess] = {}
 
 
-@dataclass
-class EngineProcess:
-    """A running (or starting) vLLM server we spawned.
+@dataclass(frozen=True)
+class EngineProcess(EngineAddress):
+    """A running (or starting) vLLM server we spawned: its :class:`EngineAddress`, and how to wait for or stop it.
 
-    Attributes:
-        pid: pid of the API server; it leads its own process group, so it is also the pgid.
-        host, port: where it listens.
-        model: the served model name to put in requests.
-        model_path: what vLLM loads (a folder or a hub name).
-        log_path: the server's combined stdout/stderr.
-        started_at: wall-clock start time (``time.time()``).
-        popen: the :class:`subprocess.Popen` when this process is its parent (None when detached).
+    ``popen`` is the :class:`subprocess.Popen` when this process is its parent (None when detached).
     """
 
-    pid: int
-    host: str
-    port: int
-    model: str
-    model_path: str
-    log_path: Path
-    started_at: float
-    popen: subprocess.Popen[bytes] | None = field(default=None, repr=False)
-
-    @property
-    def base_url(self) -> str:
-        """The OpenAI API root, e.g. ``http://127.0.0.1:8000/v1``."""
-        return f"http://{self.host}:{self.port}/v1"
-
-    def client(self, **kwargs: Any) -> VLLMClient:
-        """A :class:`~pacore_graph.clients.vllm.VLLMClient` for this engine (kwargs pass through)."""
-        from pacore_graph.clients.vllm import VLLMClient  # lazy: keep the engine importable alone
-
-        kwargs.setdefault("model", self.model)
-        return VLLMClient(self.base_url, **kwargs)
+    popen: subprocess.Popen[bytes] | None = field(default=None, repr=False, compare=False)
 
     def failure(self, what: str) -> EngineError:
         """An :class:`EngineError` for this engine with the log path and its last lines."""
@@ -120,21 +95,10 @@ class EngineProcess:
             raise self.failure("The vLLM engine exited during start-up")
         return probe_ready(self.base_url)
 
-    def wait_ready(self, timeout: float = DEFAULT_STARTUP_TIMEOUT, progress: ProgressCallback | None = None) -> None:
-        """Block until the server serves; raise :class:`EngineError` if it dies or ``timeout`` passes."""
-        started = time.monotonic()
-        while not self.check():
-            elapsed = time.monotonic() - started
-            if elapsed > timeout:
-                raise self.failure(f"The vLLM engine was not ready after {timeout:.0f} s")
-            if progress is not None:
-                progress(START_PHASE, elapsed)
-            time.sleep(1.0)
-
     async def await_ready(
         self, startup_timeout: float = DEFAULT_STARTUP_TIMEOUT, progress: ProgressCallback | None = None
     ) -> None:
-        """Async :meth:`wait_ready`."""
+        """Wait until the server serves; raise :class:`EngineError` if it dies or ``startup_timeout`` passes."""
         started = time.monotonic()
         while not await asyncio.to_thread(self.check):
             elapsed = time.monotonic() - started
@@ -181,22 +145,34 @@ class _Plan:
     port: int | None
 
 
-def _plan(
-    env_info: EngineEnvironment,
-    model_path: str,
-    *,
-    default_model: bool,
-    served_model_name: str | None,
-    host: str,
-    port: int | None,
-    max_model_len: int | None,
-    extra_args: Sequence[str],
-    env: Mapping[str, str] | None,
-) -> _Plan:
-    served = served_model_name or (DEFAULT_SERVED_NAME if default_model else model_path)
+@dataclass(frozen=True)
+class _Options:
+    """The arguments of :func:`start_engine` and :class:`LocalEngine`, in one place (documented there)."""
+
+    model: str | None
+    served_model_name: str | None
+    host: str
+    port: int | None
+    python: str | None
+    cache_dir: Path | None
+    log_path: Path | None
+    max_model_len: int | None
+    extra_args: tuple[str, ...]
+    env: Mapping[str, str]
+    startup_timeout: float
+    progress: ProgressCallback | None
+    watch_parent: bool
+    stop_grace: float
+    on_spawn: Callable[[EngineProcess], None] | None
+
+
+def _plan(env_info: EngineEnvironment, model_path: str, options: _Options) -> _Plan:
+    default_model = options.model is None
+    served = options.served_model_name or (DEFAULT_SERVED_NAME if default_model else model_path)
     child_env = dict(os.environ)
     child_env.update({"VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1", "PYTHONUNBUFFERED": "1"})
-    args = ["--model", model_path, "--served-model-name", served, "--host", host]
+    args = ["--model", model_path, "--served-model-name", served, "--host", options.host]
+    max_model_len = options.max_model_len
     if default_model:
         # Measured on a 2-core CPU box: float32 (bf16 is slow or unsupported there), eager mode (no
         # compile step at start-up) and a 1 GiB KV cache = 23,296 tokens, 2.8 full 8k sequences.
@@ -206,9 +182,9 @@ def _plan(
         max_model_len = max_model_len or DEFAULT_MAX_MODEL_LEN
     if max_model_len:
         args += ["--max-model-len", str(max_model_len)]
-    args += list(extra_args)
-    child_env.update(env or {})
-    return _Plan(tuple(args), child_env, env_info.python, model_path, served, host, port)
+    args += list(options.extra_args)
+    child_env.update(options.env)
+    return _Plan(tuple(args), child_env, env_info.python, model_path, served, options.host, options.port)
 
 
 def _argv(plan: _Plan, port: int) -> list[str]:
@@ -268,6 +244,9 @@ def start_engine(
 ) -> EngineProcess:
     """Start vLLM and block until it serves; the caller must :meth:`~EngineProcess.stop` it.
 
+    Runs the same launch as :class:`LocalEngine` in its own event loop, so call it where no loop is running
+    (from async code, use :class:`LocalEngine`).
+
     Args:
         model: None for the built-in SmolLM2, else a hub name or local path passed to vLLM as is.
         served_model_name: the request ``model`` name (default ``"smollm2"``, or ``model``).
@@ -287,34 +266,51 @@ def start_engine(
             what to install.
         EngineError: the server exited or timed out; the message has the log path and last lines.
     """
-    env_info = probe_environment(python)
-    require_vllm(env_info)
-    default_model = model is None
-    model_path = str(prepare_model(cache_dir, progress, python=env_info.python)) if default_model else str(model)
-    plan = _plan(
-        env_info,
-        model_path,
-        default_model=default_model,
-        served_model_name=served_model_name,
-        host=host,
-        port=port,
-        max_model_len=max_model_len,
-        extra_args=extra_args,
-        env=env,
+    # One core for both faces: the async launch, run to completion here. Ctrl-C cancels it, and its cleanup
+    # stops the server.
+    options = _Options(
+        model,
+        served_model_name,
+        host,
+        port,
+        python,
+        cache_dir,
+        log_path,
+        max_model_len,
+        tuple(extra_args),
+        dict(env or {}),
+        startup_timeout,
+        progress,
+        watch_parent,
+        10.0,
+        on_spawn,
     )
+    return asyncio.run(_launch(options))
+
+
+async def _launch(options: _Options) -> EngineProcess:
+    """Prepare the model if needed, start the server and wait until it serves; stop it on any failure."""
+    env_info = await asyncio.to_thread(probe_environment, options.python)
+    require_vllm(env_info)
+    if options.model is None:
+        model_path = str(await aprepare_model(options.cache_dir, options.progress, python=env_info.python))
+    else:
+        model_path = str(options.model)
+    plan = _plan(env_info, model_path, options)
     for attempt in range(_PORT_RETRIES):
-        proc = _spawn(plan, log_path=log_path, cache_dir=cache_dir, watch_parent=watch_parent)
+        # Spawned on the loop's thread: PR_SET_PDEATHSIG is tied to the thread that forks.
+        proc = _spawn(plan, log_path=options.log_path, cache_dir=options.cache_dir, watch_parent=options.watch_parent)
         try:
-            if on_spawn is not None:
-                on_spawn(proc)
-            proc.wait_ready(startup_timeout, progress)
+            if options.on_spawn is not None:
+                options.on_spawn(proc)
+            await proc.await_ready(options.startup_timeout, options.progress)
         except EngineError:
-            proc.stop()
+            await proc.astop(options.stop_grace)
             if attempt + 1 < _PORT_RETRIES and _port_clash(plan, proc):
                 continue
             raise
-        except BaseException:  # Ctrl-C, SystemExit: never leave the server behind
-            proc.stop()
+        except BaseException:  # cancellation / Ctrl-C during start-up: never leave the server behind
+            await proc.astop(options.stop_grace)
             raise
         return proc
     raise AssertionError("unreachable")  # pragma: no cover
@@ -348,20 +344,23 @@ class LocalEngine:
         stop_grace: float = 10.0,
         on_spawn: Callable[[EngineProcess], None] | None = None,
     ) -> None:
-        self._model_arg = model
-        self._served_model_name = served_model_name
-        self._host = host
-        self._port = port
-        self._python = python
-        self._cache_dir = cache_dir
-        self._log_path = log_path
-        self._max_model_len = max_model_len
-        self._extra_args = tuple(extra_args)
-        self._env = dict(env or {})
-        self._startup_timeout = startup_timeout
-        self._progress = progress
-        self._stop_grace = stop_grace
-        self._on_spawn = on_spawn
+        self._options = _Options(
+            model,
+            served_model_name,
+            host,
+            port,
+            python,
+            cache_dir,
+            log_path,
+            max_model_len,
+            tuple(extra_args),
+            dict(env or {}),
+            startup_timeout,
+            progress,
+            True,
+            stop_grace,
+            on_spawn,
+        )
         self._proc: EngineProcess | None = None
 
     @property
@@ -404,47 +403,13 @@ class LocalEngine:
         """Prepare the model if needed, start the server and wait until it serves."""
         if self._proc is not None:
             return
-        env_info = await asyncio.to_thread(probe_environment, self._python)
-        require_vllm(env_info)
-        default_model = self._model_arg is None
-        if default_model:
-            model_path = str(await aprepare_model(self._cache_dir, self._progress, python=env_info.python))
-        else:
-            model_path = str(self._model_arg)
-        plan = _plan(
-            env_info,
-            model_path,
-            default_model=default_model,
-            served_model_name=self._served_model_name,
-            host=self._host,
-            port=self._port,
-            max_model_len=self._max_model_len,
-            extra_args=self._extra_args,
-            env=self._env,
-        )
-        for attempt in range(_PORT_RETRIES):
-            # Spawned on the loop's thread: PR_SET_PDEATHSIG is tied to the thread that forks.
-            proc = _spawn(plan, log_path=self._log_path, cache_dir=self._cache_dir, watch_parent=True)
-            try:
-                if self._on_spawn is not None:
-                    self._on_spawn(proc)
-                await proc.await_ready(self._startup_timeout, self._progress)
-            except EngineError:
-                await proc.astop(self._stop_grace)
-                if attempt + 1 < _PORT_RETRIES and _port_clash(plan, proc):
-                    continue
-                raise
-            except BaseException:  # cancellation / Ctrl-C during start-up
-                await proc.astop(self._stop_grace)
-                raise
-            self._proc = proc
-            return
+        self._proc = await _launch(self._options)
 
     async def stop(self) -> None:
         """Stop the server and its whole process group (idempotent)."""
         proc, self._proc = self._proc, None
         if proc is not None:
-            await proc.astop(self._stop_grace)
+            await proc.astop(self._options.stop_grace)
 
     async def __aenter__(self) -> LocalEngine:
         await self.start()

@@ -15,10 +15,11 @@ import json
 import os
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from pacore_graph.engine.address import EngineAddress
 from pacore_graph.engine.errors import EngineError
 from pacore_graph.engine.launcher import DEFAULT_STARTUP_TIMEOUT, EngineProcess, start_engine
 from pacore_graph.engine.model import ProgressCallback
@@ -26,7 +27,7 @@ from pacore_graph.engine.paths import engine_dir
 from pacore_graph.engine.process import group_alive, pid_alive, probe_ready, terminate_group
 
 if TYPE_CHECKING:
-    from pacore_graph.clients.vllm import VLLMClient
+    pass
 
 __all__ = [
     "EngineStatus",
@@ -42,42 +43,13 @@ _STATE_VERSION = 1
 
 
 @dataclass(frozen=True)
-class RunningEngine:
-    """A persistent engine recorded in the state file.
-
-    Attributes:
-        pid: the API server's pid (and process group id).
-        host, port: where it listens.
-        model: the served model name for requests.
-        model_path: what vLLM loaded.
-        log_path: the server log.
-        started_at: wall-clock start time (``time.time()``).
-    """
-
-    pid: int
-    host: str
-    port: int
-    model: str
-    model_path: str
-    log_path: Path
-    started_at: float
-
-    @property
-    def base_url(self) -> str:
-        """The OpenAI API root, e.g. ``http://127.0.0.1:8000/v1``."""
-        return f"http://{self.host}:{self.port}/v1"
+class RunningEngine(EngineAddress):
+    """A persistent engine recorded in the state file (its :class:`EngineAddress`)."""
 
     @property
     def uptime(self) -> float:
         """Seconds since it was started."""
         return max(0.0, time.time() - self.started_at)
-
-    def client(self, **kwargs: Any) -> VLLMClient:
-        """A :class:`~pacore_graph.clients.vllm.VLLMClient` for this engine (kwargs pass through)."""
-        from pacore_graph.clients.vllm import VLLMClient  # lazy: keep the engine importable alone
-
-        kwargs.setdefault("model", self.model)
-        return VLLMClient(self.base_url, **kwargs)
 
     def to_json(self) -> dict[str, Any]:
         """The state-file form."""
@@ -102,7 +74,7 @@ class RunningEngine:
     @classmethod
     def from_process(cls, proc: EngineProcess) -> RunningEngine:
         """Record a spawned :class:`EngineProcess`."""
-        return cls(proc.pid, proc.host, proc.port, proc.model, proc.model_path, proc.log_path, proc.started_at)
+        return cls(**{f.name: getattr(proc, f.name) for f in fields(EngineAddress)})
 
 
 @dataclass(frozen=True)

@@ -14,8 +14,8 @@ program) and ``verification`` (``{"program_found", "passed", "total", "evidence"
 
 ::
 
-    START → prepare ─ Send × K_1 ─→ explore ─→ verify_compact ─┬─ Send × K_{r+1} ─→ explore ...
-                                                               └─ (after round R) ─→ synthesize → verify_answer → END
+    START → prepare ─ Send × K_1 ─→ explore ─→ compact ─┬─ Send × K_{r+1} ─→ explore ...
+                                                        └─ (after round R) ─→ synthesize → verify_answer → END
 
 Input: ``{"problem": str, "tests": [{"input": str, "output": str}, ...]}``. Without ``tests``, sample tests are
 read from the problem text: each "Sample Input" (or "Example Input", optionally numbered, with or without a
@@ -30,10 +30,11 @@ import asyncio
 import re
 from typing import TYPE_CHECKING, Any, NotRequired, TypedDict
 
-from langgraph.graph import END, START, StateGraph
+from langgraph.graph import END, StateGraph
 
 from pacore_graph.clients.base import ChatBackend
 from pacore_graph.errors import ConfigError
+from pacore_graph.graph import add_round_loop
 from pacore_graph.nodes import PaCoReNodes
 from pacore_graph.state import PaCoReInput, PaCoReOutput, PaCoReState, Trajectory
 
@@ -227,15 +228,8 @@ def build_code_verified_graph(
     """Wire the code-verified graph from core nodes (see the module docstring)."""
     verifying = _VerifyingNodes(nodes)
     graph = StateGraph(CodeVerifiedState, input_schema=CodeVerifiedInput, output_schema=CodeVerifiedOutput)
-    graph.add_node("prepare", verifying.prepare)
-    graph.add_node("explore", nodes.explore)  # type: ignore[arg-type]  # gets a Send payload, not the state
-    graph.add_node("verify_compact", verifying.verify_compact)
-    graph.add_node("synthesize", nodes.synthesize)
+    add_round_loop(graph, nodes, prepare=verifying.prepare, compact=verifying.verify_compact)
     graph.add_node("verify_answer", verifying.verify_answer)
-    graph.add_edge(START, "prepare")
-    graph.add_conditional_edges("prepare", nodes.dispatch, ["explore", "synthesize"])
-    graph.add_edge("explore", "verify_compact")
-    graph.add_conditional_edges("verify_compact", nodes.dispatch, ["explore", "synthesize"])
     graph.add_edge("synthesize", "verify_answer")
     graph.add_edge("verify_answer", END)
     return graph.compile(checkpointer=checkpointer, name=name)

@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from langgraph.graph import END, START, StateGraph
@@ -21,7 +22,29 @@ from pacore_graph.prompts import REFERENCE_TEMPLATE
 from pacore_graph.schedule import Schedule
 from pacore_graph.state import PaCoReInput, PaCoReOutput, PaCoReState
 
-__all__ = ["build_pacore_graph"]
+__all__ = ["add_round_loop", "build_pacore_graph"]
+
+
+def add_round_loop(
+    graph: StateGraph[Any, Any, Any, Any],
+    nodes: PaCoReNodes,
+    *,
+    prepare: Callable[..., Any] | None = None,
+    compact: Callable[..., Any] | None = None,
+) -> None:
+    """Add PaCoRe's rounds to ``graph``: ``START → prepare → (explore × K → compact)* → synthesize``.
+
+    ``prepare`` and ``compact`` replace the core nodes of those names (a graph that verifies or filters
+    trajectories); the caller adds the edge out of ``synthesize``.
+    """
+    graph.add_node("prepare", prepare or nodes.prepare)
+    graph.add_node("explore", nodes.explore)  # type: ignore[arg-type]  # gets a Send payload, not the state
+    graph.add_node("compact", compact or nodes.compact)
+    graph.add_node("synthesize", nodes.synthesize)
+    graph.add_edge(START, "prepare")
+    graph.add_conditional_edges("prepare", nodes.dispatch, ["explore", "synthesize"])
+    graph.add_edge("explore", "compact")
+    graph.add_conditional_edges("compact", nodes.dispatch, ["explore", "synthesize"])
 
 
 def build_pacore_graph(
@@ -52,13 +75,6 @@ def build_pacore_graph(
         )
     nodes = PaCoReNodes(backend, config)
     graph = StateGraph(PaCoReState, input_schema=PaCoReInput, output_schema=PaCoReOutput)
-    graph.add_node("prepare", nodes.prepare)
-    graph.add_node("explore", nodes.explore)  # type: ignore[arg-type]  # gets a Send payload, not the state
-    graph.add_node("compact", nodes.compact)
-    graph.add_node("synthesize", nodes.synthesize)
-    graph.add_edge(START, "prepare")
-    graph.add_conditional_edges("prepare", nodes.dispatch, ["explore", "synthesize"])
-    graph.add_edge("explore", "compact")
-    graph.add_conditional_edges("compact", nodes.dispatch, ["explore", "synthesize"])
+    add_round_loop(graph, nodes)
     graph.add_edge("synthesize", END)
     return graph.compile(checkpointer=checkpointer, name=name)

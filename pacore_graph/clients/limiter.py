@@ -59,6 +59,7 @@ class SequenceLimiter:
         #: called after every change of ``limit`` (a BalancedBackend resizes its own window from them)
         self.on_limit_change: list[Callable[[], None]] = []
         self._waiters: list[_Waiter] = []
+        self._queued = 0  # kept, not summed: read on every request by a balancer
         self._arrivals = itertools.count()
 
     @property
@@ -78,7 +79,7 @@ class SequenceLimiter:
     @property
     def queued(self) -> int:
         """Sequences of the requests waiting for room."""
-        return sum(w.sequences for w in self._waiters if not w.future.done())
+        return self._queued
 
     @asynccontextmanager
     async def hold(self, sequences: int = 1, priority: int | None = None) -> AsyncIterator[None]:
@@ -98,6 +99,7 @@ class SequenceLimiter:
             return
         waiter = _Waiter((-priority, next(self._arrivals)), sequences, asyncio.get_running_loop().create_future())
         heapq.heappush(self._waiters, waiter)
+        self._queued += sequences
         self._wake()  # it may outrank a head that does not fit, and fit itself
         try:
             await waiter.future
@@ -105,6 +107,7 @@ class SequenceLimiter:
             if waiter.future.done() and not waiter.future.cancelled():
                 self._release(sequences)  # admitted, then cancelled before it could use the room
             else:
+                self._queued -= sequences
                 waiter.future.cancel()  # its heap entry is skipped, and whoever is behind it may now fit
                 self._wake()
             raise
@@ -122,5 +125,6 @@ class SequenceLimiter:
             if not self._fits(head.sequences):
                 return
             heapq.heappop(self._waiters)
+            self._queued -= head.sequences
             self.in_flight += head.sequences
             head.future.set_result(None)

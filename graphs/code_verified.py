@@ -14,8 +14,8 @@ program) and ``verification`` (``{"program_found", "passed", "total", "evidence"
 
 ::
 
-    START → prepare ─ Send × K_1 ─→ explore ─→ compact ─┬─ Send × K_{r+1} ─→ explore ...
-                                                        └─ (after round R) ─→ synthesize → verify_answer → END
+    START → prepare → plan ─┬─ (round r ≤ R) → explorers (K_r explore tasks) → compact → plan ...
+                            └─ (after round R) → synthesize → verify_answer → END
 
 Input: ``{"problem": str, "tests": [{"input": str, "output": str}, ...]}``. Without ``tests``, sample tests are
 read from the problem text: each "Sample Input" (or "Example Input", optionally numbered, with or without a
@@ -35,8 +35,9 @@ from langgraph.graph import END, StateGraph
 from pacore_graph.clients.base import ChatBackend
 from pacore_graph.errors import ConfigError
 from pacore_graph.graph import add_round_loop
+from pacore_graph.messages import last_user_text
 from pacore_graph.nodes import PaCoReNodes
-from pacore_graph.state import PaCoReInput, PaCoReOutput, PaCoReState, Trajectory
+from pacore_graph.state import PaCoReInput, PaCoReOutput, PaCoReState
 
 from .kinds import CompiledGraph, GraphType
 
@@ -182,18 +183,16 @@ class _VerifyingNodes:
         return update
 
     async def verify_compact(self, state: CodeVerifiedState) -> dict[str, Any]:
-        """C(Ω_r) with evidence: each kept conclusion carries what running its program on the tests showed."""
-        config = self.nodes.config
+        """C(Ω_r) with evidence: each kept conclusion carries what running its program on the tests showed.
+
+        Only the trajectories compaction keeps are run (the dropped ones would not be passed on anyway).
+        """
         tests = _tests(state)
         semaphore = asyncio.Semaphore(VERIFY_CONCURRENCY)
-        omega = state["omega"]
-        # Dropped trajectories (empty, cut off mid-thought) are not run: compaction would drop them anyway.
-        drop_cut = config.compaction.truncated == "drop"
-        runnable = [t for t in omega if t["conclusion"].strip() and not (t["cut_mid_thought"] and drop_cut)]
-        verdicts = await asyncio.gather(*(verify(t["conclusion"], tests, semaphore) for t in runnable))
-        evidence = {t["index"]: v["evidence"] for t, v in zip(runnable, verdicts, strict=True)}
-        annotated = [_with_evidence(t, evidence[t["index"]]) if t["index"] in evidence else t for t in omega]
-        return self.nodes.close_round(state, annotated)
+        kept = self.nodes.selection(state["round"], state["omega"]).kept
+        verdicts = await asyncio.gather(*(verify(t["conclusion"], tests, semaphore) for t in kept))
+        messages = [evidence_message(t["conclusion"], v["evidence"]) for t, v in zip(kept, verdicts, strict=True)]
+        return self.nodes.close_round(state, state["omega"], messages)
 
     async def verify_answer(self, state: CodeVerifiedState) -> dict[str, Any]:
         """Run the synthesizer's program on the tests and report it in the output."""
@@ -201,25 +200,12 @@ class _VerifyingNodes:
         return {"program": extract_program(state["answer"]), "verification": verdict}
 
 
-def _with_evidence(trajectory: Trajectory, evidence: str) -> Trajectory:
-    annotated = trajectory.copy()
-    annotated["conclusion"] = evidence_message(trajectory["conclusion"], evidence)
-    return annotated
-
-
 def _tests(state: CodeVerifiedState) -> list[TestCase]:
     return [TestCase.model_validate(test) for test in state.get("tests", [])]
 
 
 def _problem_text(conversation: list[dict[str, Any]]) -> str:
-    for message in reversed(conversation):
-        if message.get("role") == "user":
-            content = message.get("content")
-            if isinstance(content, str):
-                return content
-            if isinstance(content, list):
-                return "\n".join(str(part.get("text", "")) for part in content if isinstance(part, dict))
-    return ""
+    return last_user_text(conversation) or ""
 
 
 def build_code_verified_graph(

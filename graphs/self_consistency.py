@@ -2,16 +2,17 @@
 
 ::
 
-    START → prepare ─ Send × K ─→ explore ─→ vote → END
+    START → prepare → plan → explorers (K explore tasks) → vote → END
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from langgraph.graph import END, START, StateGraph
+from langgraph.graph import END, StateGraph
 
 from pacore_graph.clients.base import ChatBackend
+from pacore_graph.graph import add_first_round
 from pacore_graph.nodes import PaCoReNodes
 from pacore_graph.state import PaCoReInput, PaCoReState, VoteOutput
 
@@ -28,12 +29,9 @@ def build_self_consistency(spec: GraphSpec, backend: ChatBackend, *, checkpointe
     """Sample K answers to the original problem and return the majority answer with the tally (``votes``)."""
     nodes = PaCoReNodes(backend, spec.to_config())
     graph = StateGraph(PaCoReState, input_schema=PaCoReInput, output_schema=VoteOutput)
-    graph.add_node("prepare", nodes.prepare)
-    graph.add_node("explore", nodes.explore)  # type: ignore[arg-type]  # gets a Send payload, not the state
+    add_first_round(graph, nodes)
     graph.add_node("vote", nodes.vote)
-    graph.add_edge(START, "prepare")
-    graph.add_conditional_edges("prepare", nodes.dispatch, ["explore"])
-    graph.add_edge("explore", "vote")
+    graph.add_edge("explorers", "vote")
     graph.add_edge("vote", END)
     return graph.compile(checkpointer=checkpointer, name=spec.name)
 

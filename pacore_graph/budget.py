@@ -18,6 +18,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from pacore_graph.clients.base import ChatMessage
 from pacore_graph.errors import ContextBudgetError
+from pacore_graph.messages import text_of
 from pacore_graph.prompts import build_prompt
 
 __all__ = ["MESSAGE_OVERHEAD_TOKENS", "TokenCountingBackend", "count_tokens", "estimate_tokens", "fit_prompt"]
@@ -39,12 +40,7 @@ def estimate_tokens(messages: Sequence[ChatMessage]) -> int:
     """A conservative token count: UTF-8 bytes of every text, plus an allowance per message."""
     total = 0
     for message in messages:
-        content = message.get("content")
-        if isinstance(content, str):
-            total += len(content.encode("utf-8"))
-        elif isinstance(content, list):
-            total += sum(len(str(part.get("text", "")).encode("utf-8")) for part in content if isinstance(part, dict))
-        total += MESSAGE_OVERHEAD_TOKENS
+        total += len(text_of(message.get("content")).encode("utf-8")) + MESSAGE_OVERHEAD_TOKENS
     return total + MESSAGE_OVERHEAD_TOKENS  # the generation prompt
 
 
@@ -66,8 +62,12 @@ async def fit_prompt(
     max_model_len: int,
     max_tokens: int | None,
     what: str,
+    prompt: list[dict[str, Any]] | None = None,
 ) -> tuple[list[dict[str, Any]], int]:
-    """P(x, M) trimmed to fit ``max_model_len - max_tokens`` (see the module docstring); and how many were dropped."""
+    """P(x, M) trimmed to fit ``max_model_len - max_tokens`` (see the module docstring); and how many were dropped.
+
+    ``prompt`` is P(x, M) already rendered, if the caller has it: it is rendered again only when trimming.
+    """
     room = max_model_len - (max_tokens if max_tokens is not None else 1)
     if room <= 0:
         raise ContextBudgetError(
@@ -75,7 +75,8 @@ async def fit_prompt(
             "nothing was sent. Lower max_tokens"
         )
     kept = list(references)
-    prompt = build_prompt(conversation, kept, template)
+    if prompt is None:
+        prompt = build_prompt(conversation, kept, template)
     while True:
         count, how = await count_tokens(backend, prompt)
         if count <= room:

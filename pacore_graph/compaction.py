@@ -14,6 +14,8 @@ Rules (the PaCoRe spec, plus this project's explicit policy for truncation):
   separate reasoning field is put back inside ``<think>`` tags), instead of its conclusion: the paper's
   "no compaction" ablation. Prompts then grow with K and the trajectory lengths, so pair it with a prompt
   budget (``PaCoReConfig.max_prompt_chars``). Only in this mode does the state hold full texts.
+* **Streamed.** :class:`ConclusionStream` applies the conclusion rule to a stream of content deltas (the proxy
+  streams the synthesis's conclusion as it is generated).
 * **Order.** Trajectories are sorted by content length (ties by index), then shuffled with
   ``random.Random(seed)`` (seed 42 by default), as the authors' code does "to avoid ordering bias". The order
   depends only on the contents, never on which request finished first, so runs are reproducible and the
@@ -22,23 +24,33 @@ Rules (the PaCoRe spec, plus this project's explicit policy for truncation):
 
 from __future__ import annotations
 
+import logging
 import random
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from pacore_graph.clients.base import Completion, TokenUsage
 from pacore_graph.state import Trajectory
 
 __all__ = [
     "THINK_CLOSE",
     "Compacted",
     "CompactionPolicy",
+    "ConclusionStream",
+    "Selection",
     "compact",
     "conclusion_of",
     "full_text_of",
     "is_cut_mid_thought",
+    "reduce_completion",
+    "reference_text",
+    "select",
 ]
+
+log = logging.getLogger(__name__)
 
 THINK_CLOSE = "</think>"
 
@@ -92,21 +104,119 @@ class Compacted(BaseModel):
     dropped_truncated: int = 0
 
 
-def compact(trajectories: Sequence[Trajectory], policy: CompactionPolicy | None = None) -> Compacted:
-    """C(Ω): turn one round's trajectories into ordered reference messages, counting what was dropped."""
+def reduce_completion(
+    completion: Completion,
+    *,
+    round_number: int,
+    index: int,
+    usage: TokenUsage,
+    started_at: float,
+    seconds: float,
+    keep_full: bool = False,
+) -> Trajectory:
+    """Trajectory ``index`` of a round, reduced to what compaction needs: its conclusion, size, whether it was
+    cut mid-thought, and its tokens and timing.
+
+    Applied as each trajectory comes back, so the graph state never holds a transcript (``keep_full`` keeps the
+    whole text for the no-compaction ablation).
+    """
+    reduced = Trajectory(
+        round=round_number,
+        index=index,
+        conclusion=conclusion_of(completion.content),
+        content_chars=len(completion.content),
+        finish_reason=completion.finish_reason,
+        cut_mid_thought=is_cut_mid_thought(completion.content, completion.reasoning, completion.finish_reason),
+        prompt_tokens=usage.prompt_tokens,
+        completion_tokens=usage.completion_tokens,
+        seconds=round(seconds, 3),
+        started_at=started_at,
+    )
+    if keep_full:
+        reduced["full_text"] = full_text_of(completion.content, completion.reasoning)
+    return reduced
+
+
+def reference_text(trajectory: Trajectory, policy: CompactionPolicy) -> str:
+    """The text a kept trajectory forwards: its conclusion, or its whole text with ``keep="full"``."""
+    if policy.keep == "full":
+        return trajectory.get("full_text", trajectory["conclusion"])
+    return trajectory["conclusion"]
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The trajectories compaction keeps, in reference order, and what it dropped."""
+
+    kept: list[Trajectory]
+    dropped_empty: int = 0
+    dropped_truncated: int = 0
+
+
+def select(trajectories: Sequence[Trajectory], policy: CompactionPolicy | None = None) -> Selection:
+    """The rules of C(Ω) (see the module docstring): order the trajectories, drop the empty and the truncated."""
     policy = policy or CompactionPolicy()
     ordered = sorted(trajectories, key=lambda t: (t["content_chars"], t["index"]))
     random.Random(policy.order_seed).shuffle(ordered)
-    messages: list[str] = []
+    kept: list[Trajectory] = []
     dropped_empty = dropped_truncated = 0
     for trajectory in ordered:
-        text = trajectory["conclusion"]
-        if policy.keep == "full":
-            text = trajectory.get("full_text", text)
         if trajectory["cut_mid_thought"] and policy.truncated == "drop":
             dropped_truncated += 1
-        elif not text.strip():
+        elif not reference_text(trajectory, policy).strip():
             dropped_empty += 1
         else:
-            messages.append(text)
-    return Compacted(messages=messages, dropped_empty=dropped_empty, dropped_truncated=dropped_truncated)
+            kept.append(trajectory)
+    return Selection(kept=kept, dropped_empty=dropped_empty, dropped_truncated=dropped_truncated)
+
+
+def compact(trajectories: Sequence[Trajectory], policy: CompactionPolicy | None = None) -> Compacted:
+    """C(Ω): turn one round's trajectories into ordered reference messages, counting what was dropped."""
+    policy = policy or CompactionPolicy()
+    selection = select(trajectories, policy)
+    return Compacted(
+        messages=[reference_text(t, policy) for t in selection.kept],
+        dropped_empty=selection.dropped_empty,
+        dropped_truncated=selection.dropped_truncated,
+    )
+
+
+class ConclusionStream:
+    """C(ω) on a stream: turns a trajectory's content deltas into deltas of its conclusion.
+
+    Content that opens with ``<think>`` is held back until ``</think>``; otherwise it is passed on at once,
+    keeping back only a tail that could be the start of ``</think>``. :meth:`finish` reconciles with the final
+    conclusion: whatever of it was not sent yet (all of it, when nothing was streamed).
+    """
+
+    def __init__(self) -> None:
+        self._buffer = ""
+        self._sent = ""
+        self._thinking: bool | None = None  # unknown until the first non-blank text
+
+    def feed(self, text: str) -> str:
+        """The part of the conclusion that can be sent now."""
+        self._buffer += text
+        if self._thinking is None:
+            stripped = self._buffer.lstrip()
+            if not stripped or "<think>".startswith(stripped):
+                return ""
+            self._thinking = stripped.startswith("<think>")
+        if THINK_CLOSE in self._buffer:
+            self._thinking = False
+            self._buffer = self._buffer.rpartition(THINK_CLOSE)[2]
+            if self._sent:  # a second </think> after sent text: the rest of the answer is reconciled in finish()
+                return ""
+        if self._thinking:
+            return ""
+        keep = next((n for n in range(len(THINK_CLOSE) - 1, 0, -1) if self._buffer.endswith(THINK_CLOSE[:n])), 0)
+        ready, self._buffer = self._buffer[: len(self._buffer) - keep], self._buffer[len(self._buffer) - keep :]
+        self._sent += ready
+        return ready
+
+    def finish(self, conclusion: str) -> str:
+        """What remains to be sent of ``conclusion``, the trajectory's final conclusion."""
+        if conclusion.startswith(self._sent):
+            return conclusion[len(self._sent) :]
+        log.warning("the streamed synthesis diverged from its conclusion; the stream keeps what was sent")
+        return ""

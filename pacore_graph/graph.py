@@ -2,8 +2,8 @@
 
 ::
 
-    START → prepare ── Send × K_1 ─→ explore ─→ compact ─┬─ Send × K_{r+1} ─→ explore ...
-                                                         └─ (after round R) ─→ synthesize → END
+    START → prepare → plan ─┬─ (round r ≤ R) → explorers (K_r explore tasks) → compact → plan ...
+                            └─ (after round R) → synthesize → END
 """
 
 from __future__ import annotations
@@ -22,7 +22,22 @@ from pacore_graph.prompts import REFERENCE_TEMPLATE
 from pacore_graph.schedule import Schedule
 from pacore_graph.state import PaCoReInput, PaCoReOutput, PaCoReState
 
-__all__ = ["add_round_loop", "build_pacore_graph"]
+__all__ = ["add_first_round", "add_round_loop", "build_pacore_graph"]
+
+
+def add_first_round(
+    graph: StateGraph[Any, Any, Any, Any], nodes: PaCoReNodes, *, prepare: Callable[..., Any] | None = None
+) -> None:
+    """Add ``START → prepare → plan → explorers`` to ``graph``: one round of K explorers on the problem.
+
+    A graph of one parallel round (self-consistency, a custom picker) adds its own node after ``explorers``.
+    """
+    graph.add_node("prepare", prepare or nodes.prepare)
+    graph.add_node("plan", nodes.plan)
+    graph.add_node("explorers", nodes.explorers)
+    graph.add_edge(START, "prepare")
+    graph.add_edge("prepare", "plan")
+    graph.add_edge("plan", "explorers")
 
 
 def add_round_loop(
@@ -32,19 +47,21 @@ def add_round_loop(
     prepare: Callable[..., Any] | None = None,
     compact: Callable[..., Any] | None = None,
 ) -> None:
-    """Add PaCoRe's rounds to ``graph``: ``START → prepare → (explore × K → compact)* → synthesize``.
+    """Add PaCoRe's rounds to ``graph``: ``START → prepare → (plan → explorers → compact)* → plan → synthesize``.
 
     ``prepare`` and ``compact`` replace the core nodes of those names (a graph that verifies or filters
     trajectories); the caller adds the edge out of ``synthesize``.
     """
     graph.add_node("prepare", prepare or nodes.prepare)
-    graph.add_node("explore", nodes.explore)  # type: ignore[arg-type]  # gets a Send payload, not the state
+    graph.add_node("plan", nodes.plan)
+    graph.add_node("explorers", nodes.explorers)
     graph.add_node("compact", compact or nodes.compact)
     graph.add_node("synthesize", nodes.synthesize)
     graph.add_edge(START, "prepare")
-    graph.add_conditional_edges("prepare", nodes.dispatch, ["explore", "synthesize"])
-    graph.add_edge("explore", "compact")
-    graph.add_conditional_edges("compact", nodes.dispatch, ["explore", "synthesize"])
+    graph.add_edge("prepare", "plan")
+    graph.add_conditional_edges("plan", nodes.route, ["explorers", "synthesize"])
+    graph.add_edge("explorers", "compact")
+    graph.add_edge("compact", "plan")
 
 
 def build_pacore_graph(

@@ -1,25 +1,33 @@
-"""The PaCoRe graph's nodes: each turns state into one pure-function call or one backend call.
+"""The PaCoRe graph's nodes: each turns state into one pure-function call or one round of backend calls.
 
-They are the parts reasoning graphs are assembled from (see ``pacore_graph.graphs``): ``prepare``, the explorer
-fan-out (``dispatch`` + ``explore``), the compactor (``compact``), the synthesizer (``synthesize``) and the voter
-(``vote``).
+They are the parts reasoning graphs are assembled from (see ``pacore_graph.graphs``): ``prepare``, the round
+planner (``plan``) and its router (``route``), the round's explorers (``explorers``, awaiting one ``explore``
+task per trajectory), the compactor (``compact``), the
+synthesizer (``synthesize``) and the voter (``vote``). One round::
+
+    plan: fit P(x, M_{r-1}) to the budget, emit RoundStarted  →  explorers: K explore tasks on that prompt
+      →  compact: C(Ω_r) → M_r, render P(x, M_r) once, emit RoundCompacted  →  plan ...
+
+The prompt is stored once in the state, not once per explorer. The explorers are LangGraph tasks
+(``langgraph.func.task``) awaited by the ``explorers`` node: a task's result is checkpointed as soon as it
+returns, and its arguments are not, so a checkpoint grows with K small trajectories, not with K prompts, and a
+resumed run re-runs only the explorers that had not finished.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-import uuid
-from collections.abc import Coroutine, Sequence
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, cast
 
-from langgraph.types import Overwrite, Send
+from langgraph.func import task
 
 from pacore_graph.budget import fit_prompt
 from pacore_graph.clients.base import ChatBackend, ChatResult, SamplingParams, TokenUsage
 from pacore_graph.clients.limiter import request_priority
 from pacore_graph.clients.streaming import StreamAccumulator, StreamingChatBackend
-from pacore_graph.compaction import compact, conclusion_of, full_text_of, is_cut_mid_thought
+from pacore_graph.compaction import Selection, reduce_completion, reference_text, select
 from pacore_graph.config import PaCoReConfig
 from pacore_graph.errors import BackendError, ContextBudgetError, EmptyRoundError, ProtocolError, QuorumError
 from pacore_graph.events import (
@@ -32,10 +40,15 @@ from pacore_graph.events import (
     event_writer,
 )
 from pacore_graph.extract import extract_answer, majority_vote
+from pacore_graph.messages import prompt_chars
 from pacore_graph.prompts import build_prompt, normalize_problem
-from pacore_graph.state import ExploreTask, PaCoReState, RoundStats, Trajectory, UsageSummary
+from pacore_graph.state import PaCoReState, RoundStats, Trajectory, UsageSummary
 
-__all__ = ["PaCoReNodes", "prompt_chars", "round_stats", "summarize_usage"]
+__all__ = ["PaCoReNodes", "round_stats", "summarize_usage"]
+
+#: What an explorer task reports besides its trajectories: their full transcripts, keyed by the task's first
+#: index. Kept in memory for the ``explorers`` node to stream, never returned (task results are checkpointed).
+Transcripts = dict[int, list[TrajectoryFinished]]
 
 
 def round_stats(
@@ -76,222 +89,257 @@ def summarize_usage(rounds: Sequence[RoundStats]) -> UsageSummary:
     )
 
 
-def prompt_chars(messages: Sequence[dict[str, Any]]) -> int:
-    """The length of a prompt's text: every message content, text parts included."""
-    total = 0
-    for message in messages:
-        content = message.get("content")
-        if isinstance(content, str):
-            total += len(content)
-        elif isinstance(content, list):
-            total += sum(len(str(part.get("text", ""))) for part in content if isinstance(part, dict))
-    return total
+@task
+async def explore(
+    nodes: PaCoReNodes,
+    prompt: list[dict[str, Any]],
+    round_number: int,
+    index: int,
+    n: int,
+    transcripts: Transcripts,
+) -> list[Trajectory]:
+    """Trajectories ``index`` .. ``index + n - 1`` of a round (a task: its result is checkpointed on return)."""
+    return await nodes.sample_trajectories(prompt, round_number, index, n, transcripts)
 
 
 class PaCoReNodes:
-    """The node functions of one PaCoRe graph, bound to a backend and a config."""
+    """The node functions of one PaCoRe graph, bound to a backend and a config. They hold no run state."""
 
     def __init__(self, backend: ChatBackend, config: PaCoReConfig) -> None:
         self.backend = backend
         self.config = config
-        self._gates: dict[tuple[str, int], _StragglerGate] = {}  # rounds running now, for the straggler cutoff
 
     def prepare(self, state: PaCoReState) -> dict[str, Any]:
-        """Validate the input and turn it into chat messages x; start at round 1 with M_0 = ∅."""
+        """Validate the input and turn it into chat messages x; start at round 1 with M_0 = ∅ and P(x, ∅) = x."""
         problem = state.get("problem")
         conversation = normalize_problem(problem if problem is not None else state.get("messages") or [])
         return {
             "conversation": conversation,
             "round": 1,
             "references": [],
-            "omega": Overwrite([]),
-            "run_key": uuid.uuid4().hex,
+            "prompt": build_prompt(conversation, []),
+            "omega": [],
+            "rounds": [],
         }
 
-    async def dispatch(self, state: PaCoReState) -> list[Send] | str:
-        """Fan out round r: one ``Send`` per trajectory, all on the same prompt P(x, M_{r-1}).
+    async def plan(self, state: PaCoReState) -> dict[str, Any]:
+        """Fit this round's prompt to the budgets (once), announce the round, and store the fitted prompt.
 
-        With n-batching (``config.n_batch``) one ``Send`` per chunk of at most ``n_batch`` trajectories instead.
         Async because fitting the prompt into the context (``max_model_len``) may ask the server to count tokens.
         """
         round_number = state["round"]
-        parallel = self.config.schedule.rounds
-        if round_number > len(parallel):
-            return "synthesize"
-        params = self.config.params_for_round(round_number)
-        prompt, trimmed = await self._prompt(state, round_number, params)
-        k = parallel[round_number - 1]
-        event_writer()(RoundStarted(round=round_number, k=k, prompt_chars=prompt_chars(prompt), trimmed=trimmed))
-        key = state.get("run_key", "")
-        batch = self.config.n_batch
-        if batch is not None and batch > 1:
-            return [
-                Send(
-                    "explore", ExploreTask(round=round_number, index=i, prompt=prompt, run_key=key, n=min(batch, k - i))
-                )
-                for i in range(0, k, batch)
-            ]
-        return [Send("explore", ExploreTask(round=round_number, index=i, prompt=prompt, run_key=key)) for i in range(k)]
+        final = self._is_final(round_number)
+        params = self.config.final_params if final else self.config.params_for_round(round_number)
+        prompt = state["prompt"]
+        self._check_budget(prompt, round_number)
+        trimmed = 0
+        if self.config.max_model_len is not None:
+            prompt, trimmed = await fit_prompt(
+                self.backend,
+                state["conversation"],
+                state["references"],
+                self.config.template,
+                max_model_len=self.config.max_model_len,
+                max_tokens=params.max_tokens,
+                what=self._round_name(round_number),
+                prompt=prompt,
+            )
+        k = 1 if final else self.config.schedule.rounds[round_number - 1]
+        event_writer()(
+            RoundStarted(round=round_number, k=k, final=final, prompt_chars=prompt_chars(prompt), trimmed=trimmed)
+        )
+        return {"prompt": prompt} if trimmed else {}
 
-    async def explore(self, task: ExploreTask) -> dict[str, Any]:
-        """Sample one trajectory of a parallel round (or, n-batched, the task's ``n`` with one request)."""
-        n = task.get("n", 1)
-        seed_offset = self.config.schedule.offset(task["round"]) + task["index"]
-        params = self.config.params_for_round(task["round"]).with_seed_offset(seed_offset)
+    def route(self, state: PaCoReState) -> str:
+        """After ``plan``: a parallel round goes to the explorers, the last one to the synthesizer."""
+        return "synthesize" if self._is_final(state["round"]) else "explorers"
+
+    async def explorers(self, state: PaCoReState) -> dict[str, Any]:
+        """Run round r's K explorers on the stored prompt, as LangGraph tasks, and collect Ω_r.
+
+        Failure rules (:class:`~pacore_graph.config.FailurePolicy`): strict (the default), the first failed
+        explorer fails the round and its siblings are cancelled and awaited; with a quorum, a failed explorer
+        returns a failed marker and the others go on. With ``straggler_grace``, once the quorum has come back the
+        round waits that long more, then cancels the explorers still running and records each as failed.
+        """
+        round_number = state["round"]
+        k = self.config.schedule.rounds[round_number - 1]
+        batch = self.config.n_batch if self.config.n_batch is not None and self.config.n_batch > 1 else 1
+        transcripts: Transcripts = {}
+        futures: dict[asyncio.Future[list[Trajectory]], int] = {
+            # typed as a concurrent future, but inside an async node LangGraph returns an asyncio one
+            cast(
+                "asyncio.Future[list[Trajectory]]",
+                explore(self, state["prompt"], round_number, index, min(batch, k - index), transcripts),
+            ): index
+            for index in range(0, k, batch)
+        }
+        trajectories = await self._collect(futures, state["prompt"], round_number, k, transcripts)
+        return {"omega": sorted(trajectories, key=lambda t: t["index"])}
+
+    async def _collect(
+        self,
+        futures: dict[asyncio.Future[list[Trajectory]], int],
+        prompt: list[dict[str, Any]],
+        round_number: int,
+        k: int,
+        transcripts: Transcripts,
+    ) -> list[Trajectory]:
+        """Await the explorer tasks, streaming each one's transcript as it returns (see ``explorers`` for the rules)."""
+        write = event_writer()
+        grace = self.config.failure.straggler_grace
+        quorum = self.config.failure.quorum(k)
+        loop = asyncio.get_running_loop()
+        pending = dict(futures)
+        trajectories: list[Trajectory] = []
+        deadline: float | None = None
+        try:
+            while pending:
+                timeout = None if deadline is None else max(0.0, deadline - loop.time())
+                done, _ = await asyncio.wait(pending, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+                if not done:
+                    break  # the straggler grace ran out
+                for future in sorted(done, key=lambda f: pending[f]):  # ties in index order, as they were sent
+                    index = pending.pop(future)
+                    trajectories.extend(future.result())  # strict: re-raises, and the siblings are cancelled below
+                    for event in transcripts.pop(index, []):
+                        write(event)
+                returned = sum(1 for t in trajectories if "error" not in t)
+                if grace is not None and deadline is None and returned >= quorum:
+                    deadline = loop.time() + grace
+        finally:
+            for future in pending:
+                future.cancel()
+            if pending:
+                await asyncio.wait(pending)
+        returned = sum(1 for t in trajectories if "error" not in t)
+        reason = (
+            f"cut off as a straggler: {returned} of {k} had come back (quorum {quorum}) "
+            f"and the round waited {grace or 0:g} s more"
+        )
+        params = self.config.params_for_round(round_number)
+        for index in pending.values():
+            trajectories.append(self._failed(prompt, round_number, index, params, time.time(), reason, write))
+        return trajectories
+
+    async def sample_trajectories(
+        self, prompt: list[dict[str, Any]], round_number: int, index: int, n: int, transcripts: Transcripts
+    ) -> list[Trajectory]:
+        """Sample trajectories ``index`` .. ``index + n - 1`` of a parallel round (one request; n > 1 is n-batching).
+
+        A failure raises when the failure policy is strict, and becomes failed markers when it allows a quorum.
+        """
+        seed_offset = self.config.schedule.offset(round_number) + index
+        params = self.config.params_for_round(round_number).with_seed_offset(seed_offset)
+        records = transcripts.setdefault(index, [])
+        record: EventWriter = records.append  # type: ignore[assignment]  # records hold TrajectoryFinished only
         started_at = time.time()
         try:
             # Later rounds go first when a shared client is full: a problem in round 2 finishes sooner than
             # one that has not started (see clients.limiter).
-            with request_priority(task["round"]):
-                if n > 1:
-                    trajectories = await self._sample_batch(task["prompt"], params, task["round"], task["index"], n)
-                else:
-                    trajectories = [await self._sample_or_cut_off(task, params)]
-        except (BackendError, StragglerCutOff) as exc:
+            with request_priority(round_number):
+                clock = time.perf_counter()
+                # n is passed only when batching, so a backend without `n` still serves one request per trajectory
+                result = await (self.backend.chat(prompt, params, n=n) if n > 1 else self.backend.chat(prompt, params))
+                seconds = time.perf_counter() - clock
+        except BackendError as exc:
             if not self.config.failure.tolerant:
-                raise  # strict: the run fails now and LangGraph cancels the siblings
-            # Returned, not raised, so the siblings keep running; close_round counts each against the quorum.
-            # A failed n-batched request fails every trajectory it stood for.
-            trajectories = [self._failed(task, task["index"] + offset, params, started_at, exc) for offset in range(n)]
-        return {"omega": trajectories}
-
-    def _failed(
-        self,
-        task: ExploreTask,
-        index: int,
-        params: SamplingParams,
-        started_at: float,
-        exc: BackendError | StragglerCutOff,
-    ) -> Trajectory:
-        """A failed marker for trajectory ``index`` of ``task``, announced with its ``TrajectoryFinished``."""
-        trajectory = _failed_trajectory(task["round"], index, started_at, exc)
-        event_writer()(
-            TrajectoryFinished(
-                round=task["round"],
-                index=index,
-                prompt_tokens=0,
-                completion_tokens=0,
-                finish_reason="error",
-                started_at=started_at,
-                seconds=trajectory["seconds"],
-                content="",
-                messages=task["prompt"],
-                params=params.model_dump(mode="json"),
-                error=trajectory["error"],
-            )
-        )
-        return trajectory
-
-    async def _sample_batch(
-        self, prompt: list[dict[str, Any]], params: SamplingParams, round_number: int, first: int, n: int
-    ) -> list[Trajectory]:
-        """Trajectories ``first`` .. ``first + n - 1`` of a round from one request with ``n`` choices.
-
-        Usage per trajectory, since the server reports one per request: the prompt tokens go to the first
-        trajectory only (the prompt was sent, and prefilled, once); the completion tokens are split evenly,
-        the remainder on the first, so round and run totals equal what the server reported.
-        """
-        started_at = time.time()
-        clock = time.perf_counter()
-        result = await self.backend.chat(prompt, params, n=n)
-        seconds = time.perf_counter() - clock
-        if len(result.completions) != n:
+                raise
+            reason = f"{type(exc).__name__}: {exc}"
+            return [self._failed(prompt, round_number, index + i, params, started_at, reason, record) for i in range(n)]
+        if len(result.completions) != n and n > 1:
             raise ProtocolError(f"asked for {n} completions but the backend returned {len(result.completions)}")
-        share, remainder = divmod(result.usage.completion_tokens, n)
-        trajectories = []
-        for offset, completion in enumerate(result.completions):
-            usage = TokenUsage(
-                prompt_tokens=result.usage.prompt_tokens if offset == 0 else 0,
-                completion_tokens=share + (remainder if offset == 0 else 0),
-            )
-            single = ChatResult(completions=[completion], usage=usage, model=result.model)
-            trajectories.append(
-                self._finish(single, prompt, params, round_number, first + offset, started_at, seconds, final=False)
-            )
-        return trajectories
-
-    async def _sample_or_cut_off(self, task: ExploreTask, params: SamplingParams) -> Trajectory:
-        """Sample, racing the round's straggler cutoff when the failure policy sets one."""
-        sample = self._sample(task["prompt"], params, task["round"], task["index"])
-        grace = self.config.failure.straggler_grace
-        if grace is None or not task.get("run_key"):
-            return await sample
-        key = (task.get("run_key", ""), task["round"])
-        k = self.config.schedule.rounds[task["round"] - 1]
-        gate = self._gates.setdefault(key, _StragglerGate(self.config.failure.quorum(k), grace, k))
-        try:
-            return await gate.race(sample)
-        finally:
-            if gate.leave():
-                del self._gates[key]
+        return [
+            self._finish(choice, prompt, params, round_number, index + offset, started_at, seconds, record)
+            for offset, choice in enumerate(_split_choices(result, n))
+        ]
 
     def compact(self, state: PaCoReState) -> dict[str, Any]:
         """C(Ω_r) → M_r; fail loudly if nothing usable is left, rather than synthesize from nothing."""
         return self.close_round(state, state["omega"])
 
-    def close_round(self, state: PaCoReState, trajectories: Sequence[Trajectory]) -> dict[str, Any]:
-        """Compact ``trajectories`` (round r's, possibly annotated by the graph) into M_r and move to round r + 1.
+    def close_round(
+        self, state: PaCoReState, trajectories: Sequence[Trajectory], messages: Sequence[str] | None = None
+    ) -> dict[str, Any]:
+        """Compact round r's ``trajectories`` into M_r, render P(x, M_r) once, and move to round r + 1.
 
-        Records the round's row and emits ``RoundCompacted``. Graphs that add to the conclusions first (for
-        example verification evidence) call this with their annotated copies, so every graph closes rounds alike.
+        Records the round's row and emits ``RoundCompacted``. A graph that adds to the references (for example
+        verification evidence) selects first with :meth:`selection` and passes its ``messages``, one per kept
+        trajectory in the selection's order, so every graph closes rounds with the same rules.
         """
         round_number = state["round"]
         k = self.config.schedule.rounds[round_number - 1]
-        compacted = compact(self.admit(round_number, k, trajectories), self.config.compaction)
+        selection = self.selection(round_number, trajectories)
+        if messages is None:
+            messages = [reference_text(t, self.config.compaction) for t in selection.kept]
+        references = list(messages)
         stats = round_stats(
             round_number,
             k,
             trajectories,
-            messages=len(compacted.messages),
-            dropped_empty=compacted.dropped_empty,
-            dropped_truncated=compacted.dropped_truncated,
+            messages=len(references),
+            dropped_empty=selection.dropped_empty,
+            dropped_truncated=selection.dropped_truncated,
         )
-        if not compacted.messages:
+        if not references:
             raise EmptyRoundError(
                 f"round {round_number} left no usable conclusion: K={k}, {stats['returned']} returned, "
                 f"{stats['dropped_empty']} empty, {stats['dropped_truncated']} cut off by max_tokens before "
                 "concluding; raise max_tokens, or keep truncated trajectories (compaction truncated='keep', "
                 "CLI --truncated keep)"
             )
-        next_prompt = build_prompt(state["conversation"], compacted.messages, self.config.template)
+        prompt = build_prompt(state["conversation"], references, self.config.template)
         event_writer()(
             RoundCompacted(
                 round=round_number,
                 k=k,
                 returned=stats["returned"],
-                kept=len(compacted.messages),
-                dropped_empty=compacted.dropped_empty,
-                dropped_truncated=compacted.dropped_truncated,
+                kept=len(references),
+                dropped_empty=selection.dropped_empty,
+                dropped_truncated=selection.dropped_truncated,
                 failed=stats["failed"],
-                messages=compacted.messages,
-                next_prompt_chars=prompt_chars(next_prompt),
+                messages=references,
+                next_prompt_chars=prompt_chars(prompt),
             )
         )
         return {
-            "references": compacted.messages,
-            "omega": Overwrite([]),
+            "references": references,
+            "prompt": prompt,
+            "omega": [],
             "round": round_number + 1,
-            "rounds": [stats],
+            "rounds": [*state["rounds"], stats],
         }
 
+    def selection(self, round_number: int, trajectories: Sequence[Trajectory]) -> Selection:
+        """The trajectories C(Ω_r) keeps, in reference order, once the round's quorum is met."""
+        k = self.config.schedule.rounds[round_number - 1]
+        return select(self.admit(round_number, k, trajectories), self.config.compaction)
+
     async def synthesize(self, state: PaCoReState) -> dict[str, Any]:
-        """The final K = 1 round on P(x, M_R): its conclusion is the answer."""
+        """The final K = 1 round on the stored P(x, M_R): its conclusion is the answer."""
         round_number = state["round"]
         params = self.config.final_params.with_seed_offset(self.config.schedule.total_trajectories - 1)
-        prompt, trimmed = await self._prompt(state, round_number, params)
+        prompt = state["prompt"]
         write = event_writer()
-        write(RoundStarted(round=round_number, k=1, final=True, prompt_chars=prompt_chars(prompt), trimmed=trimmed))
+        started_at = time.time()
+        clock = time.perf_counter()
         with request_priority(round_number):
-            trajectory = await self._sample(prompt, params, round_number, 0, final=True)
+            result = await self._stream_synthesis(prompt, params, round_number, write)
+        if not result.completions:
+            raise ProtocolError("the backend returned no completion; check that the server supports chat completions")
+        trajectory = self._finish(
+            result, prompt, params, round_number, 0, started_at, time.perf_counter() - clock, write, final=True
+        )
         stats = round_stats(round_number, 1, [trajectory], messages=int(bool(trajectory["conclusion"].strip())))
-        usage = summarize_usage([*state["rounds"], stats])
+        rounds = [*state["rounds"], stats]
+        usage = summarize_usage(rounds)
         write(
             RunFinished(answer=trajectory["conclusion"], finish_reason=trajectory["finish_reason"], usage=dict(usage))
         )
         return {
             "answer": trajectory["conclusion"],
             "finish_reason": trajectory["finish_reason"],
-            "rounds": [stats],
+            "rounds": rounds,
             "usage": usage,
         }
 
@@ -302,7 +350,7 @@ class PaCoReNodes:
         """
         round_number = state["round"]
         k = self.config.schedule.rounds[round_number - 1]
-        everything = sorted(state["omega"], key=lambda t: t["index"])  # arrival order must not break ties
+        everything = state["omega"]  # in index order: arrival order must not break ties
         trajectories = self.admit(round_number, k, everything)
         answers = [extract_answer(t["conclusion"], self.config.extraction) for t in trajectories]
         outcome = majority_vote(answers)
@@ -314,7 +362,8 @@ class PaCoReNodes:
                 "\\boxed{...} or a fallback phrase such as 'The answer is ...'; ask for a boxed answer in the "
                 "problem, or set the spec's answer.fallback patterns"
             )
-        usage = summarize_usage([*state["rounds"], stats])
+        rounds = [*state["rounds"], stats]
+        usage = summarize_usage(rounds)
         finish_reason = trajectories[outcome.winner_index]["finish_reason"]
         event_writer()(
             RunFinished(answer=outcome.answer, finish_reason=finish_reason, usage=dict(usage), votes=outcome.tally)
@@ -323,8 +372,8 @@ class PaCoReNodes:
             "answer": outcome.answer,
             "finish_reason": finish_reason,
             "votes": outcome.tally,
-            "omega": Overwrite([]),
-            "rounds": [stats],
+            "omega": [],
+            "rounds": rounds,
             "usage": usage,
         }
 
@@ -342,26 +391,11 @@ class PaCoReNodes:
             )
         return returned
 
-    async def _prompt(
-        self, state: PaCoReState, round_number: int, params: SamplingParams
-    ) -> tuple[list[dict[str, Any]], int]:
-        """P(x, M) for this round within the budgets, and how many references were trimmed to fit the context."""
-        prompt = build_prompt(state["conversation"], state["references"], self.config.template)
-        self._check_budget(prompt, round_number)
-        if self.config.max_model_len is None:
-            return prompt, 0
-        return await fit_prompt(
-            self.backend,
-            state["conversation"],
-            state["references"],
-            self.config.template,
-            max_model_len=self.config.max_model_len,
-            max_tokens=params.max_tokens,
-            what=self._round_name(round_number),
-        )
+    def _is_final(self, round_number: int) -> bool:
+        return round_number > len(self.config.schedule.rounds)
 
     def _round_name(self, round_number: int) -> str:
-        return "the final synthesis" if round_number > len(self.config.schedule.rounds) else f"round {round_number}"
+        return "the final synthesis" if self._is_final(round_number) else f"round {round_number}"
 
     def _check_budget(self, prompt: list[dict[str, Any]], round_number: int) -> None:
         budget = self.config.max_prompt_chars
@@ -376,23 +410,46 @@ class PaCoReNodes:
                 "lower K, cap max_tokens, or raise max_prompt_chars if the model's context allows it"
             )
 
-    async def _sample(
+    def _failed(
         self,
         prompt: list[dict[str, Any]],
-        params: SamplingParams,
         round_number: int,
         index: int,
-        *,
-        final: bool = False,
+        params: SamplingParams,
+        started_at: float,
+        reason: str,
+        write: EventWriter,
     ) -> Trajectory:
-        write = event_writer()
-        started_at = time.time()
-        clock = time.perf_counter()
-        if final:
-            result = await self._stream_synthesis(prompt, params, round_number, write)
-        else:
-            result = await self.backend.chat(prompt, params)
-        return self._finish(result, prompt, params, round_number, index, started_at, time.perf_counter() - clock, final)
+        """A failed marker for trajectory ``index`` (no conclusion, no tokens, and why), announced as it is made."""
+        trajectory = Trajectory(
+            round=round_number,
+            index=index,
+            conclusion="",
+            content_chars=0,
+            finish_reason="error",
+            cut_mid_thought=False,
+            prompt_tokens=0,
+            completion_tokens=0,
+            seconds=round(time.time() - started_at, 3),
+            started_at=started_at,
+            error=reason,
+        )
+        write(
+            TrajectoryFinished(
+                round=round_number,
+                index=index,
+                prompt_tokens=0,
+                completion_tokens=0,
+                finish_reason="error",
+                started_at=started_at,
+                seconds=trajectory["seconds"],
+                content="",
+                messages=prompt,
+                params=params.model_dump(mode="json"),
+                error=reason,
+            )
+        )
+        return trajectory
 
     def _finish(
         self,
@@ -403,15 +460,21 @@ class PaCoReNodes:
         index: int,
         started_at: float,
         seconds: float,
-        final: bool,
+        write: EventWriter,
+        *,
+        final: bool = False,
     ) -> Trajectory:
         """Reduce one sampled choice to its trajectory, and send its full transcript to the event stream."""
-        write = event_writer()
-        trajectory = _trajectory(result, round_number, index, started_at, seconds)
         completion = result.completions[0]
-        if self.config.compaction.keep == "full":
-            # Only the no-compaction ablation needs the whole text in the state (see pacore_graph.state).
-            trajectory["full_text"] = full_text_of(completion.content, completion.reasoning)
+        trajectory = reduce_completion(
+            completion,
+            round_number=round_number,
+            index=index,
+            usage=result.usage,
+            started_at=started_at,
+            seconds=seconds,
+            keep_full=self.config.compaction.keep == "full",
+        )
         # The full transcript goes to the event stream (a trace can record it), never into the state.
         write(
             TrajectoryFinished(
@@ -462,85 +525,26 @@ class PaCoReNodes:
         return accumulated.result()
 
 
-class StragglerCutOff(Exception):
-    """Marks an explorer cancelled by the straggler cutoff (recorded as a failed trajectory, never raised out)."""
+def _split_choices(result: ChatResult, n: int) -> list[ChatResult]:
+    """One result per choice of an ``n``-choice request.
 
-
-class _StragglerGate:
-    """Closes a round ``grace`` seconds after ``quorum`` of its ``k`` explorers came back.
-
-    One per (run, round), shared by that round's explorers; it lives on the nodes object only while the round
-    runs (the last explorer to leave removes it), so nothing of it enters the graph state or a checkpoint.
+    The server reports one usage per request: the prompt tokens go to the first trajectory only (the prompt was
+    sent, and prefilled, once); the completion tokens are split evenly, the remainder on the first, so round
+    and run totals equal what the server reported.
     """
-
-    def __init__(self, quorum: int, grace: float, k: int) -> None:
-        self.quorum, self.grace, self.k = quorum, grace, k
-        self.returned = self.left = 0
-        self.closed = asyncio.Event()
-        self._timer: asyncio.TimerHandle | None = None
-
-    async def race(self, sample: Coroutine[Any, Any, Trajectory]) -> Trajectory:
-        """The trajectory, or ``StragglerCutOff`` if the round closes first (the request is then cancelled)."""
-        request = asyncio.ensure_future(sample)
-        closing = asyncio.ensure_future(self.closed.wait())
-        try:
-            await asyncio.wait({request, closing}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            closing.cancel()
-            if not request.done():
-                request.cancel()
-            await asyncio.gather(request, closing, return_exceptions=True)
-        if request.cancelled():
-            raise StragglerCutOff(
-                f"cut off as a straggler: {self.returned} of {self.k} had come back (quorum {self.quorum}) "
-                f"and the round waited {self.grace:g} s more"
-            )
-        trajectory = request.result()  # re-raises the request's own failure
-        self.returned += 1
-        if self.returned >= self.quorum and self._timer is None:
-            self._timer = asyncio.get_running_loop().call_later(self.grace, self.closed.set)
-        return trajectory
-
-    def leave(self) -> bool:
-        """Count an explorer out; True when it was the round's last, so the gate can go."""
-        self.left += 1
-        if self.left == self.k and self._timer is not None:
-            self._timer.cancel()
-        return self.left == self.k
-
-
-def _failed_trajectory(
-    round_number: int, index: int, started_at: float, exc: BackendError | StragglerCutOff
-) -> Trajectory:
-    """The marker a failed explorer returns: no conclusion, no tokens, and why it failed."""
-    return Trajectory(
-        round=round_number,
-        index=index,
-        conclusion="",
-        content_chars=0,
-        finish_reason="error",
-        cut_mid_thought=False,
-        prompt_tokens=0,
-        completion_tokens=0,
-        seconds=round(time.time() - started_at, 3),
-        started_at=started_at,
-        error=f"{type(exc).__name__}: {exc}",
-    )
-
-
-def _trajectory(result: ChatResult, round_number: int, index: int, started_at: float, seconds: float) -> Trajectory:
     if not result.completions:
         raise ProtocolError("the backend returned no completion; check that the server supports chat completions")
-    completion = result.completions[0]
-    return Trajectory(
-        round=round_number,
-        index=index,
-        conclusion=conclusion_of(completion.content),
-        content_chars=len(completion.content),
-        finish_reason=completion.finish_reason,
-        cut_mid_thought=is_cut_mid_thought(completion.content, completion.reasoning, completion.finish_reason),
-        prompt_tokens=result.usage.prompt_tokens,
-        completion_tokens=result.usage.completion_tokens,
-        seconds=round(seconds, 3),
-        started_at=started_at,
-    )
+    if n == 1:
+        return [ChatResult(completions=[result.completions[0]], usage=result.usage, model=result.model)]
+    share, remainder = divmod(result.usage.completion_tokens, n)
+    return [
+        ChatResult(
+            completions=[completion],
+            usage=TokenUsage(
+                prompt_tokens=result.usage.prompt_tokens if offset == 0 else 0,
+                completion_tokens=share + (remainder if offset == 0 else 0),
+            ),
+            model=result.model,
+        )
+        for offset, completion in enumerate(result.completions)
+    ]

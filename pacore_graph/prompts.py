@@ -15,6 +15,7 @@ import jinja2.sandbox
 
 from pacore_graph.clients.base import ChatMessage
 from pacore_graph.errors import ConfigError
+from pacore_graph.messages import is_text_only, last_user_index, text_of
 
 __all__ = [
     "REFERENCE_TEMPLATE",
@@ -57,28 +58,19 @@ def _compile(template: str) -> jinja2.Template:
     return jinja2.sandbox.SandboxedEnvironment().from_string(template)
 
 
-def _text_of(content: Any) -> str | None:
-    """The text of a message content: a string, or a list of text parts joined (OpenAI's multi-part form)."""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list) and all(isinstance(p, dict) and p.get("type") == "text" for p in content):
-        return "".join(str(p.get("text", "")) for p in content)
-    return None
-
-
-def _last_user_index(messages: Sequence[ChatMessage]) -> int:
-    for i in range(len(messages) - 1, -1, -1):
-        if messages[i].get("role") == "user":
-            return i
-    raise ConfigError("the problem has no user message; give a string or chat messages with a 'user' turn")
+def _user_turn(messages: Sequence[ChatMessage]) -> int:
+    index = last_user_index(messages)
+    if index is None:
+        raise ConfigError("the problem has no user message; give a string or chat messages with a 'user' turn")
+    return index
 
 
 def last_user_content(messages: Sequence[ChatMessage]) -> str:
     """The text of the last user message: the 'original problem' the template quotes."""
-    text = _text_of(messages[_last_user_index(messages)].get("content"))
-    if text is None:
+    content = messages[_user_turn(messages)].get("content")
+    if not is_text_only(content):
         raise ConfigError("the last user message must be text (a string or text parts only)")
-    return text
+    return text_of(content)
 
 
 def normalize_problem(problem: str | Sequence[Any]) -> list[dict[str, Any]]:
@@ -122,6 +114,5 @@ def build_prompt(
     copied = [dict(m) for m in messages]
     if not references:
         return copied
-    index = _last_user_index(copied)
-    copied[index]["content"] = render_references(last_user_content(copied), references, template)
+    copied[_user_turn(copied)]["content"] = render_references(last_user_content(copied), references, template)
     return copied

@@ -8,11 +8,9 @@ must carry them (``Trajectory.full_text``).
 
 from __future__ import annotations
 
-import operator
-from typing import Annotated, Any, NotRequired, TypedDict
+from typing import Any, NotRequired, TypedDict
 
 __all__ = [
-    "ExploreTask",
     "PaCoReInput",
     "PaCoReOutput",
     "PaCoReState",
@@ -64,20 +62,6 @@ class UsageSummary(TypedDict):
     rounds: list[RoundStats]
 
 
-class ExploreTask(TypedDict):
-    """The payload of one explorer ``Send``: which trajectory, and the prompt P(x, M) to sample from.
-
-    With n-batching (``PaCoReConfig.n_batch``) one task stands for ``n`` trajectories, ``index`` to
-    ``index + n - 1``, sampled with one request.
-    """
-
-    round: int
-    index: int
-    prompt: list[dict[str, Any]]
-    n: NotRequired[int]  # trajectories in this task (n-batching); absent means 1
-    run_key: NotRequired[str]  # ties the round's explorers together for the straggler cutoff
-
-
 class PaCoReInput(TypedDict, total=False):
     """Graph input: a ``problem`` string, or chat ``messages`` (OpenAI dicts or LangChain messages)."""
 
@@ -100,17 +84,21 @@ class VoteOutput(PaCoReOutput):
 
 
 class PaCoReState(TypedDict):
-    """The full graph state."""
+    """The full graph state: the problem x, the round r, M_{r-1}, the round's prompt and Ω_r, and the result.
+
+    Every key is overwritten, none appended to, so a run started on a thread that already ran starts afresh
+    (``prepare`` resets them) and a checkpoint holds one copy of each.
+    """
 
     problem: NotRequired[str]
     messages: NotRequired[list[Any]]
     conversation: list[dict[str, Any]]  # x: the problem as chat messages
-    round: int  # the round being run, 1-based
+    round: int  # the round being run, 1-based; len(schedule) + 1 is the final synthesis
     references: list[str]  # M_{r-1}
-    omega: Annotated[list[Trajectory], operator.add]  # Ω_r: explorers append, compaction resets
-    rounds: Annotated[list[RoundStats], operator.add]
+    prompt: list[dict[str, Any]]  # P(x, M_{r-1}), fitted to the budget: stored once per round
+    omega: list[Trajectory]  # Ω_r, in index order
+    rounds: list[RoundStats]  # the finished rounds' rows
     answer: str
     finish_reason: str
     usage: UsageSummary
     votes: NotRequired[dict[str, int]]  # set by the voter node only
-    run_key: NotRequired[str]  # a random id of this run, set by prepare (see ExploreTask)

@@ -3,7 +3,7 @@ import random
 import pytest
 
 from pacore_graph import CompactionPolicy, compact, conclusion_of
-from pacore_graph.compaction import is_cut_mid_thought
+from pacore_graph.compaction import ConclusionStream, is_cut_mid_thought
 
 
 def trajectory(index, content, finish_reason="stop", reasoning=None):
@@ -71,3 +71,21 @@ def test_order_seed_is_configurable(seed):
     expected = sorted(items, key=lambda t: t["content_chars"])
     random.Random(seed).shuffle(expected)
     assert compact(items, CompactionPolicy(order_seed=seed)).messages == [t["conclusion"] for t in expected]
+
+
+@pytest.mark.parametrize(
+    ("pieces", "answer", "live"),
+    [
+        # Thinking inline: nothing is sent until </think> (split across pieces), then the conclusion streams.
+        (["<thi", "nk>step one", " step two</th", "ink>\n\nThe ans", "wer is 4."], "\n\nThe answer is 4.", 2),
+        # No thinking in the content (a reasoning parser split it off): every piece is sent at once.
+        (["The ", "answer ", "is 4."], "The answer is 4.", 3),
+        # Thinking that never closes: the content is the conclusion, sent whole at the end.
+        (["<think>cut off", " mid-thought"], "<think>cut off mid-thought", 0),
+    ],
+)
+def test_conclusion_stream_holds_back_thinking(pieces, answer, live):
+    conclusion = ConclusionStream()
+    sent = [conclusion.feed(piece) for piece in pieces]
+    assert len([s for s in sent if s]) == live
+    assert "".join(sent) + conclusion.finish(answer) == answer

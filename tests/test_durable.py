@@ -81,13 +81,16 @@ def clean_env(tmp_path) -> dict[str, str]:
 
 
 def saved_explorers(open_saver, run_id: str) -> int:
-    """How many explorer results the store holds as pending writes of the run's latest checkpoint."""
+    """How many explorer results the store holds as pending writes of the run's latest checkpoint.
+
+    Each explorer is a LangGraph task, whose result is written under the ``__return__`` channel.
+    """
     with open_saver() as saver:
         saver.setup()  # idempotent; the tables may not exist yet while the CLI starts
         saved = saver.get_tuple({"configurable": {"thread_id": run_id}})
     if saved is None:
         return 0
-    return sum(1 for _, channel, _ in saved.pending_writes or [] if channel == "omega")
+    return sum(1 for _, channel, _ in saved.pending_writes or [] if channel == "__return__")
 
 
 def seeds(server) -> list[int]:

@@ -404,26 +404,6 @@ def test_pacore_serve_command_serves_and_drains_on_sigint():
     assert "draining" in rest
 
 
-@pytest.mark.parametrize(
-    ("pieces", "answer", "live"),
-    [
-        # Thinking inline: nothing is sent until </think> (split across pieces), then the conclusion streams.
-        (["<thi", "nk>step one", " step two</th", "ink>\n\nThe ans", "wer is 4."], "\n\nThe answer is 4.", 2),
-        # No thinking in the content (a reasoning parser split it off): every piece is sent at once.
-        (["The ", "answer ", "is 4."], "The answer is 4.", 3),
-        # Thinking that never closes: the content is the conclusion, sent whole at the end.
-        (["<think>cut off", " mid-thought"], "<think>cut off mid-thought", 0),
-    ],
-)
-def test_conclusion_stream_holds_back_thinking(pieces, answer, live):
-    from pacore_graph.server.app import _ConclusionStream
-
-    conclusion = _ConclusionStream()
-    sent = [conclusion.feed(piece) for piece in pieces]
-    assert len([s for s in sent if s]) == live
-    assert "".join(sent) + conclusion.finish(answer) == answer
-
-
 async def test_concurrent_requests_share_one_window_and_later_rounds_go_first():
     # Two chat requests at once through a proxy whose upstream client holds 2 sequences: the upstream never sees
     # more than 2, and the first request's synthesis overtakes the second one's remaining explorers.

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any, Self
 from aiohttp import web
 
 from pacore_graph.clients.base import ChatBackend
-from pacore_graph.compaction import THINK_CLOSE
+from pacore_graph.compaction import ConclusionStream
 from pacore_graph.errors import (
     BackendError,
     ConfigError,
@@ -385,7 +385,7 @@ class PaCoReProxy:
         )
         queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
         runner = asyncio.create_task(_feed(graph, inputs, queue))
-        conclusion = _ConclusionStream()
+        conclusion = ConclusionStream()
         try:
             while True:
                 try:
@@ -475,44 +475,3 @@ def _pacore_meta(spec: GraphSpec, output: dict[str, Any]) -> dict[str, Any]:
     if output.get("votes") is not None:
         meta["votes"] = output["votes"]
     return meta
-
-
-class _ConclusionStream:
-    """Turns the synthesis's content deltas into deltas of its conclusion (the text after ``</think>``).
-
-    Content that opens with ``<think>`` is held back until ``</think>``; otherwise it is passed on at once,
-    keeping back only a tail that could be the start of ``</think>``. :meth:`finish` reconciles with the
-    graph's answer: whatever of it was not sent yet (all of it, for graphs that do not stream).
-    """
-
-    def __init__(self) -> None:
-        self._buffer = ""
-        self._sent = ""
-        self._thinking: bool | None = None  # unknown until the first non-blank text
-
-    def feed(self, text: str) -> str:
-        """The part of the conclusion that can be sent now."""
-        self._buffer += text
-        if self._thinking is None:
-            stripped = self._buffer.lstrip()
-            if not stripped or "<think>".startswith(stripped):
-                return ""
-            self._thinking = stripped.startswith("<think>")
-        if THINK_CLOSE in self._buffer:
-            self._thinking = False
-            self._buffer = self._buffer.rpartition(THINK_CLOSE)[2]
-            if self._sent:  # a second </think> after sent text: the rest of the answer is reconciled in finish()
-                return ""
-        if self._thinking:
-            return ""
-        keep = next((n for n in range(len(THINK_CLOSE) - 1, 0, -1) if self._buffer.endswith(THINK_CLOSE[:n])), 0)
-        ready, self._buffer = self._buffer[: len(self._buffer) - keep], self._buffer[len(self._buffer) - keep :]
-        self._sent += ready
-        return ready
-
-    def finish(self, answer: str) -> str:
-        """What remains to be sent of ``answer``, the graph's final answer."""
-        if answer.startswith(self._sent):
-            return answer[len(self._sent) :]
-        log.warning("the streamed synthesis diverged from its conclusion; the stream keeps what was sent")
-        return ""

@@ -53,6 +53,7 @@ from typing import Any, Literal, Self, TypeAlias
 from aiohttp import web
 
 from pacore_graph.clients.base import TokenUsage
+from pacore_graph.messages import last_user_text, text_of
 
 __all__ = [
     "FakeOpenAIServer",
@@ -251,10 +252,7 @@ class FakeRequest:
     @property
     def last_user_content(self) -> str | None:
         """Text of the last ``user`` message (text parts joined by newlines), or None if there is none."""
-        for message in reversed(self.messages):
-            if message.get("role") == "user":
-                return _text_of(message.get("content"))
-        return None
+        return last_user_text(self.messages)
 
 
 #: What a script returns: one reply (copied to every choice) or exactly one reply per choice.
@@ -718,16 +716,6 @@ def _drop_connection(request: web.Request, *, reset: bool) -> None:
     transport.abort()
 
 
-def _text_of(content: Any) -> str:
-    """Text of a message content: a string, or the ``text`` of its parts (OpenAI multi-part form)."""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        texts = [part.get("text") for part in content if isinstance(part, dict)]
-        return "\n".join(text for text in texts if isinstance(text, str))
-    return ""
-
-
 def _words(text: str | None) -> int:
     return len(text.split()) if text else 0
 
@@ -736,7 +724,7 @@ def _usage(fake: FakeRequest, replies: list[FakeReply]) -> TokenUsage:
     """Usage of one request: the prompt counted once, completions summed over choices."""
     prompt = next((reply.prompt_tokens for reply in replies if reply.prompt_tokens is not None), None)
     if prompt is None:
-        prompt = sum(_words(_text_of(message.get("content"))) for message in fake.messages)
+        prompt = sum(_words(text_of(message.get("content"))) for message in fake.messages)
     completion = sum(
         reply.completion_tokens
         if reply.completion_tokens is not None

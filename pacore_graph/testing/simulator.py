@@ -41,6 +41,8 @@ from typing import Any, Literal, Self
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
+from pacore_graph.messages import last_user_text, text_of
+
 __all__ = [
     "LowerBound",
     "SimRequest",
@@ -119,10 +121,7 @@ class SimRequest:
     @property
     def last_user_content(self) -> str:
         """The text of the last user message ('' if none)."""
-        for message in reversed(self.messages):
-            if message.get("role") == "user":
-                return _text_of(message.get("content"))
-        return ""
+        return last_user_text(self.messages) or ""
 
 
 @dataclass
@@ -221,7 +220,7 @@ def tokenize(messages: Sequence[dict[str, Any]], mode: Literal["words", "chars4"
     tokens: list[str] = []
     for message in messages:
         tokens.append(f"<|{message.get('role', '')}|>")
-        text = _text_of(message.get("content"))
+        text = text_of(message.get("content"))
         if mode == "words":
             tokens.extend(text.split())
         else:
@@ -560,11 +559,3 @@ class SimulatorServer:
             "message": {"role": "assistant", "content": content},
             "finish_reason": "stop",
         }
-
-
-def _text_of(content: Any) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
-    return ""

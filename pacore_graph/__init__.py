@@ -25,6 +25,7 @@ from pacore_graph.errors import (
     ConnectError,
     ContextBudgetError,
     EmptyRoundError,
+    GraphOutputError,
     PaCoReError,
     ProtocolError,
     QuorumError,
@@ -46,6 +47,7 @@ from pacore_graph.extract import ExtractionPolicy, Vote, extract_answer, extract
 from pacore_graph.graph import build_pacore_graph
 from pacore_graph.prompts import REFERENCE_TEMPLATE, build_prompt, normalize_problem, render_references
 from pacore_graph.result import PaCoReResult, RoundRow, RunUsage
+from pacore_graph.run import run_graph, stream_run
 from pacore_graph.schedule import PRESETS, Schedule
 from pacore_graph.trace import Trace, TraceRecorder, record_run
 
@@ -67,6 +69,7 @@ __all__ = [
     "EmptyRoundError",
     "ExtractionPolicy",
     "FailurePolicy",
+    "GraphOutputError",
     "LangChainBackend",
     "PaCoReConfig",
     "PaCoReError",
@@ -106,5 +109,7 @@ __all__ = [
     "record_run",
     "render_references",
     "run_durable",
+    "run_graph",
     "stream_events",
+    "stream_run",
 ]

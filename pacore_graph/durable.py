@@ -29,6 +29,7 @@ from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import Durability
 
 from pacore_graph.errors import ConfigError
+from pacore_graph.run import run_graph
 
 __all__ = [
     "DURABILITY",
@@ -145,12 +146,14 @@ async def run_durable(graph: CompiledStateGraph[Any, Any, Any, Any], problem: st
     """Run ``graph`` (compiled with a checkpointer) on ``problem`` as run ``run_id``, resuming it if interrupted.
 
     The graph itself (spec, schedule, sampling) is not checked: resume with the same one. A finished run
-    returns its stored output without calling the model. Returns the final state values.
+    returns its stored output without calling the model. Returns the final state values (the whole state,
+    ``problem`` included); for the typed result, run the graph with :func:`~pacore_graph.run.run_graph`
+    (``inputs=None`` resumes) under :func:`run_config`'s config and ``durability=DURABILITY``.
     """
     status = await check_resumable(graph, run_id, problem)
     if status.state == "finished":
         return status.values
     config = run_config(run_id)
     inputs = None if status.state == "interrupted" else {"problem": problem}
-    await graph.ainvoke(inputs, config, durability=DURABILITY)
+    await run_graph(graph, inputs, config=config, durability=DURABILITY)
     return dict((await graph.aget_state(config)).values)

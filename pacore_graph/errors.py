@@ -9,6 +9,7 @@ Every exception derives from one root, so callers can catch the whole family::
     │   ├── EmptyRoundError      no trajectory of a round left a usable conclusion
     │   ├── QuorumError          too few trajectories of a round came back (see FailurePolicy)
     │   └── ContextBudgetError   a round's prompt would not fit the configured budget (nothing was sent)
+    ├── GraphOutputError         a graph finished without the output a result is read from (answer, usage, ...)
     └── BackendError             talking to the model server failed
         ├── ConnectError         the server could not be reached (after retries)
         ├── UpstreamTimeoutError the server did not answer in time (after retries)
@@ -26,6 +27,7 @@ __all__ = [
     "ConnectError",
     "ContextBudgetError",
     "EmptyRoundError",
+    "GraphOutputError",
     "PaCoReError",
     "ProtocolError",
     "QuorumError",
@@ -65,6 +67,14 @@ class QuorumError(RoundError):
 
 class ContextBudgetError(RoundError):
     """A prompt would exceed the configured budget; raised before anything is sent."""
+
+
+class GraphOutputError(PaCoReError):
+    """A graph finished (or was interrupted) without ``answer``, ``finish_reason`` and ``usage`` in its output.
+
+    Raised by :func:`~pacore_graph.run.run_graph`; the graph is wired wrong (its output schema lacks the
+    PaCoRe output keys and no PaCoRe subgraph ran) or it stopped at an ``interrupt``.
+    """
 
 
 class BackendError(PaCoReError):

@@ -16,7 +16,8 @@ enters the graph state, so checkpoints stay small while a consumer (the CLI's li
 ``RunFinished``        the answer, its ``finish_reason``, the usage (and the tally for voting graphs)
 =====================  =================================================================================
 
-Consume them with :func:`stream_events`, or from your own ``astream`` call::
+Consume them with :func:`pacore_graph.run.stream_run` (the events, then the typed result) or
+:func:`stream_events` (the events only), or from your own ``astream`` call::
 
     async for namespace, mode, chunk in graph.astream(inputs, stream_mode=["custom", "updates"], subgraphs=True):
         if mode == "custom" and (event := parse_event(chunk)) is not None:
@@ -33,6 +34,8 @@ from typing import Annotated, Any, Literal
 
 from langgraph.config import get_stream_writer
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+
+from pacore_graph.result import PaCoReResult
 
 __all__ = [
     "EventWriter",
@@ -165,11 +168,11 @@ def parse_event(payload: Any) -> PaCoReEvent | None:
 async def stream_events(graph: Any, inputs: Any, config: Any = None) -> AsyncIterator[PaCoReEvent]:
     """Run ``graph`` on ``inputs`` and yield its PaCoRe events, from subgraphs too (with their namespace).
 
-    ``graph`` is a compiled LangGraph graph (the PaCoRe graph, or a parent that contains it).
+    ``graph`` is a compiled LangGraph graph (the PaCoRe graph, or a parent that contains it). This is
+    :func:`pacore_graph.run.stream_run` without its final result; use that to get the result as well.
     """
-    async for namespace, chunk in graph.astream(inputs, config, stream_mode="custom", subgraphs=True):
-        event = parse_event(chunk)
-        if event is not None:
-            if namespace:
-                event.namespace = tuple(namespace)
-            yield event
+    from pacore_graph.run import stream_run  # deferred: run.py imports this module
+
+    async for item in stream_run(graph, inputs, config=config):
+        if not isinstance(item, PaCoReResult):
+            yield item

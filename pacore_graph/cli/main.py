@@ -33,9 +33,11 @@ from pacore_graph.cli.serve import serve_command
 from pacore_graph.cli.trace import trace_app
 from pacore_graph.clients.base import ChatBackend
 from pacore_graph.durable import DURABILITY, check_resumable, open_checkpointer, run_config
-from pacore_graph.errors import ConfigError, PaCoReError
-from pacore_graph.events import RoundStarted, parse_event
+from pacore_graph.errors import ConfigError, GraphOutputError, PaCoReError
+from pacore_graph.events import RoundStarted
 from pacore_graph.result import PaCoReResult
+from pacore_graph.run import run_graph as run_compiled  # `run_graph` names the RunGraph argument below
+from pacore_graph.run import stream_run
 from pacore_graph.schedule import DEFAULT_MAX_K, DEFAULT_MAX_ROUNDS, Schedule
 from pacore_graph.trace import TraceRecorder
 
@@ -95,35 +97,30 @@ async def _run(
     durable: dict[str, Any] = {}
     if run_id is not None:
         status = await check_resumable(graph, run_id, problem)
+        durable = {"config": run_config(run_id), "durability": DURABILITY}
         if status.state == "finished":
             progress.print(f"[dim]run {run_id!r} already finished; showing its stored result[/]", highlight=False)
-            return PaCoReResult.from_output(status.values, run_graph.config.schedule)
+            return await run_compiled(graph, None, **durable)  # reads the checkpoint; no node runs again
         if status.state == "interrupted":
             progress.print(f"[dim]resuming run {run_id!r} from its last checkpoint[/]", highlight=False)
             inputs = None  # LangGraph resumes from the checkpoint; finished explorers are not run again
-        durable = {"config": run_config(run_id), "durability": DURABILITY}
     display = make_display(progress, len(ks) - 1, quiet=quiet)
-    output: dict[str, Any] = {}
+    result: PaCoReResult | None = None
     try:
-        # Progress comes from the custom events; the output from the updates, which every graph type gives.
-        async for _, mode, chunk in graph.astream(inputs, stream_mode=["custom", "updates"], subgraphs=True, **durable):
-            if mode == "updates":
-                values = chunk.values() if isinstance(chunk, dict) else ()
-                output = next((v for v in values if isinstance(v, dict) and "answer" in v), output)
-                continue
-            event = parse_event(chunk)
-            if event is None:
+        async for item in stream_run(graph, inputs, **durable):
+            if isinstance(item, PaCoReResult):
+                result = item
                 continue
             if recorder is not None:
-                recorder.add(event)
-            if phase is not None and isinstance(event, RoundStarted):
-                phase.set("final synthesis" if event.final else f"round {event.round}/{len(ks) - 1}")
-            display.handle(event)
+                recorder.add(item)
+            if phase is not None and isinstance(item, RoundStarted):
+                phase.set("final synthesis" if item.final else f"round {item.round}/{len(ks) - 1}")
+            display.handle(item)
     finally:
         display.close()
-    if run_id is not None:  # a resumed run's updates may not hold the whole output; the checkpoint does
-        output = dict((await graph.aget_state(run_config(run_id))).values)
-    return PaCoReResult.from_output(output, run_graph.config.schedule)
+    if result is None:  # stream_run ends with the result or raises
+        raise GraphOutputError("the run ended without a result")
+    return result
 
 
 @app.command()

@@ -31,6 +31,7 @@ from pacore_graph.eval.datasets import Problem, dataset_fingerprint
 from pacore_graph.eval.grading import Grader
 from pacore_graph.eval.jsonl import append_record, read_records
 from pacore_graph.eval.pool import CountingBackend, EvalCounters, PoolBackend, TrajectoryPool, stable_seed
+from pacore_graph.run import run_graph
 from pacore_graph.schedule import Schedule
 
 # `graphs/` is installed as pacore_graph.graphs, which mypy cannot map (see pacore_graph/cli/graphs.py).
@@ -181,11 +182,9 @@ async def _one_run(
     error: str | None = None
     ttc = prompt = 0
     try:
-        output = await compiled.ainvoke({"messages": problem.messages})
-        answer = output["answer"]
-        finish_reason = output["finish_reason"]
-        ttc = output["usage"]["effective_ttc_tokens"]
-        prompt = output["usage"]["prompt_tokens"]
+        result = await run_graph(compiled, {"messages": problem.messages})
+        answer, finish_reason = result.answer, result.finish_reason
+        ttc, prompt = result.usage.effective_ttc_tokens, result.usage.prompt_tokens
     except RoundError as exc:  # the method failed on this problem: a wrong answer, not a broken eval
         error = f"{type(exc).__name__}: {exc}"
         ttc, prompt = meter.completion_tokens, meter.prompt_tokens

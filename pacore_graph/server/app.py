@@ -36,12 +36,15 @@ from pacore_graph.errors import (
     BackendError,
     ConfigError,
     ContextBudgetError,
+    GraphOutputError,
     PaCoReError,
     UpstreamError,
     UpstreamTimeoutError,
 )
-from pacore_graph.events import RoundCompacted, RoundStarted, SynthesisDelta, parse_event
+from pacore_graph.events import RoundCompacted, RoundStarted, SynthesisDelta
 from pacore_graph.prompts import normalize_problem
+from pacore_graph.result import PaCoReResult
+from pacore_graph.run import run_graph, stream_run
 from pacore_graph.schedule import Schedule
 from pacore_graph.server.protocol import (
     ChatCompletionRequest,
@@ -118,6 +121,9 @@ def _classify(exc: BaseException) -> _HTTPError:
         return _HTTPError(400, str(exc), "invalid_request_error", "upstream_rejected")
     if isinstance(exc, BackendError):
         return _HTTPError(502, str(exc), "upstream_error", "upstream_failed")
+    if isinstance(exc, GraphOutputError):  # a graph wired without PaCoRe's output: the server's fault
+        log.error("a graph ended without an answer: %s", exc)
+        return _HTTPError(500, str(exc), "server_error", "graph_output")
     if isinstance(exc, PaCoReError):  # RoundError: the upstream's answers left nothing to go on
         return _HTTPError(502, str(exc), "upstream_error", "round_failed")
     log.exception("internal error in the PaCoRe proxy", exc_info=exc)
@@ -310,16 +316,16 @@ class PaCoReProxy:
             if parsed.stream:
                 return await self._stream(request, parsed, graph, spec, inputs)
             try:
-                output = await _run(graph, inputs)
+                result = await run_graph(graph, inputs)
             except Exception as exc:
                 raise _classify(exc) from exc
             body = completion_body(
                 new_completion_id(),
                 parsed.model,
-                output["answer"],
-                output["finish_reason"],
-                output["usage"],
-                _pacore_meta(spec, output),
+                result.answer,
+                result.finish_reason,
+                result.usage.model_dump(),
+                _pacore_meta(spec, result),
             )
             return web.json_response(body)
         finally:
@@ -406,17 +412,16 @@ class PaCoReProxy:
                     error = _classify(item)
                     await send(error_body(str(error), error.error_type, error.code) | {"status": error.status})
                     return response
-                output: dict[str, Any] = item
-                rest = conclusion.finish(output["answer"])
+                result: PaCoReResult = item
+                rest = conclusion.finish(result.answer)
                 if rest:
                     await send(delta(rest))
                 await send(
-                    chunk(
-                        completion_id, model, created, {}, output["finish_reason"], include_usage=parsed.include_usage
-                    )
+                    chunk(completion_id, model, created, {}, result.finish_reason, include_usage=parsed.include_usage)
                 )
                 if parsed.include_usage:
-                    await send(chunk(completion_id, model, created, None, include_usage=True, usage=output["usage"]))
+                    usage = result.usage.model_dump()
+                    await send(chunk(completion_id, model, created, None, include_usage=True, usage=usage))
                 await send("[DONE]")
                 await response.write_eof()
                 return response
@@ -427,35 +432,13 @@ class PaCoReProxy:
                 await runner
 
 
-async def _run(graph: CompiledGraph, inputs: dict[str, Any]) -> dict[str, Any]:
-    """Run ``graph`` to its output (the last update holding an ``answer``, for every graph type)."""
-    output: dict[str, Any] = {}
-    async for _, mode, item in graph.astream(inputs, stream_mode=["updates"], subgraphs=True):
-        if mode == "updates" and isinstance(item, dict):
-            output = next((v for v in item.values() if isinstance(v, dict) and "answer" in v), output)
-    if "answer" not in output:
-        raise RuntimeError("the graph finished without an answer")
-    return output
-
-
 async def _feed(graph: CompiledGraph, inputs: dict[str, Any], queue: asyncio.Queue[tuple[str, Any]]) -> None:
-    """Run ``graph``, putting its events, then ("output", dict) or ("error", exception), on ``queue``."""
-    output: dict[str, Any] = {}
+    """Run ``graph``, putting its events, then ("output", PaCoReResult) or ("error", exception), on ``queue``."""
     try:
-        async for _, mode, item in graph.astream(inputs, stream_mode=["custom", "updates"], subgraphs=True):
-            if mode == "updates":
-                if isinstance(item, dict):
-                    output = next((v for v in item.values() if isinstance(v, dict) and "answer" in v), output)
-                continue
-            event = parse_event(item)
-            if event is not None:
-                queue.put_nowait(("event", event))
-        if "answer" not in output:
-            raise RuntimeError("the graph finished without an answer")
+        async for item in stream_run(graph, inputs):
+            queue.put_nowait(("output", item) if isinstance(item, PaCoReResult) else ("event", item))
     except Exception as exc:
         queue.put_nowait(("error", exc))
-        return
-    queue.put_nowait(("output", output))
 
 
 def _describe(event: RoundStarted | RoundCompacted) -> str:
@@ -465,13 +448,13 @@ def _describe(event: RoundStarted | RoundCompacted) -> str:
     return f"round {event.round} compacted: returned={event.returned} kept={event.kept}"
 
 
-def _pacore_meta(spec: GraphSpec, output: dict[str, Any]) -> dict[str, Any]:
+def _pacore_meta(spec: GraphSpec, result: PaCoReResult) -> dict[str, Any]:
     """The ``pacore`` field of a response: the graph, its schedule, the per-round rows (and votes)."""
     meta: dict[str, Any] = {
         "graph": spec.name,
         "schedule": list(spec.schedule.rounds),
-        "rounds": output["usage"].get("rounds", []),
+        "rounds": [row.model_dump() for row in result.rounds],
     }
-    if output.get("votes") is not None:
-        meta["votes"] = output["votes"]
+    if result.votes is not None:
+        meta["votes"] = result.votes
     return meta

@@ -37,7 +37,7 @@ def add_first_round(
     graph.add_node("explorers", nodes.explorers)
     graph.add_edge(START, "prepare")
     graph.add_edge("prepare", "plan")
-    graph.add_edge("plan", "explorers")
+    graph.add_conditional_edges("plan", nodes.route, ["explorers"])  # a one-round schedule: always the explorers
 
 
 def add_round_loop(

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict
 
 from pacore_graph.clients.base import ChatMessage, ChatResult, Completion, SamplingParams, TokenUsage
 
-__all__ = ["ChatChunk", "StreamAccumulator", "StreamingChatBackend"]
+__all__ = ["ChatChunk", "StreamAccumulator", "StreamingChatBackend", "chunks_of"]
 
 
 class ChatChunk(BaseModel):
@@ -36,6 +36,19 @@ class StreamingChatBackend(Protocol):
     def stream_chat(self, messages: Sequence[ChatMessage], params: SamplingParams) -> AsyncIterator[ChatChunk]:
         """Yield the completion of ``messages`` piece by piece; raise a ``BackendError`` on failure."""
         ...
+
+
+def chunks_of(result: ChatResult) -> list[ChatChunk]:
+    """A finished result as the one chunk a stream of it would have been (nothing for a result without choices)."""
+    return [
+        ChatChunk(
+            content=completion.content,
+            reasoning=completion.reasoning or "",
+            finish_reason=completion.finish_reason,
+            usage=result.usage,
+        )
+        for completion in result.completions[:1]
+    ]
 
 
 class StreamAccumulator:

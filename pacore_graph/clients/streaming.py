@@ -1,8 +1,9 @@
 """Streaming: an optional backend capability, detected with its own protocol so ``ChatBackend`` stays minimal.
 
 A backend that can stream implements ``stream_chat(messages, params)``, an async iterator of
-:class:`ChatChunk` (one choice, ``n = 1``). The synthesizer uses it when the backend has it, so the final
-answer can be shown while it is generated; any other backend is called with ``chat`` as before.
+:class:`ChatChunk` (one choice, ``n = 1``). The synthesizer uses it when the backend has it (asked with
+:func:`~pacore_graph.clients.wrapper.supports_streaming`, which looks through wrappers), so the final answer can be
+shown while it is generated; any other backend is called with ``chat`` as before.
 :class:`pacore_graph.VLLMClient` and :class:`pacore_graph.testing.FunctionBackend` implement it.
 """
 

@@ -159,14 +159,17 @@ class CountingBackend(WrapperBackend):
         return result
 
     async def stream_chat(self, messages: Sequence[ChatMessage], params: SamplingParams) -> AsyncIterator[ChatChunk]:
-        """Forward the stream and count it (its usage comes with its last chunks)."""
-        self.counters.requests += 1
+        """Forward the stream and count it once it answered (its usage comes with its last chunks)."""
+        answered = False
         usage = TokenUsage()
         try:
             async for chunk in super().stream_chat(messages, params):
+                answered = True
                 usage = chunk.usage or usage
                 yield chunk
         finally:  # a stream cut short still spent what it reported
+            if answered:
+                self.counters.requests += 1
             self.counters.generated_tokens += usage.completion_tokens
 
 

@@ -220,8 +220,8 @@ class VLLMClient:
                 raise
             return stack, response
 
-        # Only the opening is retried: once the 200 is in, chunks may already be in the caller's hands, and
-        # text handed out cannot be unsent, so every failure from here on is raised at once.
+        # Only the opening (up to the 200) is retried, so a stream is never retried once its first chunk may have
+        # been yielded: text handed to the caller cannot be unsent. Every failure after the 200 is raised at once.
         stack, response = await self._retrying(url, open_stream)
         async with stack:
             try:

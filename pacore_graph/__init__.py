@@ -16,6 +16,7 @@ from pacore_graph.clients.base import ChatBackend, ChatResult, Completion, Sampl
 from pacore_graph.clients.langchain import LangChainBackend
 from pacore_graph.clients.streaming import ChatChunk, StreamingChatBackend
 from pacore_graph.clients.vllm import VLLMClient
+from pacore_graph.clients.wrapper import WrapperBackend, supports_streaming
 from pacore_graph.compaction import CompactionPolicy, compact, conclusion_of
 from pacore_graph.config import FailurePolicy, PaCoReConfig
 from pacore_graph.durable import open_checkpointer, run_durable
@@ -95,6 +96,7 @@ __all__ = [
     "UpstreamTimeoutError",
     "VLLMClient",
     "Vote",
+    "WrapperBackend",
     "build_pacore_graph",
     "build_prompt",
     "compact",
@@ -112,4 +114,5 @@ __all__ = [
     "run_graph",
     "stream_events",
     "stream_run",
+    "supports_streaming",
 ]

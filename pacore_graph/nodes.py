@@ -26,7 +26,8 @@ from langgraph.func import task
 from pacore_graph.budget import fit_prompt
 from pacore_graph.clients.base import ChatBackend, ChatResult, SamplingParams, TokenUsage
 from pacore_graph.clients.limiter import request_priority
-from pacore_graph.clients.streaming import StreamAccumulator, StreamingChatBackend
+from pacore_graph.clients.streaming import StreamAccumulator
+from pacore_graph.clients.wrapper import supports_streaming
 from pacore_graph.compaction import Selection, reduce_completion, reference_text, select
 from pacore_graph.config import PaCoReConfig
 from pacore_graph.errors import BackendError, ContextBudgetError, EmptyRoundError, ProtocolError, QuorumError
@@ -499,7 +500,7 @@ class PaCoReNodes:
         self, prompt: list[dict[str, Any]], params: SamplingParams, round_number: int, write: EventWriter
     ) -> ChatResult:
         """The synthesis call: streamed when the backend can, so its text is shown while it is generated."""
-        if not isinstance(self.backend, StreamingChatBackend):
+        if not supports_streaming(self.backend):  # through wrappers: an eval meter must not hide streaming
             result = await self.backend.chat(prompt, params)
             if result.completions:  # one delta with the whole text keeps consumers uniform
                 completion = result.completions[0]

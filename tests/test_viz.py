@@ -83,7 +83,10 @@ def test_view_of_a_file_that_is_not_a_trace_is_a_clear_error(tmp_path):
 def test_graphs_draw_mermaid_names_the_nodes(name, tmp_path):
     printed = cli("graphs", "draw", name)
     assert printed.exit_code == 0, printed.output
-    nodes = {"pacore-high": ["prepare", "plan", "explorers", "compact", "synthesize"], "self-consistency": ["explorers", "vote"]}
+    nodes = {
+        "pacore-high": ["prepare", "plan", "explorers", "compact", "synthesize"],
+        "self-consistency": ["explorers", "vote"],
+    }
     for node in nodes[name]:
         assert re.search(rf"^\s*{node}\(", printed.stdout, re.M), node
     assert "graph TD" in printed.stdout and "-.->" in printed.stdout  # conditional fan-out edges are dashed

@@ -12,6 +12,7 @@ from pacore_graph.clients.base import (
 from pacore_graph.clients.langchain import LangChainBackend
 from pacore_graph.clients.limiter import SequenceLimiter, request_priority
 from pacore_graph.clients.vllm import VLLMClient
+from pacore_graph.clients.wrapper import WrapperBackend, supports_streaming
 
 __all__ = [
     "BalancedBackend",
@@ -24,5 +25,7 @@ __all__ = [
     "SequenceLimiter",
     "TokenUsage",
     "VLLMClient",
+    "WrapperBackend",
     "request_priority",
+    "supports_streaming",
 ]

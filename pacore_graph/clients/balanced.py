@@ -18,7 +18,7 @@ from typing import Protocol, runtime_checkable
 from pacore_graph.budget import TokenCountingBackend
 from pacore_graph.clients.base import ChatBackend, ChatMessage, ChatResult, SamplingParams
 from pacore_graph.clients.limiter import SequenceLimiter
-from pacore_graph.clients.streaming import ChatChunk, StreamingChatBackend
+from pacore_graph.clients.streaming import ChatChunk, StreamingChatBackend, chunks_of
 from pacore_graph.errors import ConfigError
 
 __all__ = ["BalancedBackend"]
@@ -142,14 +142,8 @@ class BalancedBackend:
                 async for chunk in backend.stream_chat(messages, params):
                     yield chunk
                 return
-            result = await backend.chat(messages, params)
-            for completion in result.completions[:1]:
-                yield ChatChunk(
-                    content=completion.content,
-                    reasoning=completion.reasoning or "",
-                    finish_reason=completion.finish_reason,
-                    usage=result.usage,
-                )
+            for chunk in chunks_of(await backend.chat(messages, params)):
+                yield chunk
 
     async def count_tokens(self, messages: Sequence[ChatMessage]) -> int | None:
         """The prompt's token count from the first backend that can count (all serve the same model), or None."""

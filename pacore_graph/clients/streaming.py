@@ -1,8 +1,9 @@
 """Streaming: an optional backend capability, detected with its own protocol so ``ChatBackend`` stays minimal.
 
 A backend that can stream implements ``stream_chat(messages, params)``, an async iterator of
-:class:`ChatChunk` (one choice, ``n = 1``). The synthesizer uses it when the backend has it, so the final
-answer can be shown while it is generated; any other backend is called with ``chat`` as before.
+:class:`ChatChunk` (one choice, ``n = 1``). The synthesizer uses it when the backend has it (asked with
+:func:`~pacore_graph.clients.wrapper.supports_streaming`, which looks through wrappers), so the final answer can be
+shown while it is generated; any other backend is called with ``chat`` as before.
 :class:`pacore_graph.VLLMClient` and :class:`pacore_graph.testing.FunctionBackend` implement it.
 """
 
@@ -15,7 +16,7 @@ from pydantic import BaseModel, ConfigDict
 
 from pacore_graph.clients.base import ChatMessage, ChatResult, Completion, SamplingParams, TokenUsage
 
-__all__ = ["ChatChunk", "StreamAccumulator", "StreamingChatBackend"]
+__all__ = ["ChatChunk", "StreamAccumulator", "StreamingChatBackend", "chunks_of"]
 
 
 class ChatChunk(BaseModel):
@@ -36,6 +37,19 @@ class StreamingChatBackend(Protocol):
     def stream_chat(self, messages: Sequence[ChatMessage], params: SamplingParams) -> AsyncIterator[ChatChunk]:
         """Yield the completion of ``messages`` piece by piece; raise a ``BackendError`` on failure."""
         ...
+
+
+def chunks_of(result: ChatResult) -> list[ChatChunk]:
+    """A finished result as the one chunk a stream of it would have been (nothing for a result without choices)."""
+    return [
+        ChatChunk(
+            content=completion.content,
+            reasoning=completion.reasoning or "",
+            finish_reason=completion.finish_reason,
+            usage=result.usage,
+        )
+        for completion in result.completions[:1]
+    ]
 
 
 class StreamAccumulator:

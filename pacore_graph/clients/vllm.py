@@ -3,45 +3,42 @@
 One pooled aiohttp ``ClientSession`` per client (keep-alive), a window of sequences in flight (adapted to the
 server's load when it exports vLLM's ``/metrics``; see :mod:`pacore_graph.clients.server_load`), requests queued
 by priority when the window is full (:mod:`pacore_graph.clients.limiter`), connect and read timeouts, and retries
-with exponential backoff and full jitter on connection errors, timeouts, 429 and 5xx.
+(:mod:`pacore_graph.clients.retry`, on tenacity) on connection errors, timeouts, 429 and 5xx.
 
-Failure rules, all implemented in :meth:`VLLMClient._post`:
+Failure rules; every request goes through :meth:`VLLMClient._attempt`, retried by
+:func:`~pacore_graph.clients.retry.retrying`:
 
 * connection errors, timeouts, 429, 500, 502, 503 and 504 are retried up to ``max_retries`` times;
   a 429 or 503 with ``Retry-After`` waits that long (capped at ``backoff_max``), otherwise the wait is
-  ``uniform(0, min(backoff_max, backoff_base * 2**attempt))``;
+  ``uniform(0, min(backoff_max, backoff_base * 2**retry))``;
 * any other HTTP error fails at once with :class:`~pacore_graph.errors.UpstreamError` (status and body);
 * a 200 whose body is not a chat completion fails at once with :class:`~pacore_graph.errors.ProtocolError`.
 
-:meth:`VLLMClient.stream_chat` (SSE) follows the same rules until the stream starts; once the first event has
-been read, a failure is raised at once (``ProtocolError`` for a cut or malformed stream, ``UpstreamTimeoutError``
-for a stall, ``UpstreamError`` for an error event), since text already handed to the caller cannot be unsent.
-
-The retry loop is written here rather than taken from a retry library because it needs the response
-(status, ``Retry-After``) to choose the wait, and it is a dozen lines.
+:meth:`VLLMClient.stream_chat` (SSE) follows the same rules until the stream opens (a 200 arrived); from then on,
+before any chunk can reach the caller, nothing is retried: a failure is raised at once (``ProtocolError`` for a cut
+or malformed stream, ``UpstreamTimeoutError`` for a stall, ``UpstreamError`` for an error event), since text
+already handed to the caller cannot be unsent.
 """
 
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import json
-import random
-import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
 
 from pacore_graph.clients.base import ChatMessage, ChatResult, Completion, SamplingParams, TokenUsage
 from pacore_graph.clients.limiter import SequenceLimiter
+from pacore_graph.clients.retry import RETRY_STATUSES, RetryableStatus, retrying
 from pacore_graph.clients.server_load import AdaptiveWindow, parse_server_load
 from pacore_graph.clients.streaming import ChatChunk
 from pacore_graph.errors import (
     BODY_PREVIEW_CHARS,
     ConfigError,
-    ConnectError,
     ProtocolError,
     UpstreamError,
     UpstreamTimeoutError,
@@ -49,7 +46,7 @@ from pacore_graph.errors import (
 
 __all__ = ["VLLMClient"]
 
-RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+T = TypeVar("T")
 _METRICS_MAX_BYTES = 4 << 20  # a vLLM /metrics page is ~50 KB; read no more than this of any page
 
 
@@ -213,41 +210,31 @@ class VLLMClient:
         body["stream"] = True
         body["stream_options"] = {"include_usage": True}
         url = self.base_url + "/chat/completions"
-        session = self._get_session()
-        self._follow_load()
-        for attempt in range(self.max_retries + 1):
-            last = attempt == self.max_retries
-            started = False
+
+        async def open_stream() -> tuple[AsyncExitStack, aiohttp.ClientResponse]:
+            stack = AsyncExitStack()
             try:
-                async with self.limiter.hold(), session.request("POST", url, json=body) as response:
-                    if response.status == 200:
-                        started = True
-                        async for chunk in _read_sse(response, url):
-                            yield chunk
-                        return
-                    wait = _wait_or_raise(url, response, await response.text(errors="replace"), last)
+                response = await stack.enter_async_context(self._attempt("POST", url, body, 1))
+            except BaseException:
+                await stack.aclose()
+                raise
+            return stack, response
+
+        # Only the opening (up to the 200) is retried, so a stream is never retried once its first chunk may have
+        # been yielded: text handed to the caller cannot be unsent. Every failure after the 200 is raised at once.
+        stack, response = await self._retrying(url, open_stream)
+        async with stack:
+            try:
+                async for chunk in _read_sse(response, url):
+                    yield chunk
             except TimeoutError as exc:
-                if started:
-                    raise UpstreamTimeoutError(
-                        f"the stream from {url} stalled ({type(exc).__name__}); raise the read timeout"
-                    ) from exc
-                if last:
-                    raise UpstreamTimeoutError(
-                        f"{url} did not answer in time after {attempt + 1} attempts; the server may be overloaded"
-                    ) from exc
-                wait = None
+                raise UpstreamTimeoutError(
+                    f"the stream from {url} stalled ({type(exc).__name__}); raise the read timeout"
+                ) from exc
             except aiohttp.ClientError as exc:
-                if started:
-                    raise ProtocolError(
-                        f"the stream from {url} was cut off ({type(exc).__name__}: {exc}); see the server's logs"
-                    ) from exc
-                if last:
-                    raise ConnectError(
-                        f"cannot reach the model server at {self.base_url} after {attempt + 1} attempts "
-                        f"({type(exc).__name__}: {exc}); start one and pass its URL with --base-url"
-                    ) from exc
-                wait = None
-            await asyncio.sleep(self._backoff(attempt, wait))
+                raise ProtocolError(
+                    f"the stream from {url} was cut off ({type(exc).__name__}: {exc}); see the server's logs"
+                ) from exc
 
     async def request_body(
         self, messages: Sequence[ChatMessage], params: SamplingParams, *, n: int = 1
@@ -270,33 +257,44 @@ class VLLMClient:
 
     async def _request(self, method: str, path: str, body: Mapping[str, Any] | None, sequences: int = 1) -> Any:
         url = self.base_url + path
-        session = self._get_session()
+
+        async def send() -> Any:
+            async with self._attempt(method, url, body, sequences) as response:
+                text = await response.text(errors="replace")  # a body cut short is a ClientError: retried
+            return _decode(text, url)
+
+        return await self._retrying(url, send)
+
+    async def _retrying(self, url: str, attempt: Callable[[], Awaitable[T]]) -> T:
+        """Run ``attempt`` under this client's retry policy (:mod:`pacore_graph.clients.retry`)."""
         self._follow_load()
-        for attempt in range(self.max_retries + 1):
-            last = attempt == self.max_retries
-            try:
-                async with self.limiter.hold(sequences), session.request(method, url, json=body) as response:
-                    text = await response.text(errors="replace")
-                    if response.status == 200:
-                        return _decode(text, url)
-                    wait = _wait_or_raise(url, response, text, last)
-            except TimeoutError as exc:
-                if last:
-                    raise UpstreamTimeoutError(
-                        f"{url} did not answer in time after {attempt + 1} attempts ({type(exc).__name__}); "
-                        "the server may be overloaded: raise the read timeout or lower the concurrency"
-                    ) from exc
-                wait = None
-            except aiohttp.ClientError as exc:
-                if last:
-                    raise ConnectError(
-                        f"cannot reach the model server at {self.base_url} after {attempt + 1} attempts "
-                        f"({type(exc).__name__}: {exc}); start one (e.g. `vllm serve MODEL`) and pass its URL "
-                        "with --base-url or PACORE_BASE_URL"
-                    ) from exc
-                wait = None
-            await asyncio.sleep(self._backoff(attempt, wait))
-        raise AssertionError("unreachable: the last attempt returns or raises")
+        return await retrying(
+            attempt,
+            url=url,
+            base_url=self.base_url,
+            max_retries=self.max_retries,
+            backoff_base=self.backoff_base,
+            backoff_max=self.backoff_max,
+        )
+
+    @asynccontextmanager
+    async def _attempt(
+        self, method: str, url: str, body: Mapping[str, Any] | None, sequences: int
+    ) -> AsyncIterator[aiohttp.ClientResponse]:
+        """One attempt: hold the window, send, and yield the response if it is a 200.
+
+        Any other status raises: :class:`~pacore_graph.clients.retry.RetryableStatus` (with its ``Retry-After``)
+        for a status worth retrying, else ``UpstreamError``. The window is held only while the attempt lasts,
+        not during the wait before the next one.
+        """
+        async with self.limiter.hold(sequences), self._get_session().request(method, url, json=body) as response:
+            if response.status != 200:
+                text = await response.text(errors="replace")
+                error = UpstreamError(_status_message(url, response.status, text), status=response.status, body=text)
+                if response.status in RETRY_STATUSES:
+                    raise RetryableStatus(error, response.headers.get("Retry-After"))
+                raise error
+            yield response
 
     def _follow_load(self) -> None:
         """Start polling the server's load, once, from inside the running loop."""
@@ -336,11 +334,6 @@ class VLLMClient:
             demand = self.limiter.queued + self.limiter.backlog
             self.limiter.limit = window.update(load, self.limiter.in_flight, demand)
 
-    def _backoff(self, attempt: int, retry_after: float | None) -> float:
-        if retry_after is not None:
-            return min(retry_after, self.backoff_max)
-        return random.uniform(0, min(self.backoff_max, self.backoff_base * 2**attempt))
-
 
 def _preview(data: Any) -> str:
     return repr(data)[:BODY_PREVIEW_CHARS]
@@ -367,27 +360,6 @@ def _status_message(url: str, status: int, text: str) -> str:
         404: "check the base URL (it usually ends in /v1) and the model name (--model)",
     }.get(status, "the server failed; see its logs")
     return f"{url} answered HTTP {status}: {detail[:300]} ({hint})"
-
-
-def _wait_or_raise(url: str, response: aiohttp.ClientResponse, text: str, last: bool) -> float | None:
-    """For an HTTP error: raise ``UpstreamError`` if it is final, else the ``Retry-After`` wait (or None)."""
-    if response.status not in RETRY_STATUSES or last:
-        raise UpstreamError(_status_message(url, response.status, text), status=response.status, body=text)
-    return _retry_after(response.headers.get("Retry-After"))
-
-
-def _retry_after(value: str | None) -> float | None:
-    """Seconds from a ``Retry-After`` header: a number, or an HTTP date."""
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        return max(0.0, email.utils.parsedate_to_datetime(value).timestamp() - time.time())
-    except (TypeError, ValueError):
-        return None
 
 
 async def _read_sse(response: aiohttp.ClientResponse, url: str) -> AsyncIterator[ChatChunk]:

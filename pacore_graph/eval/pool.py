@@ -20,13 +20,15 @@ import hashlib
 import json
 import os
 import random
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
 
 from pacore_graph.clients.base import ChatBackend, ChatMessage, ChatResult, Completion, SamplingParams, TokenUsage
+from pacore_graph.clients.streaming import ChatChunk, chunks_of
+from pacore_graph.clients.wrapper import WrapperBackend
 from pacore_graph.errors import ConfigError
 from pacore_graph.eval.jsonl import append_record, read_records
 
@@ -142,27 +144,42 @@ class TrajectoryPool:
             append_record(self.path, entry)
 
 
-class CountingBackend:
-    """Forwards to a backend and counts requests and generated completion tokens."""
+class CountingBackend(WrapperBackend):
+    """Forwards to a backend and counts requests and generated completion tokens (streamed ones too)."""
 
     def __init__(self, inner: ChatBackend, counters: EvalCounters) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.counters = counters
 
     async def chat(self, messages: Sequence[ChatMessage], params: SamplingParams, *, n: int = 1) -> ChatResult:
         """Forward the request and count it."""
-        result = await self.inner.chat(messages, params, n=n)
+        result = await self.wrapped.chat(messages, params, n=n)
         self.counters.requests += 1
         self.counters.generated_tokens += result.usage.completion_tokens
         return result
 
+    async def stream_chat(self, messages: Sequence[ChatMessage], params: SamplingParams) -> AsyncIterator[ChatChunk]:
+        """Forward the stream and count it once it answered (its usage comes with its last chunks)."""
+        answered = False
+        usage = TokenUsage()
+        try:
+            async for chunk in super().stream_chat(messages, params):
+                answered = True
+                usage = chunk.usage or usage
+                yield chunk
+        finally:  # a stream cut short still spent what it reported
+            if answered:
+                self.counters.requests += 1
+            self.counters.generated_tokens += usage.completion_tokens
 
-class PoolBackend:
+
+class PoolBackend(WrapperBackend):
     """A backend for one run: round-1 requests come from the pool, everything else from ``inner``.
 
     ``model`` names the model behind ``inner``, so a pool file shared across servers never mixes models.
     ``draw_seed`` orders the ``pool_size`` slots; this run takes them in that order, without replacement. A run
-    that needs more round-1 trajectories than ``pool_size`` fails with :class:`ConfigError`.
+    that needs more round-1 trajectories than ``pool_size`` fails with :class:`ConfigError`. Every other
+    capability of ``inner`` (streaming, token counting, ...) passes through.
     """
 
     def __init__(
@@ -176,7 +193,7 @@ class PoolBackend:
         model: str | None = None,
         counters: EvalCounters | None = None,
     ) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.pool = pool
         self.round1 = [dict(m) for m in problem_messages]
         self.pool_size = pool_size
@@ -187,10 +204,19 @@ class PoolBackend:
         self.served = 0
         self.generated = 0
 
+    async def stream_chat(self, messages: Sequence[ChatMessage], params: SamplingParams) -> AsyncIterator[ChatChunk]:
+        """Answer a round-1 request from the pool (as one chunk); stream any other request from ``inner``."""
+        if [dict(m) for m in messages] == self.round1:
+            for chunk in chunks_of(await self.chat(messages, params)):
+                yield chunk
+            return
+        async for chunk in super().stream_chat(messages, params):
+            yield chunk
+
     async def chat(self, messages: Sequence[ChatMessage], params: SamplingParams, *, n: int = 1) -> ChatResult:
         """Answer a round-1 request from the pool; forward any other request."""
         if [dict(m) for m in messages] != self.round1:
-            return await self.inner.chat(messages, params, n=n)
+            return await self.wrapped.chat(messages, params, n=n)
         if self.drawn + n > self.pool_size:
             raise ConfigError(
                 f"this run needs more than {self.pool_size} round-1 trajectories of one problem, the pool size; "
@@ -200,7 +226,7 @@ class PoolBackend:
         self.drawn += n
         key = pool_key(messages, params, self.model)
         # The draws of one request are independent slots: generate the missing ones concurrently.
-        got = await asyncio.gather(*(self.pool.get(key, slot, self.inner, messages, params) for slot in slots))
+        got = await asyncio.gather(*(self.pool.get(key, slot, self.wrapped, messages, params) for slot in slots))
         completions: list[Completion] = []
         usage = TokenUsage()
         for entry, generated in got:

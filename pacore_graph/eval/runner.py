@@ -18,14 +18,16 @@ import hashlib
 import json
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict
 
-from pacore_graph.clients.base import ChatBackend, ChatMessage, ChatResult, SamplingParams
+from pacore_graph.clients.base import ChatBackend, ChatMessage, ChatResult, SamplingParams, TokenUsage
+from pacore_graph.clients.streaming import ChatChunk
+from pacore_graph.clients.wrapper import WrapperBackend
 from pacore_graph.errors import ConfigError, RoundError
 from pacore_graph.eval.datasets import Problem, dataset_fingerprint
 from pacore_graph.eval.grading import Grader
@@ -152,19 +154,31 @@ class ResultsLog:
         append_record(self.path, record)
 
 
-class _RunMeter:
+class _RunMeter(WrapperBackend):
     """Counts the tokens one run's graph received, so a run that fails still reports what it spent."""
 
     def __init__(self, inner: ChatBackend) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.completion_tokens = 0
         self.prompt_tokens = 0
 
+    def _count(self, usage: TokenUsage) -> None:
+        self.completion_tokens += usage.completion_tokens
+        self.prompt_tokens += usage.prompt_tokens
+
     async def chat(self, messages: Sequence[ChatMessage], params: SamplingParams, *, n: int = 1) -> ChatResult:
-        result = await self.inner.chat(messages, params, n=n)
-        self.completion_tokens += result.usage.completion_tokens
-        self.prompt_tokens += result.usage.prompt_tokens
+        result = await self.wrapped.chat(messages, params, n=n)
+        self._count(result.usage)
         return result
+
+    async def stream_chat(self, messages: Sequence[ChatMessage], params: SamplingParams) -> AsyncIterator[ChatChunk]:
+        usage = TokenUsage()
+        try:
+            async for chunk in super().stream_chat(messages, params):
+                usage = chunk.usage or usage
+                yield chunk
+        finally:  # a stream cut short still spent what it reported
+            self._count(usage)
 
 
 async def _one_run(

@@ -296,14 +296,17 @@ class _ShuttingDown(Exception):
 class FakeOpenAIServer:
     """An OpenAI-compatible chat completions server on ``127.0.0.1`` and a free port.
 
-    Routes: ``POST /v1/chat/completions`` (JSON or SSE), ``GET /v1/models``, ``GET /health``. With
-    ``api_key`` set, the ``/v1`` routes require ``Authorization: Bearer <api_key>`` (else 401).
+    Routes: ``POST /v1/chat/completions`` (JSON or SSE), ``GET /v1/models``, ``GET /health``; with
+    ``tokenize=True`` also vLLM's ``POST /tokenize`` (the prompt's whitespace words, as the usage counts them;
+    each body is kept in :attr:`tokenize_requests`). Without it, ``/tokenize`` is a 404, as on a server that is
+    not vLLM. With ``api_key`` set, the ``/v1`` routes require ``Authorization: Bearer <api_key>`` (else 401).
 
     Use ``async with FakeOpenAIServer(...) as server`` on the current event loop, or
     ``with FakeOpenAIServer(...).in_thread() as server`` from synchronous code.
 
     Attributes:
         requests: every recorded chat request in arrival order, faulted ones included.
+        tokenize_requests: the body of every ``/tokenize`` request, in arrival order.
         script_errors: exceptions the script raised; the first is re-raised when the context exits.
     """
 
@@ -314,12 +317,15 @@ class FakeOpenAIServer:
         model: str = "fake-model",
         max_model_len: int = 8192,
         api_key: str | None = None,
+        tokenize: bool = False,
     ) -> None:
         self.script: Script = script if script is not None else _default_script
         self.model = model
         self.max_model_len = max_model_len
         self.api_key = api_key
+        self.tokenize = tokenize
         self.requests: list[FakeRequest] = []
+        self.tokenize_requests: list[dict[str, Any]] = []
         self.script_errors: list[Exception] = []
         self._usage = TokenUsage()
         self._runner: web.AppRunner | None = None
@@ -358,6 +364,8 @@ class FakeOpenAIServer:
         app.router.add_post("/v1/chat/completions", self._handle_chat)
         app.router.add_get("/v1/models", self._handle_models)
         app.router.add_get("/health", self._handle_health)
+        if self.tokenize:
+            app.router.add_post("/tokenize", self._handle_tokenize)  # at the root, as vLLM serves it
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=_SHUTDOWN_GRACE_SECONDS)
         await runner.setup()
         try:
@@ -464,6 +472,14 @@ class FakeOpenAIServer:
             "max_model_len": self.max_model_len,
         }
         return web.json_response({"object": "list", "data": [model]})
+
+    async def _handle_tokenize(self, request: web.Request) -> web.Response:
+        body = await _read_chat_body(request)
+        if isinstance(body, str):
+            return _error_response(400, body, "invalid_request_error")
+        self.tokenize_requests.append(body)
+        count = sum(_words(text_of(message.get("content"))) for message in body["messages"])
+        return web.json_response({"count": count, "max_model_len": self.max_model_len, "tokens": []})
 
     async def _handle_chat(self, request: web.Request) -> web.StreamResponse:
         denied = self._check_auth(request)

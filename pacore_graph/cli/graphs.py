@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import Annotated, Any, Literal
 
 import typer
 from langgraph.graph.state import CompiledStateGraph
@@ -17,30 +17,16 @@ from rich.text import Text
 from pacore_graph.clients.base import ChatBackend, ChatMessage, ChatResult, SamplingParams
 from pacore_graph.config import PaCoReConfig
 from pacore_graph.errors import ConfigError, PaCoReError
+from pacore_graph.graphs import (
+    DEFAULT_GRAPH,
+    GraphSpec,
+    build_graph,
+    discover_graph_types,
+    discover_graphs,
+    dump_spec,
+    load_spec,
+)
 from pacore_graph.schedule import DEFAULT_MAX_K, DEFAULT_MAX_ROUNDS, Schedule
-
-# `graphs/` is installed as pacore_graph.graphs (setuptools package-dir), which mypy cannot map: it type-checks
-# the same source as the top-level `graphs` package instead.
-if TYPE_CHECKING:
-    from graphs import (
-        DEFAULT_GRAPH,
-        GraphSpec,
-        build_graph,
-        discover_graph_types,
-        discover_graphs,
-        dump_spec,
-        load_spec,
-    )
-else:
-    from pacore_graph.graphs import (
-        DEFAULT_GRAPH,
-        GraphSpec,
-        build_graph,
-        discover_graph_types,
-        discover_graphs,
-        dump_spec,
-        load_spec,
-    )
 
 __all__ = ["RunGraph", "given_options", "graphs_app", "resolve_run_graph"]
 

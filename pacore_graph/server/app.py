@@ -26,7 +26,7 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Self
+from typing import Any, Self
 
 from aiohttp import web
 
@@ -41,6 +41,8 @@ from pacore_graph.errors import (
     UpstreamTimeoutError,
 )
 from pacore_graph.events import RoundCompacted, RoundStarted, SynthesisDelta, parse_event
+from pacore_graph.graphs import GraphSpec, build_graph, discover_graphs
+from pacore_graph.graphs.kinds import CompiledGraph
 from pacore_graph.prompts import normalize_problem
 from pacore_graph.schedule import Schedule
 from pacore_graph.server.protocol import (
@@ -51,14 +53,6 @@ from pacore_graph.server.protocol import (
     new_completion_id,
     parse_request,
 )
-
-# `graphs/` is installed as pacore_graph.graphs, which mypy cannot map (see pacore_graph/cli/graphs.py).
-if TYPE_CHECKING:
-    from graphs import GraphSpec, build_graph, discover_graphs
-    from graphs.kinds import CompiledGraph
-else:
-    from pacore_graph.graphs import GraphSpec, build_graph, discover_graphs
-    from pacore_graph.graphs.kinds import CompiledGraph
 
 __all__ = ["PaCoReProxy", "ProxySettings"]
 

@@ -39,24 +39,21 @@ from pacore_graph.messages import last_user_text
 from pacore_graph.nodes import PaCoReNodes
 from pacore_graph.state import PaCoReInput, PaCoReOutput, PaCoReState
 
+# Only the tools' public API.
+from pacore_graph.tools import (
+    NO_PROGRAM,
+    SandboxLimits,
+    TestCase,
+    TestReport,
+    arun_tests,
+    describe_report,
+    extract_program,
+)
+
 from .kinds import CompiledGraph, GraphType
 
-# Only the tools' public API. `tools/` is installed as pacore_graph.tools, which mypy cannot map: it type-checks
-# the same source as the top-level `tools` package instead (as pacore_graph/cli/graphs.py does for graphs/).
 if TYPE_CHECKING:
-    from tools import NO_PROGRAM, SandboxLimits, TestCase, TestReport, arun_tests, describe_report, extract_program
-
     from .spec import GraphSpec
-else:
-    from pacore_graph.tools import (
-        NO_PROGRAM,
-        SandboxLimits,
-        TestCase,
-        TestReport,
-        arun_tests,
-        describe_report,
-        extract_program,
-    )
 
 __all__ = [
     "CODE_VERIFIED",

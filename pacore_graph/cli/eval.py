@@ -7,11 +7,10 @@ import asyncio
 import json
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.text import Text
 
 from pacore_graph.cli.backend import ServerOptions, open_backend, split_base_urls
@@ -27,11 +26,15 @@ from pacore_graph.cli.options import (
     TopPOption,
 )
 from pacore_graph.errors import ConfigError, PaCoReError
-from pacore_graph.eval.datasets import Problem, load_dataset
-from pacore_graph.eval.grading import MathVerifyGrader, require_eval_extras
-from pacore_graph.eval.pool import EvalCounters, TrajectoryPool
-from pacore_graph.eval.report import GraphMetrics, compute_metrics, markdown_table, plot_accuracy_vs_ttc
-from pacore_graph.eval.runner import POOL_FILE, EvalGraph, EvalRecord, ResultsLog, resolve_eval_graphs, run_eval
+
+# The eval harness (graphs, LangGraph, grading) loads when the command runs, not at `pacore --help`.
+if TYPE_CHECKING:
+    from rich.progress import Progress
+
+    from pacore_graph.eval.datasets import Problem
+    from pacore_graph.eval.pool import EvalCounters, TrajectoryPool
+    from pacore_graph.eval.report import GraphMetrics
+    from pacore_graph.eval.runner import EvalGraph, EvalRecord
 
 __all__ = ["PLOT_FILE", "REPORT_FILE", "eval_command"]
 
@@ -77,6 +80,11 @@ async def _evaluate(
     counters: EvalCounters,
     err: Console,
 ) -> list[EvalRecord]:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from pacore_graph.eval.grading import MathVerifyGrader
+    from pacore_graph.eval.runner import ResultsLog, run_eval
+
     log = ResultsLog(out)
     log.open(problems, graphs)
     total = len(problems) * runs * len(graphs)
@@ -127,6 +135,8 @@ class _NoBackend:
 
 
 def _write_report(metrics: list[GraphMetrics], out: Path, *, title: str, pool_line: str | None) -> tuple[str, Path]:
+    from pacore_graph.eval.report import markdown_table, plot_accuracy_vs_ttc
+
     table = markdown_table(metrics)
     text = f"# {title}\n\n{table}"
     if pool_line:
@@ -183,6 +193,12 @@ def eval_command(
     debug: Annotated[bool, typer.Option(help="Show tracebacks on errors.")] = False,
 ) -> None:
     """Evaluate graphs on a dataset: accuracy (mean ± SE, majority vote), TTC tokens and time, table and plot."""
+    from pacore_graph.eval.datasets import load_dataset
+    from pacore_graph.eval.grading import require_eval_extras
+    from pacore_graph.eval.pool import EvalCounters, TrajectoryPool
+    from pacore_graph.eval.report import compute_metrics
+    from pacore_graph.eval.runner import POOL_FILE, resolve_eval_graphs
+
     out_console = Console()
     err = Console(stderr=True)
     counters = EvalCounters()

@@ -8,39 +8,20 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
-from langgraph.graph.state import CompiledStateGraph
-from rich import box
 from rich.console import Console
-from rich.table import Table
 from rich.text import Text
 
-from pacore_graph.clients.base import ChatBackend, ChatMessage, ChatResult, SamplingParams
-from pacore_graph.config import PaCoReConfig
 from pacore_graph.errors import ConfigError, PaCoReError
-from pacore_graph.schedule import DEFAULT_MAX_K, DEFAULT_MAX_ROUNDS, Schedule
+from pacore_graph.schedule import DEFAULT_MAX_K, DEFAULT_MAX_ROUNDS
 
-# `graphs/` is installed as pacore_graph.graphs (setuptools package-dir), which mypy cannot map: it type-checks
-# the same source as the top-level `graphs` package instead.
+# The graphs (LangGraph, LangChain) load inside the commands, so `pacore --help` does not pay for them.
 if TYPE_CHECKING:
-    from graphs import (
-        DEFAULT_GRAPH,
-        GraphSpec,
-        build_graph,
-        discover_graph_types,
-        discover_graphs,
-        dump_spec,
-        load_spec,
-    )
-else:
-    from pacore_graph.graphs import (
-        DEFAULT_GRAPH,
-        GraphSpec,
-        build_graph,
-        discover_graph_types,
-        discover_graphs,
-        dump_spec,
-        load_spec,
-    )
+    from langgraph.graph.state import CompiledStateGraph
+
+    from pacore_graph.clients.base import ChatBackend, ChatMessage, ChatResult, SamplingParams
+    from pacore_graph.config import PaCoReConfig
+    from pacore_graph.graphs import GraphSpec
+    from pacore_graph.schedule import Schedule
 
 __all__ = ["RunGraph", "given_options", "graphs_app", "resolve_run_graph"]
 
@@ -63,6 +44,11 @@ def _fail(exc: PaCoReError, debug: bool) -> typer.Exit:
 @graphs_app.command("list")
 def list_graphs() -> None:
     """Show every graph: built-in specs, then specs registered through the 'pacore_graph.graphs' entry point."""
+    from rich import box
+    from rich.table import Table
+
+    from pacore_graph.graphs import discover_graph_types, discover_graphs
+
     table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
     table.add_column("name", no_wrap=True)
     table.add_column("type", no_wrap=True)
@@ -87,6 +73,8 @@ def show(
     debug: Annotated[bool, typer.Option(help="Show tracebacks on errors.")] = False,
 ) -> None:
     """Print the resolved spec of NAME as YAML (defaults filled in); save it to start your own graph."""
+    from pacore_graph.graphs import dump_spec, load_spec
+
     try:
         text = dump_spec(load_spec(name))
     except PaCoReError as exc:
@@ -115,6 +103,7 @@ def draw(
     debug: Annotated[bool, typer.Option(help="Show tracebacks on errors.")] = False,
 ) -> None:
     """Draw the topology of NAME: Mermaid text, or a PNG rendered locally (no web service)."""
+    from pacore_graph.graphs import build_graph, load_spec
     from pacore_graph.viz.plot import draw_graph_png
 
     try:
@@ -147,6 +136,8 @@ class RunGraph:
 
     def build(self, backend: ChatBackend, *, checkpointer: Any = None) -> CompiledStateGraph[Any, Any, Any, Any]:
         """Compile the graph over ``backend`` (with ``checkpointer`` for durable runs)."""
+        from pacore_graph.graphs import build_graph
+
         return build_graph(self.spec, backend, checkpointer=checkpointer)
 
 
@@ -174,6 +165,8 @@ def resolve_run_graph(
     Sampling options apply to every round, per-round settings of the spec included; options left at their
     defaults do not override the spec. The schedule must stay within ``max_k`` and ``max_rounds``.
     """
+    from pacore_graph.graphs import DEFAULT_GRAPH, load_spec
+
     spec = load_spec(graph or DEFAULT_GRAPH)
     if schedule is not None or sampling or truncated is not None or failure or n_batch is not None:
         spec = spec.with_overrides(

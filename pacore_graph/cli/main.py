@@ -8,7 +8,7 @@ import sys
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
 from rich.console import Console
@@ -17,7 +17,6 @@ from pacore_graph.cli.backend import ServerOptions, open_backend, split_base_url
 from pacore_graph.cli.engine import engine_app
 from pacore_graph.cli.eval import eval_command
 from pacore_graph.cli.graphs import RunGraph, given_options, graphs_app, resolve_run_graph
-from pacore_graph.cli.live import make_display
 from pacore_graph.cli.options import (
     ApiKeyOption,
     BaseUrlOption,
@@ -31,15 +30,14 @@ from pacore_graph.cli.options import (
 from pacore_graph.cli.render import show_result
 from pacore_graph.cli.serve import serve_command
 from pacore_graph.cli.trace import trace_app
-from pacore_graph.clients.base import ChatBackend
-from pacore_graph.durable import DURABILITY, check_resumable, open_checkpointer, run_config
 from pacore_graph.errors import ConfigError, GraphOutputError, PaCoReError
-from pacore_graph.events import RoundStarted
-from pacore_graph.result import PaCoReResult
-from pacore_graph.run import run_graph as run_compiled  # `run_graph` names the RunGraph argument below
-from pacore_graph.run import stream_run
 from pacore_graph.schedule import DEFAULT_MAX_K, DEFAULT_MAX_ROUNDS, Schedule
-from pacore_graph.trace import TraceRecorder
+
+# The graph machinery (LangGraph, LangChain, aiohttp) loads inside the commands, so `pacore --help` stays fast.
+if TYPE_CHECKING:
+    from pacore_graph.clients.base import ChatBackend
+    from pacore_graph.result import PaCoReResult
+    from pacore_graph.trace import TraceRecorder
 
 __all__ = ["app", "main"]
 
@@ -91,6 +89,13 @@ async def _run(
     With ``run_id`` (and a ``checkpointer``) the run is durable: a run interrupted earlier resumes where it
     stopped, and a finished one returns its stored result without calling the model (see pacore_graph.durable).
     """
+    from pacore_graph.cli.live import make_display
+    from pacore_graph.durable import DURABILITY, check_resumable, run_config
+    from pacore_graph.events import RoundStarted
+    from pacore_graph.result import PaCoReResult
+    from pacore_graph.run import run_graph as run_compiled  # `run_graph` names the RunGraph argument here
+    from pacore_graph.run import stream_run
+
     graph = run_graph.build(client, checkpointer=checkpointer)
     ks = run_graph.config.schedule.all_rounds
     inputs: dict[str, Any] | None = {"problem": problem}
@@ -194,6 +199,8 @@ def run(
     debug: Annotated[bool, typer.Option(help="Show tracebacks on errors.")] = False,
 ) -> None:
     """Solve PROBLEM with PaCoRe and print the answer and the per-round table."""
+    from pacore_graph.trace import TraceRecorder
+
     out = Console()
     err = Console(stderr=True)
     phase = _Phase()
@@ -294,6 +301,8 @@ async def _solve(
     recorder: TraceRecorder | None = None,
     durable: _Durable | None = None,
 ) -> PaCoReResult:
+    from pacore_graph.durable import open_checkpointer
+
     async with AsyncExitStack() as stack:
         checkpointer = None
         if durable is not None:  # opened first: a bad store fails before an engine is started

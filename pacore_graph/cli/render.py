@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from rich.console import Console
 from rich.table import Table
 
-from pacore_graph.result import PaCoReResult
+if TYPE_CHECKING:
+    from pacore_graph.result import PaCoReResult
 
 __all__ = ["round_table", "show_result"]
 

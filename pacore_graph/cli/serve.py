@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import ipaddress
 import signal
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -15,7 +15,10 @@ from rich.text import Text
 from pacore_graph.cli.backend import ServerOptions, endpoints, open_backend, split_base_urls
 from pacore_graph.cli.options import ConcurrencyOption
 from pacore_graph.errors import ConfigError, PaCoReError
-from pacore_graph.server import PaCoReProxy, ProxySettings
+
+# The proxy (aiohttp, the graphs) loads when the command runs, not at `pacore --help`.
+if TYPE_CHECKING:
+    from pacore_graph.server import ProxySettings
 
 __all__ = ["serve_command"]
 
@@ -64,6 +67,8 @@ def serve_command(
     debug: Annotated[bool, typer.Option(help="Show tracebacks on errors.")] = False,
 ) -> None:
     """Serve PaCoRe as an OpenAI-compatible API: the request's model names the graph (see /v1/models)."""
+    from pacore_graph.server import ProxySettings
+
     err = Console(stderr=True)
     try:
         settings = ProxySettings(
@@ -106,6 +111,8 @@ def _is_loopback(host: str) -> bool:
 
 async def _serve(server: ServerOptions, settings: ProxySettings, console: Console) -> None:
     """Serve until SIGINT/SIGTERM, then drain: new requests get 503 while in-flight ones finish."""
+    from pacore_graph.server import PaCoReProxy
+
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

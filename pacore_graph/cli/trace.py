@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from pydantic import ValidationError
 from rich.console import Console
 from rich.text import Text
 
 from pacore_graph.errors import ConfigError
-from pacore_graph.trace import Trace
+
+# The trace model (pydantic, the events) loads when a trace is read, not at `pacore --help`.
+if TYPE_CHECKING:
+    from pacore_graph.trace import Trace
 
 __all__ = ["load_trace", "trace_app"]
 
@@ -30,6 +32,10 @@ def _fail(message: str, code: int = 2) -> typer.Exit:
 
 def load_trace(path: Path) -> Trace:
     """Read a trace file, or raise ``ConfigError`` saying what is wrong with it."""
+    from pydantic import ValidationError
+
+    from pacore_graph.trace import Trace
+
     try:
         return Trace.read(path)
     except OSError as exc:

@@ -20,25 +20,30 @@ of another venv, that has vllm).
 
 from __future__ import annotations
 
-from pacore_graph.engine.detect import EngineEnvironment, engine_python, probe_environment
-from pacore_graph.engine.errors import INSTALL_HINT, EngineError, EngineNotInstalledError
-from pacore_graph.engine.launcher import (
-    DEFAULT_SERVED_NAME,
-    DEFAULT_STARTUP_TIMEOUT,
-    EngineProcess,
-    LocalEngine,
-    start_engine,
-)
-from pacore_graph.engine.model import ProgressCallback, aprepare_model, model_is_ready, prepare_model
-from pacore_graph.engine.paths import cache_root, default_model_dir
-from pacore_graph.engine.persistent import (
-    EngineStatus,
-    RunningEngine,
-    engine_status,
-    find_running_engine,
-    start_persistent_engine,
-    stop_persistent_engine,
-)
+from typing import TYPE_CHECKING
+
+from pacore_graph._lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from pacore_graph.engine.detect import EngineEnvironment, engine_python, probe_environment
+    from pacore_graph.engine.errors import INSTALL_HINT, EngineError, EngineNotInstalledError
+    from pacore_graph.engine.launcher import (
+        DEFAULT_SERVED_NAME,
+        DEFAULT_STARTUP_TIMEOUT,
+        EngineProcess,
+        LocalEngine,
+        start_engine,
+    )
+    from pacore_graph.engine.model import ProgressCallback, aprepare_model, model_is_ready, prepare_model
+    from pacore_graph.engine.paths import cache_root, default_model_dir
+    from pacore_graph.engine.persistent import (
+        EngineStatus,
+        RunningEngine,
+        engine_status,
+        find_running_engine,
+        start_persistent_engine,
+        stop_persistent_engine,
+    )
 
 __all__ = [
     "DEFAULT_SERVED_NAME",
@@ -65,3 +70,30 @@ __all__ = [
     "start_persistent_engine",
     "stop_persistent_engine",
 ]
+
+# The names load on first use (see pacore_graph._lazy); the imports above are for type checkers.
+if not TYPE_CHECKING:
+    __getattr__, __dir__ = lazy_exports(
+        __name__,
+        {
+            "pacore_graph.engine.detect": ["EngineEnvironment", "engine_python", "probe_environment"],
+            "pacore_graph.engine.errors": ["INSTALL_HINT", "EngineError", "EngineNotInstalledError"],
+            "pacore_graph.engine.launcher": [
+                "DEFAULT_SERVED_NAME",
+                "DEFAULT_STARTUP_TIMEOUT",
+                "EngineProcess",
+                "LocalEngine",
+                "start_engine",
+            ],
+            "pacore_graph.engine.model": ["ProgressCallback", "aprepare_model", "model_is_ready", "prepare_model"],
+            "pacore_graph.engine.paths": ["cache_root", "default_model_dir"],
+            "pacore_graph.engine.persistent": [
+                "EngineStatus",
+                "RunningEngine",
+                "engine_status",
+                "find_running_engine",
+                "start_persistent_engine",
+                "stop_persistent_engine",
+            ],
+        },
+    )

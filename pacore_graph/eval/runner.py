@@ -21,7 +21,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
@@ -33,14 +33,9 @@ from pacore_graph.eval.datasets import Problem, dataset_fingerprint
 from pacore_graph.eval.grading import Grader
 from pacore_graph.eval.jsonl import append_record, read_records
 from pacore_graph.eval.pool import CountingBackend, EvalCounters, PoolBackend, TrajectoryPool, stable_seed
+from pacore_graph.graphs import GraphSpec, build_graph, load_spec
 from pacore_graph.run import run_graph
 from pacore_graph.schedule import Schedule
-
-# `graphs/` is installed as pacore_graph.graphs, which mypy cannot map (see pacore_graph/cli/graphs.py).
-if TYPE_CHECKING:
-    from graphs import GraphSpec, build_graph, load_spec
-else:
-    from pacore_graph.graphs import GraphSpec, build_graph, load_spec
 
 __all__ = [
     "MANIFEST_FILE",

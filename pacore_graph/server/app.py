@@ -26,7 +26,7 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Self
+from typing import Any, Self
 
 from aiohttp import web
 
@@ -42,6 +42,8 @@ from pacore_graph.errors import (
     UpstreamTimeoutError,
 )
 from pacore_graph.events import RoundCompacted, RoundStarted, SynthesisDelta
+from pacore_graph.graphs import GraphSpec, build_graph, discover_graphs
+from pacore_graph.graphs.kinds import CompiledGraph
 from pacore_graph.prompts import normalize_problem
 from pacore_graph.result import PaCoReResult
 from pacore_graph.run import run_graph, stream_run
@@ -54,14 +56,6 @@ from pacore_graph.server.protocol import (
     new_completion_id,
     parse_request,
 )
-
-# `graphs/` is installed as pacore_graph.graphs, which mypy cannot map (see pacore_graph/cli/graphs.py).
-if TYPE_CHECKING:
-    from graphs import GraphSpec, build_graph, discover_graphs
-    from graphs.kinds import CompiledGraph
-else:
-    from pacore_graph.graphs import GraphSpec, build_graph, discover_graphs
-    from pacore_graph.graphs.kinds import CompiledGraph
 
 __all__ = ["PaCoReProxy", "ProxySettings"]
 

@@ -30,6 +30,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from pacore_graph.errors import PaCoReError
 from pacore_graph.events import (
     PaCoReEvent,
     RoundCompacted,
@@ -239,7 +240,7 @@ class TraceRecorder:
             # The belt to redact()'s braces: no secret may survive anywhere in the file.
             text = trace.model_dump_json()
             if any(secret in text for secret in self._secrets):
-                raise RuntimeError("a secret reached the trace; this is a bug in pacore-graph, please report it")
+                raise PaCoReError("a secret reached the trace; this is a bug in pacore-graph, please report it")
         return trace
 
 

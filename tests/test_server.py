@@ -408,9 +408,11 @@ async def test_concurrent_requests_share_one_window_and_later_rounds_go_first():
     # Two chat requests at once through a proxy whose upstream client holds 2 sequences: the upstream never sees
     # more than 2, and the first request's synthesis overtakes the second one's remaining explorers.
     live = peak = 0
+    arrived = asyncio.Event()  # the first request reached the server
 
     async def slow(request: FakeRequest) -> FakeReply:
         nonlocal live, peak
+        arrived.set()
         live += 1
         peak = max(peak, live)
         await asyncio.sleep(0.05)
@@ -424,13 +426,14 @@ async def test_concurrent_requests_share_one_window_and_later_rounds_go_first():
     ):
         api = openai_client(proxy)
 
-        async def ask(problem: str, after: float) -> None:
-            await asyncio.sleep(after)
+        async def ask(problem: str, after_first_request: bool) -> None:
+            if after_first_request:  # B starts once A's explorers reached the server, however slow the machine is
+                await arrived.wait()
             await api.chat.completions.create(
                 model="pacore-low", messages=messages(problem), extra_body={"pacore": {"schedule": "4"}}
             )
 
-        await asyncio.gather(ask("Problem A: 1 + 1?", 0), ask("Problem B: 2 + 2?", 0.02))
+        await asyncio.gather(ask("Problem A: 1 + 1?", False), ask("Problem B: 2 + 2?", True))
     assert peak == 2 and len(server.requests) == 10
     order = [
         ("S" if is_synthesis(r) else "E") + r.body["messages"][-1]["content"].split("Problem ")[1][0]

@@ -6,13 +6,22 @@
 """
 
 from pacore_graph.testing.backends import BackendCall, FunctionBackend
-from pacore_graph.testing.fake_server import FakeOpenAIServer, FakeReply, FakeRequest, Fault, fail_first, reply_sequence
+from pacore_graph.testing.fake_server import (
+    FakeOpenAIServer,
+    FakeReply,
+    FakeRequest,
+    FakeServerError,
+    Fault,
+    fail_first,
+    reply_sequence,
+)
 
 __all__ = [
     "BackendCall",
     "FakeOpenAIServer",
     "FakeReply",
     "FakeRequest",
+    "FakeServerError",
     "Fault",
     "FunctionBackend",
     "fail_first",

@@ -53,12 +53,14 @@ from typing import Any, Literal, Self, TypeAlias
 from aiohttp import web
 
 from pacore_graph.clients.base import TokenUsage
+from pacore_graph.errors import ConfigError, PaCoReError
 from pacore_graph.messages import last_user_text, text_of
 
 __all__ = [
     "FakeOpenAIServer",
     "FakeReply",
     "FakeRequest",
+    "FakeServerError",
     "Fault",
     "FaultKind",
     "Script",
@@ -81,6 +83,10 @@ _THREAD_TIMEOUT_SECONDS = 10.0
 FaultKind = Literal[
     "http_error", "reset", "malformed_json", "html_error", "no_choices", "truncated_stream", "slow_drip"
 ]
+
+
+class FakeServerError(PaCoReError, RuntimeError):
+    """The fake server was misused (not started, started twice) or its script failed while serving."""
 
 
 @dataclass(frozen=True)
@@ -117,9 +123,9 @@ class Fault:
 
     def __post_init__(self) -> None:
         if self.kind in ("http_error", "html_error") and not 400 <= self.status <= 599:
-            raise ValueError(f"Fault status must be an HTTP error (400-599), got {self.status}")
+            raise ConfigError(f"Fault status must be an HTTP error (400-599), got {self.status}")
         if self.after_chunks < 0 or self.chunk_delay < 0 or (self.retry_after or 0) < 0:
-            raise ValueError("Fault after_chunks, chunk_delay and retry_after must not be negative")
+            raise ConfigError("Fault after_chunks, chunk_delay and retry_after must not be negative")
 
     @classmethod
     def http_error(
@@ -209,7 +215,7 @@ class FakeReply:
 
     def __post_init__(self) -> None:
         if self.delay < 0:
-            raise ValueError(f"FakeReply delay must not be negative, got {self.delay}")
+            raise ConfigError(f"FakeReply delay must not be negative, got {self.delay}")
 
 
 @dataclass(frozen=True)
@@ -338,7 +344,7 @@ class FakeOpenAIServer:
     def url(self) -> str:
         """``http://127.0.0.1:PORT``; raises RuntimeError before :meth:`start`."""
         if self._port is None:
-            raise RuntimeError("FakeOpenAIServer is not running; use `async with` or `in_thread()` first")
+            raise FakeServerError("FakeOpenAIServer is not running; use `async with` or `in_thread()` first")
         return f"http://{_HOST}:{self._port}"
 
     @property
@@ -358,7 +364,7 @@ class FakeOpenAIServer:
     async def start(self) -> None:
         """Bind a free port on 127.0.0.1 and start serving on the running event loop."""
         if self._runner is not None:
-            raise RuntimeError("FakeOpenAIServer is already running")
+            raise FakeServerError("FakeOpenAIServer is already running")
         self._closing = asyncio.Event()
         app = web.Application(client_max_size=_MAX_BODY_BYTES)
         app.router.add_post("/v1/chat/completions", self._handle_chat)
@@ -417,7 +423,7 @@ class FakeOpenAIServer:
             loop.call_soon_threadsafe(stop.set)
             thread.join(timeout=_THREAD_TIMEOUT_SECONDS)
             if thread.is_alive():
-                raise RuntimeError("FakeOpenAIServer thread did not stop in time")
+                raise FakeServerError("FakeOpenAIServer thread did not stop in time")
         if errors:
             raise errors[0]
         self._raise_script_error()
@@ -450,7 +456,7 @@ class FakeOpenAIServer:
     def _raise_script_error(self) -> None:
         if self.script_errors:
             first = self.script_errors[0]
-            raise RuntimeError(
+            raise FakeServerError(
                 f"the FakeOpenAIServer script failed {len(self.script_errors)} time(s) (each such request "
                 f"got a 500); first error: {first!r}"
             ) from first
@@ -518,11 +524,11 @@ class FakeOpenAIServer:
         if isinstance(result, Sequence) and not isinstance(result, str):
             replies = list(result)
         if not replies or not all(isinstance(reply, FakeReply) for reply in replies):
-            raise TypeError(f"script must return a FakeReply or a list of them, got {result!r}")
+            raise ConfigError(f"script must return a FakeReply or a list of them, got {result!r}")
         if len(replies) == 1:
             return replies * fake.n
         if len(replies) != fake.n:
-            raise ValueError(f"script returned {len(replies)} replies for a request with n={fake.n}")
+            raise ConfigError(f"script returned {len(replies)} replies for a request with n={fake.n}")
         return replies
 
     async def _respond(self, request: web.Request, fake: FakeRequest, replies: list[FakeReply]) -> web.StreamResponse:

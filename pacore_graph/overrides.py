@@ -92,9 +92,7 @@ def _problem(error: ErrorDetails) -> str:
     """A pydantic error's text as the spec loader writes it, with choices phrased as what to use."""
     if error["type"] == "literal_error":
         return f"use {(error.get('ctx') or {}).get('expected', 'one of the allowed values')}"
-    cause = (error.get("ctx") or {}).get("error")
-    field = getattr(cause, "field", None)  # a SpecRuleError: its field is named by the caller
-    return str(cause).removeprefix(f"{field}: ") if field else error["msg"].removeprefix("Value error, ")
+    return error["msg"].removeprefix("Value error, ")  # a SpecRuleError's message names its field
 
 
 def _line(options: Mapping[str, Any], problem: str) -> str:
@@ -152,7 +150,20 @@ def _overrides(overrides: Overrides | Mapping[str, Any] | None, options: Mapping
             f"unknown option{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}; "
             f"allowed: {', '.join(OVERRIDE_TARGETS)}"
         )
-    return {name: check_override(name, value) for name, value in merged.items() if value is not None}
+    try:  # each value as its option's type (0 -> 0.0 for top_p), as the command line and the proxy parse it
+        merged = Overrides.model_validate(merged).given()
+    except ValidationError as exc:
+        raise ConfigError("; ".join(_line({str(e["loc"][0]): e["input"]}, _problem(e)) for e in exc.errors())) from None
+    checked: dict[str, Any] = {}
+    problems: list[str] = []
+    for name, value in merged.items():
+        try:
+            checked[name] = check_override(name, value)
+        except ConfigError as exc:
+            problems.append(str(exc))
+    if problems:
+        raise ConfigError("; ".join(problems))
+    return {name: value for name, value in checked.items() if value is not None}
 
 
 def _options_at(path: str, given: Mapping[str, Any]) -> dict[str, Any]:
@@ -169,14 +180,14 @@ def _explain(exc: ValidationError, given: Mapping[str, Any]) -> str:
     """One line for the errors the overridden settings gave, each naming the options it is about."""
     lines: list[str] = []
     for error in exc.errors():
-        cause = (error.get("ctx") or {}).get("error")
-        path = getattr(cause, "field", None) or ".".join(str(part) for part in error["loc"])
-        options = _options_at(path, given) if path else {}
+        field = getattr((error.get("ctx") or {}).get("error"), "field", None)  # a SpecRuleError's
+        path = field or ".".join(str(part) for part in error["loc"])
+        matched = _options_at(path, given) if path else {}
         problem = _problem(error)
-        if options:
-            line = _line(options, problem)
-        else:  # a setting the options broke without setting it (e.g. round_sampling after a new schedule)
-            line = problem if problem.startswith(f"{path} ") else f"{path or 'settings'}: {problem}"
+        if not matched and path and not field:
+            problem = f"{path}: {problem}"  # no option sets it: name the setting
+        # A setting the options broke without setting it (round_sampling after a new schedule): name them all.
+        line = _line(matched or dict(given), problem)
         if line not in lines:  # a sampling option fails once per round section; say it once
             lines.append(line)
     return "; ".join(lines)

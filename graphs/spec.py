@@ -136,7 +136,7 @@ def _model_at(path: tuple[int | str, ...]) -> type[BaseModel] | None:
 
 def _fields(model: type[BaseModel]) -> dict[str, FieldInfo]:
     """A model's fields by the name specs use (the alias where there is one), identity fields first."""
-    named = {field.alias or name: field for name, field in model.model_fields.items()}
+    named = {field.alias or name: field for name, field in model.model_fields.items() if not field.exclude}
     first = {key: named.pop(key) for key in _IDENTITY if issubclass(model, GraphSpec) and key in named}
     return {**first, **named}
 

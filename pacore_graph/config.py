@@ -197,12 +197,11 @@ class PaCoReConfig(BaseModel):
         if "template" in data:
             if "prompt" in data:
                 raise SpecRuleError("prompt", "is also given as template; give one of prompt and template")
-            data["prompt"] = {"template": data["template"]}  # checked there, and reported as prompt.template
-        else:
-            prompt = data.get("prompt")
-            source = prompt.get("template") if isinstance(prompt, dict) else getattr(prompt, "template", None)
-            if isinstance(source, str):
-                data["template"] = REFERENCE_TEMPLATE if source == OFFICIAL_TEMPLATE else source
+            data["prompt"] = {"template": data.pop("template")}  # checked there, and reported as prompt.template
+        prompt = data.get("prompt")
+        source = prompt.get("template") if isinstance(prompt, dict) else getattr(prompt, "template", None)
+        if isinstance(source, str):
+            data["template"] = REFERENCE_TEMPLATE if source == OFFICIAL_TEMPLATE else source
         base_key, base = _take(data, *_SAMPLING[0])
         if base_key is None:
             base = {}

@@ -53,6 +53,7 @@ def test_the_yaml_names_and_the_python_names_give_the_same_config():
     assert python_names.template == TEMPLATE and python_names.extraction.boxed is False
     assert PaCoReConfig().template == REFERENCE_TEMPLATE
     assert PaCoReConfig(template=REFERENCE_TEMPLATE).prompt.template == "official"
+    assert PaCoReConfig(template="official").template == REFERENCE_TEMPLATE
     # Dumps use the YAML names, and load back to the same config.
     dumped = python_names.model_dump(mode="json")
     assert {"sampling", "round_sampling", "synthesis_sampling", "answer", "prompt"} <= set(dumped)

@@ -266,6 +266,6 @@ class PaCoReConfig(BaseModel):
         the same message from each. A :class:`~pacore_graph.Schedule` instance is taken as already checked
         (limits raised with ``Schedule.parse`` stick); other forms are parsed with the default limits.
         """
-        from pacore_graph.overrides import apply_overrides  # the override path builds on this model
+        from pacore_graph.overrides import apply_overrides  # imported here: that module builds on this one
 
         return apply_overrides(self, overrides, **options)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 from pydantic.fields import FieldInfo
@@ -21,15 +21,13 @@ from pydantic_core import ErrorDetails
 
 from pacore_graph.clients.base import SamplingParams
 from pacore_graph.compaction import CompactionPolicy
+from pacore_graph.config import FailurePolicy, PaCoReConfig
 from pacore_graph.errors import ConfigError
 from pacore_graph.schedule import Schedule
 
-if TYPE_CHECKING:
-    from pacore_graph.config import PaCoReConfig
-
 __all__ = ["OVERRIDE_TARGETS", "Overrides", "apply_overrides", "check_override", "override_field"]
 
-_Config = TypeVar("_Config", bound="PaCoReConfig")
+_Config = TypeVar("_Config", bound=PaCoReConfig)
 
 
 class Overrides(BaseModel):
@@ -102,8 +100,6 @@ def _line(options: Mapping[str, Any], problem: str) -> str:
 
 def override_field(option: str) -> FieldInfo:
     """The settings field an option sets (its type and constraints), e.g. ``SamplingParams.top_p`` for ``top_p``."""
-    from pacore_graph.config import FailurePolicy, PaCoReConfig  # config imports this module lazily too
-
     section, _, name = OVERRIDE_TARGETS[option].rpartition(".")
     models: dict[str, type[BaseModel]] = {
         "": PaCoReConfig,

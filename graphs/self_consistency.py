@@ -43,7 +43,7 @@ def _one_round_no_synthesis(spec: GraphSpec) -> None:
             f"self-consistency samples K answers in one round, got {len(spec.schedule.rounds)} rounds "
             f"{list(spec.schedule.rounds)}; use a single K such as [16]",
         )
-    if spec.synthesis_sampling is not None:
+    if spec.synthesis_params is not None:
         raise SpecRuleError("synthesis_sampling", "self-consistency makes no synthesis call; remove it")
 
 

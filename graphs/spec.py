@@ -1,7 +1,9 @@
 """Declarative graph specs: a YAML file names a graph type, a schedule, sampling, the prompt and compaction.
 
-Every model forbids unknown keys, and a malformed spec raises :class:`GraphSpecError` with one line naming the
-file, the field path and what is allowed, e.g.::
+A :class:`GraphSpec` is a graph's identity (``name``, ``type``, ``description``) on top of the core settings
+model :class:`~pacore_graph.PaCoReConfig`, whose YAML names (``sampling``, ``answer``, ``prompt.template``, ...)
+it is written in; the YAML stays flat. Every model forbids unknown keys, and a malformed spec raises
+:class:`GraphSpecError` with one line naming the file, the field path and what is allowed, e.g.::
 
     my.yaml: compaction.keep: Input should be 'conclusion' or 'full' (got 'partial')
 
@@ -19,15 +21,20 @@ from pathlib import Path
 from typing import Any, Union, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_serializer, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    Field,
+    SerializerFunctionWrapHandler,
+    ValidationError,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
+from pydantic.fields import FieldInfo
 from pydantic_core import ErrorDetails
 
-from pacore_graph.clients.base import SamplingParams
-from pacore_graph.compaction import CompactionPolicy
-from pacore_graph.config import FailurePolicy, PaCoReConfig
+from pacore_graph.config import OFFICIAL_TEMPLATE, PaCoReConfig, PromptSpec, SpecRuleError
 from pacore_graph.errors import ConfigError
-from pacore_graph.extract import ExtractionPolicy
-from pacore_graph.prompts import REFERENCE_TEMPLATE, render_references
 from pacore_graph.schedule import Schedule
 
 from .kinds import graph_types
@@ -44,101 +51,33 @@ __all__ = [
     "parse_spec_text",
 ]
 
-#: The ``prompt.template`` value that means the template PaCoRe-8B was trained on.
-OFFICIAL_TEMPLATE = "official"
-
 _NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
+
+#: The fields a spec adds to the settings, written first.
+_IDENTITY = ("name", "description", "type")
 
 
 class GraphSpecError(ConfigError):
     """A graph spec that cannot be loaded: bad YAML, an unknown key, a bad value, or an unknown graph name."""
 
 
-class SpecRuleError(ValueError):
-    """A rule across fields was broken; ``field`` is the path reported (e.g. ``schedule``)."""
+class GraphSpec(PaCoReConfig):
+    """One reasoning graph, declared: its identity (``name``, which builder ``type`` assembles it, a
+    ``description``) and its settings, the fields of :class:`~pacore_graph.PaCoReConfig` under their YAML names.
 
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(message)
-        self.field = field
-
-
-class PromptSpec(BaseModel):
-    """The synthesis prompt P(x, M): ``official`` (the default), or a jinja2 template using ``original_prompt``
-    and ``ref_responses``."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    template: str = OFFICIAL_TEMPLATE
-
-    @field_validator("template")
-    @classmethod
-    def _renders(cls, template: str) -> str:
-        if template == OFFICIAL_TEMPLATE:
-            return template
-        if "ref_responses" not in template:
-            raise ValueError("the template never uses ref_responses, so the references would be lost")
-        try:
-            render_references("problem", ["reference"], template)
-        except ConfigError as exc:
-            raise ValueError(str(exc)) from exc
-        return template
-
-    @property
-    def text(self) -> str:
-        """The jinja2 source of the template."""
-        return REFERENCE_TEMPLATE if self.template == OFFICIAL_TEMPLATE else self.template
-
-
-class GraphSpec(BaseModel):
-    """One reasoning graph, declared: which builder (``type``), its schedule, sampling, prompt and compaction.
-
-    ``answer`` is how a voter reads an answer from a conclusion; ``max_prompt_chars`` caps every prompt, so an
-    over-long one fails before it is sent; ``failure`` is the per-round quorum (by default any failed request
-    fails the run); ``max_model_len`` (tokens) makes every prompt fit the model's context, trimming references;
-    ``n_batch`` sends a round's explorers as requests of at most that many choices (``n``; default off: one
-    request per trajectory; see :class:`~pacore_graph.PaCoReConfig`).
-    See the module docstring for how sampling layers.
+    ``sampling``/``round_sampling``/``synthesis_sampling`` are the sampling (layered: see the module docstring);
+    ``prompt.template`` is P(x, M); ``answer`` is how a voter reads an answer from a conclusion;
+    ``max_prompt_chars`` caps every prompt, so an over-long one fails before it is sent; ``failure`` is the
+    per-round quorum (by default any failed request fails the run); ``max_model_len`` (tokens) makes every
+    prompt fit the model's context, trimming references; ``n_batch`` sends a round's explorers as requests of at
+    most that many choices (``n``; default off). The settings' Python names (``params``, ``extraction``, ...)
+    work as attributes, and :meth:`to_config` gives the plain settings.
     """
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str = Field(pattern=_NAME_PATTERN)
     description: str = ""
     type: str
-    schedule: Schedule
-    sampling: SamplingParams = SamplingParams()
-    round_sampling: dict[int, SamplingParams] = Field(default_factory=dict)
-    synthesis_sampling: SamplingParams | None = None
-    prompt: PromptSpec = PromptSpec()
-    compaction: CompactionPolicy = CompactionPolicy()
-    answer: ExtractionPolicy = ExtractionPolicy()
-    max_prompt_chars: int | None = Field(None, gt=0)
-    max_model_len: int | None = Field(None, gt=0)
-    failure: FailurePolicy = FailurePolicy()
-    n_batch: int | None = Field(None, ge=1)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _layer_sampling(cls, data: Any) -> Any:
-        """Fill each per-round section's unset fields from ``sampling`` (only when ``sampling`` is valid)."""
-        if not isinstance(data, dict):
-            return data
-        base: Any = data.get("sampling", {})
-        if isinstance(base, SamplingParams):
-            base = base.model_dump()
-        try:
-            SamplingParams.model_validate(base)
-        except ValidationError:
-            return data  # reported once, under `sampling`
-        data = dict(data)
-        if isinstance(data.get("synthesis_sampling"), dict):
-            data["synthesis_sampling"] = {**base, **data["synthesis_sampling"]}
-        if isinstance(data.get("round_sampling"), dict):
-            data["round_sampling"] = {
-                key: {**base, **section} if isinstance(section, dict) else section
-                for key, section in data["round_sampling"].items()
-            }
-        return data
+    schedule: Schedule  # a spec must say it; the settings model alone defaults to low
 
     @field_validator("type")
     @classmethod
@@ -149,73 +88,21 @@ class GraphSpec(BaseModel):
         return value
 
     @model_validator(mode="after")
-    def _rules(self) -> GraphSpec:
-        parallel = len(self.schedule.rounds)
-        outside = sorted(r for r in self.round_sampling if not 1 <= r <= parallel)
-        if outside:
-            raise SpecRuleError(
-                "round_sampling",
-                f"round(s) {outside} are not parallel rounds of schedule {self.schedule.spec!r} (1..{parallel}); "
-                "set the final round with synthesis_sampling",
-            )
-        if self.n_batch is not None and self.failure.straggler_grace is not None:
-            raise SpecRuleError(
-                "n_batch",
-                "does not combine with failure.straggler_grace (a request of n choices cannot be cut off choice "
-                "by choice): unset one of them",
-            )
+    def _type_rules(self) -> GraphSpec:
         kind = graph_types()[self.type]
         if kind.check is not None:
             kind.check(self)
         return self
 
-    @field_serializer("schedule")
-    def _schedule_as_list(self, schedule: Schedule) -> list[int]:
-        return list(schedule.rounds)
+    @model_serializer(mode="wrap")
+    def _identity_first(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data: dict[str, Any] = handler(self)
+        return {**{key: data[key] for key in _IDENTITY if key in data}, **data}
 
     def to_config(self) -> PaCoReConfig:
-        """The core :class:`~pacore_graph.PaCoReConfig` this spec describes."""
-        return PaCoReConfig(
-            schedule=self.schedule,
-            params=self.sampling,
-            round_params=dict(self.round_sampling),
-            synthesis_params=self.synthesis_sampling,
-            compaction=self.compaction,
-            template=self.prompt.text,
-            max_prompt_chars=self.max_prompt_chars,
-            max_model_len=self.max_model_len,
-            extraction=self.answer,
-            failure=self.failure,
-            n_batch=self.n_batch,
-        )
-
-    def with_overrides(
-        self,
-        *,
-        schedule: Schedule | None = None,
-        sampling: Mapping[str, Any] | None = None,
-        compaction: Mapping[str, Any] | None = None,
-        failure: Mapping[str, Any] | None = None,
-        n_batch: int | None = None,
-    ) -> GraphSpec:
-        """A copy with a new schedule, sampling fields set in *every* round, compaction or failure fields; re-validated.
-
-        ``schedule`` is taken as already checked (so limits raised with ``Schedule.parse`` stick).
-        """
-        data: dict[str, Any] = self.model_dump()
-        data["schedule"] = schedule if schedule is not None else self.schedule
-        if sampling:
-            data["sampling"] = {**data["sampling"], **sampling}
-            if data["synthesis_sampling"] is not None:
-                data["synthesis_sampling"] = {**data["synthesis_sampling"], **sampling}
-            data["round_sampling"] = {r: {**section, **sampling} for r, section in data["round_sampling"].items()}
-        if compaction:
-            data["compaction"] = {**data["compaction"], **compaction}
-        if failure:
-            data["failure"] = {**data["failure"], **failure}
-        if n_batch is not None:
-            data["n_batch"] = n_batch
-        return parse_spec(data, source=f"graph {self.name!r} with command-line options")
+        """The core :class:`~pacore_graph.PaCoReConfig` this spec describes (its settings, without the identity)."""
+        values = {name: getattr(self, name) for name in PaCoReConfig.model_fields}
+        return PaCoReConfig.model_construct(_fields_set=self.model_fields_set & set(values), **values)
 
 
 def _unwrap(annotation: Any) -> Any:
@@ -233,7 +120,7 @@ def _model_at(path: tuple[int | str, ...]) -> type[BaseModel] | None:
     for part in path:
         current = _unwrap(current)
         if isinstance(current, type) and issubclass(current, BaseModel):
-            field = current.model_fields.get(str(part))
+            field = _fields(current).get(str(part)) or current.model_fields.get(str(part))
             if field is None:
                 return None
             current = field.annotation
@@ -247,21 +134,28 @@ def _model_at(path: tuple[int | str, ...]) -> type[BaseModel] | None:
     return current if isinstance(current, type) and issubclass(current, BaseModel) else None
 
 
+def _fields(model: type[BaseModel]) -> dict[str, FieldInfo]:
+    """A model's fields by the name specs use (the alias where there is one), identity fields first."""
+    named = {field.alias or name: field for name, field in model.model_fields.items() if not field.exclude}
+    first = {key: named.pop(key) for key in _IDENTITY if issubclass(model, GraphSpec) and key in named}
+    return {**first, **named}
+
+
 def _describe(error: ErrorDetails) -> str:
     """One validation error as ``path: problem``, saying what is allowed where that helps."""
     loc = tuple(error["loc"])
     cause = (error.get("ctx") or {}).get("error")
     if isinstance(cause, SpecRuleError):
-        return f"{cause.field}: {cause}"
+        return str(cause)  # it names its field
     path = ".".join(str(part) for part in loc) or "(top level)"
     kind = error["type"]
     if kind == "extra_forbidden":
         model = _model_at(loc[:-1])
-        allowed = f"; allowed: {', '.join(model.model_fields)}" if model is not None else ""
+        allowed = f"; allowed: {', '.join(_fields(model))}" if model is not None else ""
         return f"{path}: unknown field{allowed}"
     if kind == "model_type":
         model = _model_at(loc)
-        fields = f" with fields {', '.join(model.model_fields)}" if model is not None else ""
+        fields = f" with fields {', '.join(_fields(model))}" if model is not None else ""
         return f"{path}: expected a mapping{fields} (got {type(error.get('input')).__name__})"
     if kind == "string_pattern_mismatch" and loc == ("name",):
         return f"name: use letters, digits, '.', '_' and '-', starting with a letter or digit (got {error['input']!r})"

@@ -14,18 +14,29 @@ from rich.console import Console
 from rich.text import Text
 
 from pacore_graph.cli.backend import ServerOptions, open_backend, split_base_urls
-from pacore_graph.cli.graphs import given_options
 from pacore_graph.cli.options import (
     ApiKeyOption,
     BaseUrlOption,
     ConcurrencyOption,
     EngineModelOption,
+    MaxKOption,
+    MaxModelLenOption,
+    MaxRoundsOption,
     MaxTokensOption,
+    MinFractionOption,
+    MinTrajectoriesOption,
     ModelOption,
+    NBatchOption,
+    ScheduleOption,
+    SeedOption,
+    StragglerGraceOption,
     TemperatureOption,
     TopPOption,
+    TruncatedOption,
+    graph_overrides,
 )
 from pacore_graph.errors import ConfigError, PaCoReError
+from pacore_graph.schedule import DEFAULT_MAX_K, DEFAULT_MAX_ROUNDS
 
 # The eval harness (graphs, LangGraph, grading) loads when the command runs, not at `pacore --help`.
 if TYPE_CHECKING:
@@ -150,7 +161,6 @@ def _write_report(metrics: list[GraphMetrics], out: Path, *, title: str, pool_li
 
 
 def eval_command(
-    ctx: typer.Context,
     dataset: Annotated[
         str, typer.Option(help="A JSONL file (reference or simple format), or builtin:arith[?n=20&seed=0].")
     ],
@@ -180,16 +190,20 @@ def eval_command(
     base_url: BaseUrlOption = None,
     model: ModelOption = None,
     api_key: ApiKeyOption = None,
+    schedule: ScheduleOption = None,
     max_tokens: MaxTokensOption = None,
-    temperature: TemperatureOption = 1.0,
-    top_p: TopPOption = 1.0,
-    seed: Annotated[
-        int | None, typer.Option(help="Sampling seed, and the seed of the pool's draw order (default 0).")
-    ] = None,
-    truncated: Annotated[
-        str | None, typer.Option(help="Trajectories cut off before concluding: 'drop' or 'keep' (default: the spec's).")
-    ] = None,
+    temperature: TemperatureOption = None,
+    top_p: TopPOption = None,
+    seed: SeedOption = None,
+    truncated: TruncatedOption = None,
     concurrency: ConcurrencyOption = None,
+    max_model_len: MaxModelLenOption = None,
+    min_trajectories: MinTrajectoriesOption = None,
+    min_fraction: MinFractionOption = None,
+    straggler_grace: StragglerGraceOption = None,
+    n_batch: NBatchOption = None,
+    max_k: MaxKOption = DEFAULT_MAX_K,
+    max_rounds: MaxRoundsOption = DEFAULT_MAX_ROUNDS,
     debug: Annotated[bool, typer.Option(help="Show tracebacks on errors.")] = False,
 ) -> None:
     """Evaluate graphs on a dataset: accuracy (mean ± SE, majority vote), TTC tokens and time, table and plot."""
@@ -205,13 +219,25 @@ def eval_command(
     started = time.monotonic()
     try:
         require_eval_extras()
-        if truncated not in (None, "drop", "keep"):
-            raise ConfigError(f"invalid --truncated {truncated!r}: use 'drop' or 'keep'")
-        given = given_options(ctx, "temperature", "top_p", "max_tokens", "seed")
-        sampling = {"temperature": temperature, "top_p": top_p, "max_tokens": max_tokens, "seed": seed}
-        graphs = resolve_eval_graphs(
-            graph or ["pacore-low"], {k: v for k, v in sampling.items() if k in given}, truncated
+        # The same graph options as `pacore run`; --schedule applies to each --graph without its own :SCHEDULE.
+        overrides = graph_overrides(
+            schedule=schedule,
+            max_k=max_k,
+            max_rounds=max_rounds,
+            temperature=temperature,
+            top_p=top_p,
+            max_tokens=max_tokens,
+            seed=seed,
+            truncated=truncated,
+            max_model_len=max_model_len,
+            min_trajectories=min_trajectories,
+            min_fraction=min_fraction,
+            straggler_grace=straggler_grace,
+            n_batch=n_batch,
         )
+        graphs = resolve_eval_graphs(graph or ["pacore-low"], overrides)
+        for each in graphs:
+            each.spec.schedule.check_limits(max_k=max_k, max_rounds=max_rounds)
         problems = load_dataset(dataset)[:limit]
         trajectory_pool = TrajectoryPool(pool_file or out / POOL_FILE) if pool else None
         server = ServerOptions(split_base_urls(base_url), model, api_key, concurrency, engine_model)

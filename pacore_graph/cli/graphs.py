@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from pacore_graph.clients.base import ChatBackend, ChatMessage, ChatResult, SamplingParams
     from pacore_graph.config import PaCoReConfig
     from pacore_graph.graphs import GraphSpec
-    from pacore_graph.schedule import Schedule
+    from pacore_graph.overrides import Overrides
 
 __all__ = ["RunGraph", "given_options", "graphs_app", "resolve_run_graph"]
 
@@ -150,33 +150,18 @@ def given_options(ctx: typer.Context, *names: str) -> set[str]:
 
 def resolve_run_graph(
     graph: str | None,
+    overrides: Overrides | Mapping[str, Any] | None = None,
     *,
-    schedule: Schedule | None = None,
-    sampling: Mapping[str, Any] | None = None,
-    truncated: Literal["drop", "keep"] | None = None,
-    failure: Mapping[str, Any] | None = None,
-    max_model_len: int | None = None,
-    n_batch: int | None = None,
     max_k: int = DEFAULT_MAX_K,
     max_rounds: int = DEFAULT_MAX_ROUNDS,
 ) -> RunGraph:
     """The spec ``--graph`` names (default ``pacore-low``), with the options the user actually gave on top.
 
-    Sampling options apply to every round, per-round settings of the spec included; options left at their
-    defaults do not override the spec. The schedule must stay within ``max_k`` and ``max_rounds``.
+    ``overrides`` go through the spec's ``with_overrides`` (sampling options apply to every round, per-round
+    settings of the spec included). The schedule must stay within ``max_k`` and ``max_rounds``.
     """
     from pacore_graph.graphs import DEFAULT_GRAPH, load_spec
 
-    spec = load_spec(graph or DEFAULT_GRAPH)
-    if schedule is not None or sampling or truncated is not None or failure or n_batch is not None:
-        spec = spec.with_overrides(
-            schedule=schedule,
-            sampling=sampling,
-            compaction={"truncated": truncated} if truncated is not None else None,
-            failure=failure,
-            n_batch=n_batch,
-        )
-    if max_model_len is not None:
-        spec = spec.model_copy(update={"max_model_len": max_model_len})  # a positive int, checked by the CLI
+    spec = load_spec(graph or DEFAULT_GRAPH).with_overrides(overrides)
     spec.schedule.check_limits(max_k=max_k, max_rounds=max_rounds)
     return RunGraph(spec=spec, config=spec.to_config())

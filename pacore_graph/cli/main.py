@@ -8,7 +8,7 @@ import sys
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -22,16 +22,27 @@ from pacore_graph.cli.options import (
     BaseUrlOption,
     ConcurrencyOption,
     EngineModelOption,
+    MaxKOption,
+    MaxModelLenOption,
+    MaxRoundsOption,
     MaxTokensOption,
+    MinFractionOption,
+    MinTrajectoriesOption,
     ModelOption,
+    NBatchOption,
+    ScheduleOption,
+    SeedOption,
+    StragglerGraceOption,
     TemperatureOption,
     TopPOption,
+    TruncatedOption,
+    graph_overrides,
 )
 from pacore_graph.cli.render import show_result
 from pacore_graph.cli.serve import serve_command
 from pacore_graph.cli.trace import trace_app
 from pacore_graph.errors import ConfigError, GraphOutputError, PaCoReError
-from pacore_graph.schedule import DEFAULT_MAX_K, DEFAULT_MAX_ROUNDS, Schedule
+from pacore_graph.schedule import DEFAULT_MAX_K, DEFAULT_MAX_ROUNDS
 
 # The graph machinery (LangGraph, LangChain, aiohttp) loads inside the commands, so `pacore --help` stays fast.
 if TYPE_CHECKING:
@@ -136,44 +147,24 @@ def run(
         str | None,
         typer.Option("--graph", "-g", help="A graph name (`pacore graphs list`) or a spec .yaml; default pacore-low."),
     ] = None,
-    schedule: Annotated[
-        str,
-        typer.Option("--schedule", "-s", help="Parallel rounds: '32,4', or low=[4], medium=[16], high=[32,4]."),
-    ] = "low",
+    schedule: ScheduleOption = None,
     engine_model: EngineModelOption = None,
     base_url: BaseUrlOption = None,
     model: ModelOption = None,
     api_key: ApiKeyOption = None,
     max_tokens: MaxTokensOption = None,
-    temperature: TemperatureOption = 1.0,
-    top_p: TopPOption = 1.0,
-    seed: Annotated[int | None, typer.Option(help="Base seed; trajectory i uses seed + i.")] = None,
-    truncated: Annotated[
-        str, typer.Option(help="Trajectories cut off before concluding: 'drop' them or 'keep' them whole.")
-    ] = "drop",
+    temperature: TemperatureOption = None,
+    top_p: TopPOption = None,
+    seed: SeedOption = None,
+    truncated: TruncatedOption = None,
     concurrency: ConcurrencyOption = None,
-    max_model_len: Annotated[
-        int | None,
-        typer.Option(min=1, help="The model's context in tokens: trim references so every prompt fits it."),
-    ] = None,
-    min_trajectories: Annotated[
-        int | None,
-        typer.Option(min=1, help="Let a round go on when requests fail, if at least this many trajectories came back."),
-    ] = None,
-    min_fraction: Annotated[
-        float | None,
-        typer.Option(min=0.0, max=1.0, help="Let a round go on when requests fail, if this fraction of K came back."),
-    ] = None,
-    straggler_grace: Annotated[
-        float | None,
-        typer.Option(min=0.0, help="With a quorum: close a round this many seconds after its quorum came back."),
-    ] = None,
-    n_batch: Annotated[
-        int | None,
-        typer.Option(min=1, help="Send a round's explorers as requests of up to N choices (vLLM n); default off."),
-    ] = None,
-    max_k: Annotated[int, typer.Option(min=1, help="Largest K allowed in one round.")] = DEFAULT_MAX_K,
-    max_rounds: Annotated[int, typer.Option(min=1, help="Most parallel rounds allowed.")] = DEFAULT_MAX_ROUNDS,
+    max_model_len: MaxModelLenOption = None,
+    min_trajectories: MinTrajectoriesOption = None,
+    min_fraction: MinFractionOption = None,
+    straggler_grace: StragglerGraceOption = None,
+    n_batch: NBatchOption = None,
+    max_k: MaxKOption = DEFAULT_MAX_K,
+    max_rounds: MaxRoundsOption = DEFAULT_MAX_ROUNDS,
     json_output: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of the table.")] = False,
     trace: Annotated[
         Path | None,
@@ -208,31 +199,22 @@ def run(
         text = _read_problem(problem)
         if not text.strip():
             raise ConfigError("the problem is empty; give the question to solve as the first argument")
-        if truncated not in ("drop", "keep"):
-            raise ConfigError(f"invalid --truncated {truncated!r}: use 'drop' or 'keep'")
-        policy: Literal["drop", "keep"] = "keep" if truncated == "keep" else "drop"
-        # Options left at their defaults do not override the graph spec's settings.
-        given = given_options(ctx, "schedule", "temperature", "top_p", "max_tokens", "seed", "truncated")
-        sampling = {"temperature": temperature, "top_p": top_p, "max_tokens": max_tokens, "seed": seed}
-        run_graph = resolve_run_graph(
-            graph,
-            schedule=Schedule.parse(schedule, max_k=max_k, max_rounds=max_rounds) if "schedule" in given else None,
-            sampling={name: value for name, value in sampling.items() if name in given},
-            truncated=policy if "truncated" in given else None,
-            max_model_len=max_model_len,
-            n_batch=n_batch,
-            failure={
-                name: value
-                for name, value in (
-                    ("min_trajectories", min_trajectories),
-                    ("min_fraction", min_fraction),
-                    ("straggler_grace", straggler_grace),
-                )
-                if value is not None
-            },
+        overrides = graph_overrides(
+            schedule=schedule,
             max_k=max_k,
             max_rounds=max_rounds,
+            temperature=temperature,
+            top_p=top_p,
+            max_tokens=max_tokens,
+            seed=seed,
+            truncated=truncated,
+            max_model_len=max_model_len,
+            min_trajectories=min_trajectories,
+            min_fraction=min_fraction,
+            straggler_grace=straggler_grace,
+            n_batch=n_batch,
         )
+        run_graph = resolve_run_graph(graph, overrides, max_k=max_k, max_rounds=max_rounds)
         if run_id is None and (checkpoint_db is not None or "checkpoint_url" in given_options(ctx, "checkpoint_url")):
             raise ConfigError("--checkpoint-db and --checkpoint-url need --run-id NAME (the run to checkpoint)")
         if run_id is not None and checkpoint_db is not None and checkpoint_url:

@@ -18,7 +18,7 @@ import hashlib
 import json
 import os
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,6 +34,7 @@ from pacore_graph.eval.grading import Grader
 from pacore_graph.eval.jsonl import append_record, read_records
 from pacore_graph.eval.pool import CountingBackend, EvalCounters, PoolBackend, TrajectoryPool, stable_seed
 from pacore_graph.graphs import GraphSpec, build_graph, load_spec
+from pacore_graph.overrides import Overrides
 from pacore_graph.run import run_graph
 from pacore_graph.schedule import Schedule
 
@@ -292,18 +293,15 @@ def _first_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException:
     return _first_leaf(first) if isinstance(first, BaseExceptionGroup) else first
 
 
-def resolve_eval_graphs(args: Sequence[str], sampling: dict[str, Any], truncated: str | None) -> list[EvalGraph]:
-    """The graphs ``--graph`` names (``NAME`` or ``NAME:SCHEDULE``) with the command line's options applied."""
+def resolve_eval_graphs(args: Sequence[str], overrides: Overrides | Mapping[str, Any] | None = None) -> list[EvalGraph]:
+    """The graphs ``--graph`` names (``NAME`` or ``NAME:SCHEDULE``) with the command line's options applied.
+
+    ``overrides`` go through each spec's ``with_overrides``; a ``NAME:SCHEDULE`` schedule wins over theirs.
+    """
     graphs: list[EvalGraph] = []
     for arg in args:
         name, schedule = parse_graph_arg(arg)
-        spec = load_spec(name)
-        if schedule is not None or sampling or truncated is not None:
-            spec = spec.with_overrides(
-                schedule=schedule,
-                sampling=sampling or None,
-                compaction={"truncated": truncated} if truncated is not None else None,
-            )
+        spec = load_spec(name).with_overrides(overrides, schedule=schedule)
         label = arg if schedule is None else f"{name}:{schedule.spec}"
         if any(g.label == label for g in graphs):
             raise ConfigError(f"--graph {arg!r} is given twice")

@@ -47,7 +47,6 @@ from pacore_graph.graphs.kinds import CompiledGraph
 from pacore_graph.prompts import normalize_problem
 from pacore_graph.result import PaCoReResult
 from pacore_graph.run import run_graph, stream_run
-from pacore_graph.schedule import Schedule
 from pacore_graph.server.protocol import (
     ChatCompletionRequest,
     chunk,
@@ -332,19 +331,13 @@ class PaCoReProxy:
         spec = self.specs.get(request.model)
         if spec is None:
             raise self._unknown_model(request.model)
-        options = request.pacore
-        sampling = request.sampling()
-        schedule = Schedule.parse(options.schedule) if options is not None and options.schedule is not None else None
-        truncated = options.truncated if options is not None else None
-        key = json.dumps([request.model, schedule.spec if schedule else None, sampling, truncated], sort_keys=True)
+        overrides = request.overrides()
+        key = json.dumps([request.model, overrides.model_dump(mode="json", exclude_none=True)], sort_keys=True)
         cached = self._graphs.get(key)
         if cached is not None:
             self._graphs.move_to_end(key)
             return cached
-        if schedule is not None or sampling or truncated is not None:
-            spec = spec.with_overrides(
-                schedule=schedule, sampling=sampling, compaction={"truncated": truncated} if truncated else None
-            )
+        spec = spec.with_overrides(overrides)  # the one override path; a bad option is a ConfigError (a 400)
         total = spec.schedule.total_trajectories
         if total > self.settings.max_trajectories:
             raise ConfigError(

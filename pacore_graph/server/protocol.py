@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import time
 import uuid
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from pacore_graph.errors import ConfigError
+from pacore_graph.overrides import Overrides
 
 __all__ = [
     "ChatCompletionRequest",
@@ -27,20 +28,14 @@ __all__ = [
 ]
 
 
-class PaCoReOptions(BaseModel):
-    """The ``pacore`` object of a request: the schedule and sampling of this run (every round).
+class PaCoReOptions(Overrides):
+    """The ``pacore`` object of a request: the core's overrides (:class:`~pacore_graph.overrides.Overrides`:
+    the schedule, sampling of every round, ``truncated``, ``max_model_len``, the quorum, ``n_batch``, ...).
 
-    Unset fields keep the graph spec's settings (or the request's top-level OpenAI sampling fields).
+    Unset fields keep the graph spec's settings (or the request's top-level OpenAI sampling fields). Values are
+    checked by the graph's settings model when applied, as for the command line and Python, with the same
+    messages.
     """
-
-    model_config = ConfigDict(extra="forbid")
-
-    schedule: str | list[int] | int | None = Field(None, description="'32,4', [32, 4], or low/medium/high")
-    temperature: float | None = Field(None, ge=0.0)
-    top_p: float | None = Field(None, gt=0.0, le=1.0)
-    max_tokens: int | None = Field(None, gt=0)
-    seed: int | None = None
-    truncated: Literal["drop", "keep"] | None = None
 
 
 class ChatCompletionRequest(BaseModel):
@@ -52,10 +47,11 @@ class ChatCompletionRequest(BaseModel):
     messages: list[dict[str, Any]] = Field(min_length=1)
     stream: bool = False
     stream_options: dict[str, Any] | None = None
-    temperature: float | None = Field(None, ge=0.0)
-    top_p: float | None = Field(None, gt=0.0, le=1.0)
-    max_tokens: int | None = Field(None, gt=0)
-    max_completion_tokens: int | None = Field(None, gt=0)
+    # Ranges are the settings model's, checked when the overrides are applied (see overrides()).
+    temperature: float | None = None
+    top_p: float | None = None
+    max_tokens: int | None = None
+    max_completion_tokens: int | None = None
     seed: int | None = None
     stop: str | list[str] | None = None
     n: int | None = None
@@ -67,8 +63,9 @@ class ChatCompletionRequest(BaseModel):
         """Whether a stream should end with a usage chunk."""
         return bool(self.stream_options and self.stream_options.get("include_usage"))
 
-    def sampling(self) -> dict[str, Any]:
-        """Sampling fields applied to every round: the top-level OpenAI ones, then the ``pacore`` overrides."""
+    def overrides(self) -> Overrides:
+        """What this request changes of the graph: the top-level OpenAI sampling fields (every round), then the
+        ``pacore`` options on top."""
         values: dict[str, Any] = {
             "temperature": self.temperature,
             "top_p": self.top_p,
@@ -77,10 +74,8 @@ class ChatCompletionRequest(BaseModel):
             "stop": [self.stop] if isinstance(self.stop, str) else self.stop,
         }
         if self.pacore is not None:
-            for key in ("temperature", "top_p", "max_tokens", "seed"):
-                given = getattr(self.pacore, key)
-                values[key] = given if given is not None else values[key]
-        return {key: value for key, value in values.items() if value is not None}
+            values.update(self.pacore.given())
+        return Overrides(**{key: value for key, value in values.items() if value is not None})
 
 
 def parse_request(data: Any) -> ChatCompletionRequest:

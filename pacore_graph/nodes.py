@@ -43,6 +43,7 @@ from pacore_graph.events import (
 from pacore_graph.extract import extract_answer, majority_vote
 from pacore_graph.messages import prompt_chars
 from pacore_graph.prompts import build_prompt, normalize_problem
+from pacore_graph.result import RoundRow, RunUsage
 from pacore_graph.state import PaCoReState, RoundStats, Trajectory, UsageSummary
 
 __all__ = ["PaCoReNodes", "round_stats", "summarize_usage"]
@@ -65,7 +66,7 @@ def round_stats(
     started = min((t["started_at"] for t in trajectories), default=0.0)
     finished = max((t["started_at"] + t["seconds"] for t in trajectories), default=0.0)
     failed = sum(1 for t in trajectories if "error" in t)
-    return RoundStats(
+    return RoundRow(
         round=round_number,
         k=k,
         returned=len(trajectories) - failed,
@@ -76,18 +77,15 @@ def round_stats(
         prompt_tokens=sum(t["prompt_tokens"] for t in trajectories),
         completion_tokens=sum(t["completion_tokens"] for t in trajectories),
         seconds=round(finished - started, 3),
-    )
+    ).model_dump()
 
 
 def summarize_usage(rounds: Sequence[RoundStats]) -> UsageSummary:
     """Run totals; effective test-time compute is every trajectory's completion tokens, summed."""
     completion = sum(r["completion_tokens"] for r in rounds)
-    return UsageSummary(
-        prompt_tokens=sum(r["prompt_tokens"] for r in rounds),
-        completion_tokens=completion,
-        effective_ttc_tokens=completion,
-        rounds=list(rounds),
-    )
+    prompt = sum(r["prompt_tokens"] for r in rounds)
+    totals = RunUsage(prompt_tokens=prompt, completion_tokens=completion, effective_ttc_tokens=completion)
+    return {**totals.model_dump(), "rounds": list(rounds)}
 
 
 @task

@@ -38,28 +38,12 @@ class Trajectory(TypedDict):
     error: NotRequired[str]  # set when the request failed and the FailurePolicy allowed it: a failed marker
 
 
-class RoundStats(TypedDict):
-    """What one round asked for, got back and kept; the synthesis is the last round, with k = 1."""
+#: One row of the round table as the state holds it: a :class:`~pacore_graph.result.RoundRow`, dumped to JSON
+#: (``RoundRow(...).model_dump()``), so the fields are declared once and checkpoints hold plain data.
+RoundStats = dict[str, Any]
 
-    round: int
-    k: int
-    returned: int
-    messages: int
-    dropped_empty: int
-    dropped_truncated: int
-    failed: int  # requests that failed after retries (allowed by the FailurePolicy); returned + failed == k
-    prompt_tokens: int
-    completion_tokens: int
-    seconds: float
-
-
-class UsageSummary(TypedDict):
-    """Token totals of a run. ``effective_ttc_tokens`` sums the completion tokens of every trajectory."""
-
-    prompt_tokens: int
-    completion_tokens: int
-    effective_ttc_tokens: int
-    rounds: list[RoundStats]
+#: A run's token totals (a :class:`~pacore_graph.result.RunUsage`, dumped) plus ``rounds``, its RoundStats rows.
+UsageSummary = dict[str, Any]
 
 
 class PaCoReInput(TypedDict, total=False):

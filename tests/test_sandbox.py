@@ -25,7 +25,7 @@ from pacore_graph.tools.sandbox import (
 NOBODY = 65534
 CAPS = sandbox_capabilities()
 needs_namespaces = pytest.mark.skipif(
-    CAPS.isolation != "namespaces", reason=f"namespace isolation unavailable: {CAPS.reason}"
+    CAPS.isolation != "bwrap", reason=f"bubblewrap isolation unavailable: {CAPS.reason}"
 )
 FAST = SandboxLimits(wall_seconds=3, cpu_seconds=2)
 
@@ -69,7 +69,7 @@ def test_a_plain_program_runs_with_stdin_and_exit_code():
     assert result.stdout == "hello world\n"
     assert result.exit_code == 3
     assert not (result.timed_out or result.memory_exceeded or result.output_truncated)
-    assert result.network_isolated is (CAPS.isolation == "namespaces")
+    assert result.network_isolated is (CAPS.isolation == "bwrap")
     assert result.describe() == "exit code 3"
 
 
@@ -170,7 +170,7 @@ def test_writes_outside_the_working_directory_do_not_land(tmp_path):
         assert "wrote " in result.stdout and "inside.txt" in result.stdout  # its own directory is writable
         for target in targets:
             assert not Path(target).exists(), f"{target} was written from inside the sandbox"
-        assert result.filesystem_isolated is (CAPS.isolation == "namespaces")
+        assert result.filesystem_isolated is (CAPS.isolation == "bwrap")
     finally:
         for target in targets:
             Path(target).unlink(missing_ok=True)

@@ -333,8 +333,11 @@ def _kill_namespace(ns: str | None) -> int:
     """SIGKILL whatever is left in the run's PID namespace; returns how many were found."""
     if ns is None:
         return 0
+    # Processes the kernel is still tearing down after the init died are not leftovers: give them a moment.
+    grace = time.monotonic() + 0.5
+    while (first := _pids_in_namespace(ns)) and time.monotonic() < grace:
+        time.sleep(0.02)
     deadline = time.monotonic() + _REAP_SECONDS
-    first = _pids_in_namespace(ns)
     pids = first
     while pids and time.monotonic() < deadline:
         for pid in pids:
@@ -430,7 +433,7 @@ def _init_source() -> bytes:
     return _INIT_SCRIPT.read_bytes()
 
 
-def _not_started(isolation: Isolation, why: str, limits: SandboxLimits) -> RunResult:
+def _not_started(isolation: Isolation, why: str, scopes: dict[str, LimitScope]) -> RunResult:
     """The result of a run whose sandbox could not be set up (the host is out of processes, say)."""
     return RunResult(
         stdout="",
@@ -440,6 +443,7 @@ def _not_started(isolation: Isolation, why: str, limits: SandboxLimits) -> RunRe
         network_isolated=isolation == "bwrap",
         filesystem_isolated=isolation == "bwrap",
         isolation=isolation,
+        limits_enforced=scopes,
     )
 
 
@@ -509,7 +513,7 @@ def _run_in_bwrap(
         except OSError as exc:
             if cgroup is not None:
                 cgroup.close()
-            return _not_started("bwrap", repr(exc), limits)
+            return _not_started("bwrap", repr(exc), scopes)
         for fd in (status_write, info_write, block_read, program_fd, init_fd, stdin_fd):
             if fd is not None:
                 os.close(fd)
@@ -585,7 +589,7 @@ def _run_plain(interpreter: str, code: bytes, stdin: bytes, limits: SandboxLimit
                     preexec_fn=_set_limits(limits, drop_to),  # limits must be set between fork and exec
                 )
             except (OSError, subprocess.SubprocessError) as exc:
-                return _not_started("process", repr(exc), limits)
+                return _not_started("process", repr(exc), _limit_scopes("process", None))
             result = _supervise(process, None, limits, isolation="process", cgroup=None)
         return result.model_copy(update={"limits_enforced": _limit_scopes("process", None)})
     finally:
@@ -700,7 +704,7 @@ def _supervise(
         stderr=err_text,
         exit_code=exit_code,
         timed_out=timed_out,
-        memory_exceeded=not timed_out and (bool(oom) or _memory_failure(err_text, exit_code)),
+        memory_exceeded=bool(oom) or (not timed_out and _memory_failure(err_text, exit_code)),
         output_truncated=stdout.truncated or stderr.truncated,
         duration=round(duration, 3),
         cpu_seconds=cpu,

@@ -4,7 +4,6 @@ Every test ends by scanning /proc for processes of the sandbox uid (nobody) and 
 none may be left. Tests never send traffic anywhere but 127.0.0.1 (pytest-socket enforces it in-process).
 """
 
-import ast
 import errno
 import json
 import os
@@ -503,8 +502,9 @@ def test_without_a_cgroup_the_result_says_memory_and_cpu_are_per_process():
         [
             sys.executable,
             "-c",
-            "from pacore_graph.tools import run_python, sandbox_capabilities\n"
-            "print(sandbox_capabilities().cgroup, run_python('print(1)').limits_enforced)",
+            "import json\nfrom pacore_graph.tools import run_python, sandbox_capabilities\n"
+            "result = run_python('print(1)')\n"
+            "print(json.dumps([sandbox_capabilities().cgroup, result.stdout, result.limits_enforced]))",
         ],
         capture_output=True,
         text=True,
@@ -512,9 +512,9 @@ def test_without_a_cgroup_the_result_says_memory_and_cpu_are_per_process():
         env={**os.environ, "PACORE_SANDBOX_NO_CGROUP": "1"},
     )
     assert probe.returncode == 0, probe.stderr
-    cgroup, scopes = probe.stdout.split(" ", 1)
-    scopes = ast.literal_eval(scopes)
-    assert cgroup == "None"
+    cgroup, stdout, scopes = json.loads(probe.stdout)
+    assert cgroup is None
+    assert stdout == "1\n"
     assert scopes["memory_mb"] == "process" and scopes["cpu_seconds"] == "process"
     assert scopes["max_processes"] == "run" and scopes["tmpfs_mb"] == "run"
 
@@ -583,19 +583,21 @@ def test_cpu_time_is_limited_for_the_whole_run():
 
 @needs_namespaces
 def test_processes_are_counted_across_the_whole_tree():
-    # Every child forks grandchildren: the run's total, not any one parent's, is capped.
+    # Every child forks grandchildren: the run's total, not any one parent's, is capped. Each new process
+    # reports itself on a pipe; the init and the program count too.
     code = (
         "import os, time\nread, write = os.pipe()\n"
-        "for _ in range(6):\n    if os.fork() == 0:\n        for _ in range(10):\n"
-        "            try:\n                if os.fork() == 0:\n                    os.write(write, b'+')\n"
-        "                    time.sleep(30)\n                    os._exit(0)\n"
-        "            except OSError:\n                break\n        time.sleep(30)\n        os._exit(0)\n"
-        "os.close(write)\ntime.sleep(2)\nos.set_blocking(read, False)\n"
-        "print(len(os.read(read, 1000)))\n"
+        "def spawn(then):\n    try:\n        pid = os.fork()\n    except OSError:\n        return False\n"
+        "    if pid == 0:\n        os.write(write, b'+')\n        then()\n        time.sleep(30)\n        os._exit(0)\n"
+        "    return True\n"
+        "def grandchildren():\n    for _ in range(10):\n        if not spawn(lambda: None):\n            break\n"
+        "for _ in range(6):\n    spawn(grandchildren)\n"
+        "time.sleep(2)\nos.set_blocking(read, False)\nprint(len(os.read(read, 1000)))\n"
     )
     result = run_python(code, limits=SandboxLimits(wall_seconds=10, max_processes=20))
     assert result.exit_code == 0, result
-    assert int(result.stdout) <= 20 - 2 - 6  # the init, the program and its 6 children count too
+    assert 6 <= int(result.stdout) <= 20 - 2, result  # at most 20 with the init and the program
+    assert result.limits_enforced["max_processes"] == "run"
 
 
 @needs_namespaces

@@ -176,7 +176,7 @@ def bwrap_argv(
     init_fd: int,
     tmpfs_bytes: int,
     program_fd: int,
-    info_fd: int,
+    info_fd: int | None,
     block_fd: int | None,
     uid: int,
     init_config: str,
@@ -188,9 +188,9 @@ def bwrap_argv(
     bwrap wait, namespaces ready but nothing of the run started, until the supervisor has moved it into the
     run's cgroup (it learns the PID from ``info_fd``).
     """
-    argv = [*namespace_args(bwrap, uid), "--as-pid-1", "--info-fd", str(info_fd)]
-    if block_fd is not None:
-        argv += ["--block-fd", str(block_fd)]
+    argv = [*namespace_args(bwrap, uid), "--as-pid-1"]
+    if info_fd is not None and block_fd is not None:
+        argv += ["--info-fd", str(info_fd), "--block-fd", str(block_fd)]
     argv += root_args(root)
     argv += ["--ro-bind-data", str(init_fd), INIT_PATH, "--proc", "/proc", "--dev", "/dev"]
     size = str(tmpfs_bytes)

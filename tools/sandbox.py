@@ -382,9 +382,13 @@ def _memfd(name: str, data: bytes) -> int:
     return fd
 
 
-def _read_only(fd: int) -> int:
+def _read_only(fd: int, *, close_original: bool = False) -> int:
     """A read-only descriptor of the same file, at offset 0 (the program cannot write its stdin)."""
-    return os.open(f"/proc/self/fd/{fd}", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        return os.open(f"/proc/self/fd/{fd}", os.O_RDONLY | os.O_CLOEXEC)
+    finally:
+        if close_original:
+            os.close(fd)
 
 
 def run_python(
@@ -458,21 +462,15 @@ def _run_in_bwrap(
     except OSError:  # e.g. the cgroup hierarchy went away: run without it, and say so in limits_enforced
         cgroup, support = None, None
     scopes = _limit_scopes("bwrap", support)
-    opened: list[int] = []
+    fds = _Descriptors()
     try:
-        status_read, status_write = os.pipe()
-        info_read, info_write = os.pipe()
-        opened += [status_read, status_write, info_read, info_write]
-        block_read = block_write = None
-        if cgroup is not None:
-            block_read, block_write = os.pipe()
-            opened += [block_read, block_write]
-        program_fd = _memfd("pacore-program", code)
-        init_fd = _memfd("pacore-init", _init_source())
-        stdin_memfd = _memfd("pacore-stdin", stdin)
-        stdin_fd = _read_only(stdin_memfd)
-        os.close(stdin_memfd)
-        opened += [program_fd, init_fd, stdin_fd]
+        status_read, status_write = fds.pipe()
+        # With a cgroup, bwrap reports its child's PID (info pipe) and waits (block pipe) until it is moved in.
+        info_read, info_write = fds.pipe() if cgroup is not None else (None, None)
+        block_read, block_write = fds.pipe() if cgroup is not None else (None, None)
+        program_fd = fds.add(_memfd("pacore-program", code))
+        init_fd = fds.add(_memfd("pacore-init", _init_source()))
+        stdin_fd = fds.add(_read_only(_memfd("pacore-stdin", stdin), close_original=True))
         config = {
             "argv": [root.interpreter, "-I", "-X", "utf8", "-u", f"{WORKDIR}/main.py"],
             "env": _clean_env(WORKDIR, "/tmp"),
@@ -494,8 +492,8 @@ def _run_in_bwrap(
             uid=uid,
             init_config=json.dumps(config),
         )
+        child_side = [fd for fd in (status_write, info_write, block_read, program_fd, init_fd) if fd is not None]
         user = _switch_to(uid)
-        passed = tuple(fd for fd in (status_write, info_write, block_read, program_fd, init_fd) if fd is not None)
         try:
             process = subprocess.Popen(
                 argv,
@@ -504,35 +502,56 @@ def _run_in_bwrap(
                 stderr=subprocess.PIPE,
                 env={"PATH": "/usr/bin:/bin"},
                 cwd="/",
-                pass_fds=passed,
+                pass_fds=child_side,
                 start_new_session=True,
                 user=user,
                 group=user,
                 extra_groups=[] if user is not None else None,
             )
         except OSError as exc:
-            if cgroup is not None:
-                cgroup.close()
             return _not_started("bwrap", repr(exc), scopes)
-        for fd in (status_write, info_write, block_read, program_fd, init_fd, stdin_fd):
-            if fd is not None:
-                os.close(fd)
-                opened.remove(fd)
-        if cgroup is not None and block_write is not None:
+        fds.close(*child_side, stdin_fd)
+        if cgroup is not None and info_read is not None and block_write is not None:
             _enter_cgroup(process, cgroup, info_read, limits.wall_seconds)
-            os.close(block_write)
-            opened.remove(block_write)
-        os.close(info_read)
-        opened.remove(info_read)
-        opened.remove(status_read)  # _supervise closes it
-        result = _supervise(process, status_read, limits, isolation="bwrap", cgroup=cgroup)
+            fds.close(info_read, block_write)  # releases bwrap
+        result = _supervise(process, fds.release(status_read), limits, isolation="bwrap", cgroup=cgroup)
         return result.model_copy(update={"limits_enforced": scopes})
     finally:
-        for fd in opened:
-            with contextlib.suppress(OSError):
-                os.close(fd)
+        fds.close_all()
         if cgroup is not None:
             cgroup.close()
+
+
+class _Descriptors:
+    """The file descriptors a run opens, so every one is closed whatever happens."""
+
+    def __init__(self) -> None:
+        self.open: list[int] = []
+
+    def add(self, fd: int) -> int:
+        self.open.append(fd)
+        return fd
+
+    def pipe(self) -> tuple[int, int]:
+        read, write = os.pipe()
+        self.open += [read, write]
+        return read, write
+
+    def release(self, fd: int) -> int:
+        """Hand ``fd`` over to a caller who closes it."""
+        self.open.remove(fd)
+        return fd
+
+    def close(self, *fds: int) -> None:
+        for fd in fds:
+            self.release(fd)
+            os.close(fd)
+
+    def close_all(self) -> None:
+        for fd in self.open:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self.open.clear()
 
 
 def _enter_cgroup(process: subprocess.Popen[bytes], cgroup: RunCgroup, info_fd: int, timeout: float) -> None:

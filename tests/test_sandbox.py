@@ -694,3 +694,9 @@ def test_any_code_or_stdin_gives_a_result(text, isolation):
     assert as_stdin.stdout == expected.decode("utf-8", errors="replace")
     report = run_tests(echo, [TestCase(input=text, output=text)], limits=FAST, isolation=mode)
     assert report.total == 1
+
+
+def test_an_interpreter_that_does_not_exist_is_a_result():
+    result = run_python("print(1)", limits=FAST, python="/nonexistent/python3")
+    assert result.exit_code != 0 and not result.ok
+    assert result.stderr

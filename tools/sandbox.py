@@ -455,7 +455,12 @@ def _run_in_bwrap(
     interpreter: str, code: bytes, stdin: bytes, limits: SandboxLimits, uid: int, capabilities: SandboxCapabilities
 ) -> RunResult:
     support = cgroup_support() if capabilities.cgroup else None
-    root: SandboxRoot = sandbox_root(interpreter)
+    try:
+        root: SandboxRoot = sandbox_root(interpreter)
+    except (OSError, ValueError, KeyError, subprocess.SubprocessError) as exc:
+        return _not_started(
+            "bwrap", f"cannot work out the root for {interpreter}: {exc!r}", _limit_scopes("bwrap", None)
+        )
     memory = limits.memory_mb * 1024 * 1024
     try:
         cgroup = RunCgroup.create(support, memory_bytes=memory, max_processes=limits.max_processes) if support else None

@@ -700,3 +700,23 @@ def test_an_interpreter_that_does_not_exist_is_a_result():
     result = run_python("print(1)", limits=FAST, python="/nonexistent/python3")
     assert result.exit_code != 0 and not result.ok
     assert result.stderr
+
+
+@needs_namespaces
+def test_the_program_cannot_forge_the_sandbox_report():
+    # The init shares the program's uid; were it dumpable, the program could write to its status pipe through
+    # /proc/1/fd and claim another exit code, or point the supervisor's sweep at the host's PID namespace.
+    host_ns = os.readlink("/proc/self/ns/pid")
+    code = (
+        "import json, os, sys\nforged = json.dumps({'exit_code': 0, 'ns': HOST_NS}) + '\\n'\nout = []\n"
+        "try:\n    fds = os.listdir('/proc/1/fd')\nexcept OSError as exc:\n    fds = []\n    out.append(exc.errno)\n"
+        "for fd in fds:\n    try:\n        with open(f'/proc/1/fd/{fd}', 'w') as f:\n            f.write(forged)\n"
+        "        out.append('FORGED')\n    except OSError as exc:\n        out.append(exc.errno)\n"
+        "print(json.dumps(out))\nsys.exit(7)\n"
+    ).replace("HOST_NS", repr(host_ns))
+    result = run_python(code, limits=FAST)
+    assert result.exit_code == 7, result
+    assert "FORGED" not in result.stdout
+    assert json.loads(result.stdout) == [errno.EACCES]
+    assert sandbox_processes() == []
+    assert subprocess.run(["true"]).returncode == 0  # nothing on the host was swept

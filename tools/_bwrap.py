@@ -176,21 +176,19 @@ def bwrap_argv(
     init_fd: int,
     tmpfs_bytes: int,
     program_fd: int,
-    info_fd: int | None,
-    block_fd: int | None,
+    info_fd: int,
+    block_fd: int,
     uid: int,
     init_config: str,
 ) -> list[str]:
     """The full ``bwrap`` command: namespaces, the root, scratch mounts, the program file, then the init.
 
     The init (:mod:`pacore_graph.tools._sandbox_init`, read from ``init_fd``) runs as PID 1 (``--as-pid-1``) with
-    ``init_config``; the program is copied from ``program_fd`` into the working directory. ``block_fd`` makes
-    bwrap wait, namespaces ready but nothing of the run started, until the supervisor has moved it into the
-    run's cgroup (it learns the PID from ``info_fd``).
+    ``init_config``; the program is copied from ``program_fd`` into the working directory. bwrap reports its
+    child's PID and namespaces on ``info_fd`` and then waits on ``block_fd``, namespaces made but nothing of the
+    run started, until the supervisor has moved the child into the run's cgroup.
     """
-    argv = [*namespace_args(bwrap, uid), "--as-pid-1"]
-    if info_fd is not None and block_fd is not None:
-        argv += ["--info-fd", str(info_fd), "--block-fd", str(block_fd)]
+    argv = [*namespace_args(bwrap, uid), "--as-pid-1", "--info-fd", str(info_fd), "--block-fd", str(block_fd)]
     argv += root_args(root)
     argv += ["--ro-bind-data", str(init_fd), INIT_PATH, "--proc", "/proc", "--dev", "/dev"]
     size = str(tmpfs_bytes)

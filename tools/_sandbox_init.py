@@ -3,7 +3,8 @@
 It runs as the unprivileged sandbox uid, with no capabilities and ``no_new_privs`` (bwrap saw to that), and only
 uses the standard library. It:
 
-1. reports the PID namespace's inode on the status pipe, so the supervisor can find every process of the run;
+1. makes itself non-dumpable, so the program (same uid) can neither ptrace it nor open its ``/proc/1/fd``
+   (the status pipe): the report cannot be forged;
 2. forks the user program: per-process resource limits (``RLIMIT_NPROC`` counts the processes of the run's own
    user namespace, so it bounds the whole run), every inherited descriptor but stdio closed, then ``exec``;
 3. as PID 1, reaps every orphan until the program itself ends, then reports how it ended (exit code or signal,
@@ -49,12 +50,19 @@ def _start_program(config: dict[str, Any], status_fd: int) -> None:
     os._exit(126)
 
 
+def _not_dumpable() -> None:
+    """``prctl(PR_SET_DUMPABLE, 0)``: reset by ``execve`` for the program, kept by this process."""
+    import ctypes
+
+    ctypes.CDLL(None, use_errno=True).prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE = 4
+
+
 def main() -> None:
     """Start the program, reap the namespace, report; see the module docstring."""
+    _not_dumpable()
     config = json.loads(sys.argv[1])
     status_fd = int(config["status_fd"])
     os.set_inheritable(status_fd, False)
-    os.write(status_fd, (json.dumps({"ns": os.readlink("/proc/self/ns/pid")}) + "\n").encode())
 
     child = os.fork()
     if child == 0:

@@ -470,9 +470,9 @@ def _run_in_bwrap(
     fds = _Descriptors()
     try:
         status_read, status_write = fds.pipe()
-        # With a cgroup, bwrap reports its child's PID (info pipe) and waits (block pipe) until it is moved in.
-        info_read, info_write = fds.pipe() if cgroup is not None else (None, None)
-        block_read, block_write = fds.pipe() if cgroup is not None else (None, None)
+        # bwrap reports its child's PID and namespaces (info pipe), then waits (block pipe) until released.
+        info_read, info_write = fds.pipe()
+        block_read, block_write = fds.pipe()
         program_fd = fds.add(_memfd("pacore-program", code))
         init_fd = fds.add(_memfd("pacore-init", _init_source()))
         stdin_fd = fds.add(_read_only(_memfd("pacore-stdin", stdin), close_original=True))
@@ -497,7 +497,7 @@ def _run_in_bwrap(
             uid=uid,
             init_config=json.dumps(config),
         )
-        child_side = [fd for fd in (status_write, info_write, block_read, program_fd, init_fd) if fd is not None]
+        child_side = [status_write, info_write, block_read, program_fd, init_fd]
         user = _switch_to(uid)
         try:
             process = subprocess.Popen(
@@ -516,10 +516,9 @@ def _run_in_bwrap(
         except OSError as exc:
             return _not_started("bwrap", repr(exc), scopes)
         fds.close(*child_side, stdin_fd)
-        if cgroup is not None and info_read is not None and block_write is not None:
-            _enter_cgroup(process, cgroup, info_read, limits.wall_seconds)
-            fds.close(info_read, block_write)  # releases bwrap
-        result = _supervise(process, fds.release(status_read), limits, isolation="bwrap", cgroup=cgroup)
+        ns = _hold_and_release(process, cgroup, info_read, limits.wall_seconds)
+        fds.close(info_read, block_write)  # releases bwrap
+        result = _supervise(process, fds.release(status_read), limits, isolation="bwrap", cgroup=cgroup, ns=ns)
         return result.model_copy(update={"limits_enforced": scopes})
     finally:
         fds.close_all()
@@ -559,11 +558,15 @@ class _Descriptors:
         self.open.clear()
 
 
-def _enter_cgroup(process: subprocess.Popen[bytes], cgroup: RunCgroup, info_fd: int, timeout: float) -> None:
-    """Move the run's first process into its cgroup while bwrap holds it before the init starts, then release.
+def _hold_and_release(
+    process: subprocess.Popen[bytes], cgroup: RunCgroup | None, info_fd: int, timeout: float
+) -> str | None:
+    """While bwrap holds its sandboxed child (namespaces made, nothing of the run started), learn its PID
+    namespace and move it into the run's cgroup, so every later process of the run is born inside.
 
-    bwrap reports the PID of its sandboxed child on ``--info-fd`` and then waits on ``--block-fd``; every later
-    process of the run is born inside the cgroup. If bwrap fails before reporting, there is nothing to move.
+    The namespace comes from bwrap (``--info-fd``), outside the sandbox, never from the sandbox itself: it is
+    what the supervisor later sweeps for leftovers. Returns it as ``pid:[inode]``, or None if bwrap failed
+    before reporting (its stderr says why).
     """
     data = bytearray()
     deadline = time.monotonic() + timeout
@@ -577,16 +580,22 @@ def _enter_cgroup(process: subprocess.Popen[bytes], cgroup: RunCgroup, info_fd: 
                 break
             data += chunk
     try:
-        child = int(json.loads(data.decode(errors="replace"))["child-pid"])
+        info = json.loads(data.decode(errors="replace"))
+        child, ns = int(info["child-pid"]), f"pid:[{int(info['pid-namespace'])}]"
     except (ValueError, KeyError, TypeError):
-        return
-    try:
-        cgroup.add(child)
-    except OSError:
-        # Never run unconfined by accident: without its cgroup the run does not start.
-        _kill_group(process)
-        with contextlib.suppress(OSError):
-            os.kill(child, signal.SIGKILL)
+        return None
+    if ns == os.readlink("/proc/self/ns/pid"):
+        _kill_group(process)  # not a new PID namespace: never run (or later sweep) here
+        return None
+    if cgroup is not None:
+        try:
+            cgroup.add(child)
+        except OSError:
+            # Never run unconfined by accident: without its cgroup the run does not start.
+            _kill_group(process)
+            with contextlib.suppress(OSError):
+                os.kill(child, signal.SIGKILL)
+    return ns
 
 
 def _run_plain(interpreter: str, code: bytes, stdin: bytes, limits: SandboxLimits, drop_to: int | None) -> RunResult:
@@ -632,6 +641,7 @@ def _supervise(
     *,
     isolation: Isolation,
     cgroup: RunCgroup | None,
+    ns: str | None = None,
 ) -> RunResult:
     """Read output under the caps until the run ends or a deadline passes; kill and reap everything."""
     started = time.monotonic()
@@ -691,10 +701,9 @@ def _supervise(
 
     report: dict[str, object] = {}
     for line in status_lines.decode(errors="replace").splitlines():
-        with contextlib.suppress(ValueError, TypeError):
+        with contextlib.suppress(ValueError, TypeError, AttributeError):
             report.update(json.loads(line))
-    ns = report.get("ns")
-    leftovers = _kill_namespace(ns if isinstance(ns, str) else None) if isolation == "bwrap" else 0
+    leftovers = _kill_namespace(ns) if isolation == "bwrap" else 0
     if isolation == "process" and not killed:
         _kill_group(process)  # background children still in the group
 
@@ -733,7 +742,7 @@ def _supervise(
         duration=round(duration, 3),
         cpu_seconds=cpu,
         network_isolated=isolation == "bwrap",
-        filesystem_isolated=isolation == "bwrap" and "ns" in report,
+        filesystem_isolated=isolation == "bwrap" and ns is not None,
         isolation=isolation,
         peak_memory_mb=peak,
         leftover_processes=leftovers,

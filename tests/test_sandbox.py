@@ -10,6 +10,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -720,3 +721,17 @@ def test_the_program_cannot_forge_the_sandbox_report():
     assert json.loads(result.stdout) == [errno.EACCES]
     assert sandbox_processes() == []
     assert subprocess.run(["true"]).returncode == 0  # nothing on the host was swept
+
+
+def test_a_host_out_of_descriptors_is_a_result(monkeypatch):
+    # Fault injection: the supervisor cannot create the run's in-memory files or pipes.
+    def exhausted(*args, **kwargs):
+        raise OSError(errno.EMFILE, "Too many open files")
+
+    monkeypatch.setattr(os, "memfd_create", exhausted)
+    monkeypatch.setattr(tempfile, "mkdtemp", exhausted)
+    for isolation in {CAPS.isolation, "process"}:
+        result = run_python("print(1)", limits=FAST, isolation=isolation)
+        assert result.exit_code is None and not result.ok, result
+        assert "could not start" in result.stderr and "Too many open files" in result.stderr
+        assert result.limits_enforced  # still says what would have held

@@ -468,6 +468,7 @@ def _run_in_bwrap(
         cgroup, support = None, None
     scopes = _limit_scopes("bwrap", support)
     fds = _Descriptors()
+    process: subprocess.Popen[bytes] | None = None
     try:
         status_read, status_write = fds.pipe()
         # bwrap reports its child's PID and namespaces (info pipe), then waits (block pipe) until released.
@@ -499,27 +500,30 @@ def _run_in_bwrap(
         )
         child_side = [status_write, info_write, block_read, program_fd, init_fd]
         user = _switch_to(uid)
-        try:
-            process = subprocess.Popen(
-                argv,
-                stdin=stdin_fd,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                env={"PATH": "/usr/bin:/bin"},
-                cwd="/",
-                pass_fds=child_side,
-                start_new_session=True,
-                user=user,
-                group=user,
-                extra_groups=[] if user is not None else None,
-            )
-        except OSError as exc:
-            return _not_started("bwrap", repr(exc), scopes)
+        process = subprocess.Popen(
+            argv,
+            stdin=stdin_fd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env={"PATH": "/usr/bin:/bin"},
+            cwd="/",
+            pass_fds=child_side,
+            start_new_session=True,
+            user=user,
+            group=user,
+            extra_groups=[] if user is not None else None,
+        )
         fds.close(*child_side, stdin_fd)
         ns = _hold_and_release(process, cgroup, info_read, limits.wall_seconds)
         fds.close(info_read, block_write)  # releases bwrap
         result = _supervise(process, fds.release(status_read), limits, isolation="bwrap", cgroup=cgroup, ns=ns)
         return result.model_copy(update={"limits_enforced": scopes})
+    except OSError as exc:  # the host is out of descriptors or processes, say: a result, not an exception
+        if process is not None:
+            _kill_group(process)
+            process.kill()
+            process.wait()
+        return _not_started("bwrap", repr(exc), scopes)
     finally:
         fds.close_all()
         if cgroup is not None:
@@ -599,8 +603,10 @@ def _hold_and_release(
 
 
 def _run_plain(interpreter: str, code: bytes, stdin: bytes, limits: SandboxLimits, drop_to: int | None) -> RunResult:
-    workdir = tempfile.mkdtemp(prefix="pacore-sandbox-")
+    scopes = _limit_scopes("process", None)
+    workdir = None
     try:
+        workdir = tempfile.mkdtemp(prefix="pacore-sandbox-")
         program = Path(workdir, "main.py")
         program.write_bytes(code)
         stdin_file = Path(workdir, ".stdin")
@@ -610,23 +616,23 @@ def _run_plain(interpreter: str, code: bytes, stdin: bytes, limits: SandboxLimit
                 os.chown(path, drop_to, drop_to)
         argv = [interpreter, "-I", "-u", str(program)]  # -I ignores PYTHONUNBUFFERED, so -u
         with stdin_file.open("rb") as stdin_handle:
-            try:
-                process = subprocess.Popen(
-                    argv,
-                    stdin=stdin_handle.fileno(),
-                    stdout=subprocess.PIPE,
-                    stderr=subprocess.PIPE,
-                    env=_clean_env(workdir, workdir),
-                    cwd=workdir,
-                    start_new_session=True,
-                    preexec_fn=_set_limits(limits, drop_to),  # limits must be set between fork and exec
-                )
-            except (OSError, subprocess.SubprocessError) as exc:
-                return _not_started("process", repr(exc), _limit_scopes("process", None))
+            process = subprocess.Popen(
+                argv,
+                stdin=stdin_handle.fileno(),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                env=_clean_env(workdir, workdir),
+                cwd=workdir,
+                start_new_session=True,
+                preexec_fn=_set_limits(limits, drop_to),  # limits must be set between fork and exec
+            )
             result = _supervise(process, None, limits, isolation="process", cgroup=None)
-        return result.model_copy(update={"limits_enforced": _limit_scopes("process", None)})
+        return result.model_copy(update={"limits_enforced": scopes})
+    except (OSError, subprocess.SubprocessError) as exc:  # no disk, descriptors or processes left on the host
+        return _not_started("process", repr(exc), scopes)
     finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+        if workdir is not None:
+            shutil.rmtree(workdir, ignore_errors=True)
 
 
 def _kill_group(process: subprocess.Popen[bytes]) -> None:

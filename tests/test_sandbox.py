@@ -177,6 +177,7 @@ def test_the_network_is_unreachable_even_on_loopback():
     assert result.network_isolated
 
 
+@needs_namespaces
 def test_writes_outside_the_working_directory_do_not_land(tmp_path):
     marker = f"pacore-marker-{uuid.uuid4().hex}"
     repo = Path(__file__).resolve().parent.parent
@@ -222,6 +223,7 @@ def test_the_parent_environment_does_not_leak(monkeypatch):
     assert "PACORE_FAKE_SECRET" not in result.stdout
 
 
+@needs_namespaces
 def test_a_background_child_does_not_outlive_the_run():
     code = (
         "import os, sys, time\n"
@@ -638,7 +640,8 @@ def test_concurrent_runs_are_isolated_from_a_fork_bomb_and_a_memory_hog():
     for result in results:
         assert result.ok and result.stdout == "fine\n", result
     assert attack_results[0].timed_out
-    assert not attack_results[1].ok
+    if CAPS.cgroup:  # without a cgroup each hog child stays under its own limit and the hog itself "succeeds"
+        assert attack_results[1].memory_exceeded, attack_results[1]
 
 
 # --- nothing stays behind -------------------------------------------------------------------------------------------

@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import dataclasses
 import functools
 import itertools
 import os
 import signal
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -29,7 +29,7 @@ _V1_CONTROLLERS = ("memory", "pids", "cpuacct")
 _counter = itertools.count()
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class CgroupSupport:
     """Which cgroup version this process can create run cgroups with, their parent directories, and why."""
 
@@ -124,15 +124,18 @@ def cgroup_support() -> CgroupSupport:
         return CgroupSupport(version=None, bases={}, reason="disabled by PACORE_SANDBOX_NO_CGROUP")
     try:
         mounts = _mounts()
-    except OSError as exc:
+    except (OSError, IndexError) as exc:
         return CgroupSupport(version=None, bases={}, reason=f"cannot read mounts: {exc}")
-    v2 = _try_v2(mounts)
-    if isinstance(v2, CgroupSupport):
-        return v2
-    v1 = _try_v1(mounts)
-    if isinstance(v1, CgroupSupport):
-        return v1
-    return CgroupSupport(version=None, bases={}, reason=f"{v2}; {v1}")
+    reasons: list[str] = []
+    for attempt in (_try_v2, _try_v1):
+        try:
+            found = attempt(mounts)
+        except (OSError, ValueError, IndexError) as exc:  # an odd /proc or cgroupfs: no cgroup, and why
+            found = f"{attempt.__name__}: {exc!r}"
+        if isinstance(found, CgroupSupport):
+            return dataclasses.replace(found, reason=f"{found.reason} (not v2: {reasons[0]})") if reasons else found
+        reasons.append(found)
+    return CgroupSupport(version=None, bases={}, reason="; ".join(reasons))
 
 
 class RunCgroup:

@@ -229,7 +229,7 @@ def sandbox_capabilities() -> SandboxCapabilities:
             group=user,
             extra_groups=[] if user is not None else None,
         )
-    except (OSError, ValueError, subprocess.SubprocessError) as exc:
+    except (OSError, ValueError, KeyError, subprocess.SubprocessError) as exc:
         return _fallback(f"bwrap probe failed: {exc!r}")
     if probe.returncode != 0:
         detail = probe.stderr.decode(errors="replace").strip()

@@ -100,3 +100,10 @@ async def test_deep_reason_tool_runs_pacore():
 def test_test_case_requires_an_output():
     with pytest.raises(ValueError):
         TestCase(input="1")
+
+
+async def test_code_runner_tool_takes_any_text():
+    tool = make_code_runner_tool(SandboxLimits(wall_seconds=5))
+    for code, stdin in (("print('\udcff')\x00", "\ud800"), ("import sys\nprint(sys.stdin.read())", "\udc80\x00\ufffe")):
+        result = json.loads(await tool.ainvoke({"code": code, "stdin": stdin}))
+        assert isinstance(result["exit_code"], int)

@@ -1,114 +1,84 @@
-"""The sandbox's init process: PID 1 of a fresh PID, network and mount namespace (run by ``unshare``).
+"""The sandbox's init process: PID 1 inside bubblewrap's namespaces (``bwrap --as-pid-1``).
 
-It runs as root inside the namespaces and only uses the standard library. It:
+It runs as the unprivileged sandbox uid, with no capabilities and ``no_new_privs`` (bwrap saw to that), and only
+uses the standard library. It:
 
-1. reports the PID namespace's inode on the status pipe, so the supervisor can find every process of the run;
-2. hides the host's scratch directories behind private tmpfs mounts (``/tmp``, ``/var/tmp``, ``/dev/shm``),
-   binds the run's working directory back in, and remounts ``/`` read-only (this mount namespace only);
-3. forks the user program: resource limits, no supplementary groups, an unprivileged uid/gid, then ``exec``;
-4. waits for it and reports how it ended (exit code or signal, CPU seconds, peak RSS) as one JSON line.
+1. makes itself non-dumpable, so the program (same uid) can neither ptrace it nor open its ``/proc/1/fd``
+   (the status pipe): the report cannot be forged;
+2. forks the user program: per-process resource limits (``RLIMIT_NPROC`` counts the processes of the run's own
+   user namespace, so it bounds the whole run), every inherited descriptor but stdio closed, then ``exec``;
+3. as PID 1, reaps every orphan until the program itself ends, then reports how it ended (exit code or signal,
+   CPU seconds, peak RSS of the biggest process) as one JSON line.
 
-When it exits, the kernel kills every process left in the PID namespace: a background child that escaped
-with ``setsid`` cannot outlive the run. ``unshare --kill-child`` makes the kernel kill this process if
-``unshare`` (its parent) dies, so a crashed supervisor also tears the namespace down.
+When it exits, the kernel kills every process left in the PID namespace: a background child that escaped with
+``setsid`` cannot outlive the run. ``bwrap --die-with-parent`` kills this process if bwrap or the supervisor dies.
 """
 
 from __future__ import annotations
 
-import ctypes
 import json
 import os
 import resource
 import sys
-
-MS_RDONLY = 1
-MS_NOSUID = 2
-MS_NODEV = 4
-MS_REMOUNT = 32
-MS_BIND = 4096
-
-
-def _mount(
-    libc: ctypes.CDLL, source: str | None, target: str, fstype: str | None, flags: int, data: str | None
-) -> None:
-    result = libc.mount(
-        source.encode() if source else None,
-        target.encode(),
-        fstype.encode() if fstype else None,
-        flags,
-        data.encode() if data else None,
-    )
-    if result != 0:
-        raise OSError(ctypes.get_errno(), f"mount {target}: {os.strerror(ctypes.get_errno())}")
-
-
-def _isolate_filesystem(workdir: str, tmpfs_mb: int) -> bool:
-    """Private scratch dirs and a read-only root; returns True when all of it worked."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    work_fd = os.open(workdir, os.O_PATH | os.O_DIRECTORY)
-    ok = True
-    for scratch in ("/tmp", "/var/tmp", "/dev/shm"):
-        if os.path.isdir(scratch):
-            try:
-                _mount(libc, "tmpfs", scratch, "tmpfs", MS_NOSUID | MS_NODEV, f"size={tmpfs_mb}m,mode=1777")
-            except OSError:
-                ok = False
-    # The working directory may sit under a directory just hidden: bind it back at the same path.
-    if not os.path.isdir(workdir):
-        os.makedirs(workdir, exist_ok=True)
-        _mount(libc, f"/proc/self/fd/{work_fd}", workdir, None, MS_BIND, None)
-    os.close(work_fd)
-    try:
-        _mount(libc, None, "/", None, MS_REMOUNT | MS_BIND | MS_RDONLY, None)
-    except OSError:
-        ok = False
-    return ok
+from typing import Any
 
 
 def _limit(kind: int, value: int) -> None:
     resource.setrlimit(kind, (value, value))
 
 
-def main() -> None:
-    config = json.loads(sys.argv[1])
-    status = os.fdopen(config["status_fd"], "w", buffering=1)
-    os.set_inheritable(status.fileno(), False)
-    status.write(json.dumps({"ns": os.readlink("/proc/self/ns/pid")}) + "\n")
+def _start_program(config: dict[str, Any], status_fd: int) -> None:
+    """In the forked child: limits, a clean descriptor table, then the program. Never returns."""
     try:
-        fs_ok = _isolate_filesystem(config["workdir"], config["tmpfs_mb"])
-    except OSError:
-        fs_ok = False
-    status.write(json.dumps({"filesystem_isolated": fs_ok}) + "\n")
+        memory = int(config["memory_bytes"])
+        cpu = int(config["cpu_seconds"])
+        _limit(resource.RLIMIT_AS, memory)
+        _limit(resource.RLIMIT_DATA, memory)
+        resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
+        _limit(resource.RLIMIT_FSIZE, int(config["file_bytes"]))
+        _limit(resource.RLIMIT_NPROC, int(config["max_processes"]))
+        _limit(resource.RLIMIT_NOFILE, int(config["max_open_files"]))
+        _limit(resource.RLIMIT_CORE, 0)
+        os.close(status_fd)
+        os.closerange(3, 65536)  # nothing but stdio reaches the program
+        os.umask(0o077)
+        argv = [str(arg) for arg in config["argv"]]
+        env = {str(k): str(v) for k, v in config["env"].items()}
+        os.execve(argv[0], argv, env)
+    except BaseException as exc:
+        os.write(2, f"sandbox: could not start the program: {exc!r}\n".encode())
+    os._exit(126)
+
+
+def _not_dumpable() -> None:
+    """``prctl(PR_SET_DUMPABLE, 0)``: reset by ``execve`` for the program, kept by this process."""
+    import ctypes
+
+    ctypes.CDLL(None, use_errno=True).prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE = 4
+
+
+def main() -> None:
+    """Start the program, reap the namespace, report; see the module docstring."""
+    _not_dumpable()
+    config = json.loads(sys.argv[1])
+    status_fd = int(config["status_fd"])
+    os.set_inheritable(status_fd, False)
 
     child = os.fork()
     if child == 0:
-        try:
-            memory = config["memory_bytes"]
-            _limit(resource.RLIMIT_AS, memory)
-            _limit(resource.RLIMIT_DATA, memory)
-            resource.setrlimit(resource.RLIMIT_CPU, (config["cpu_seconds"], config["cpu_seconds"] + 1))
-            _limit(resource.RLIMIT_FSIZE, config["file_bytes"])
-            _limit(resource.RLIMIT_NPROC, config["max_processes"])
-            _limit(resource.RLIMIT_NOFILE, config["max_open_files"])
-            _limit(resource.RLIMIT_CORE, 0)
-            os.setgroups([])
-            os.setgid(config["gid"])
-            os.setuid(config["uid"])
-            os.chdir(config["workdir"])
-            os.umask(0o077)
-            os.execve(config["argv"][0], config["argv"], config["env"])
-        except BaseException as exc:
-            os.write(2, f"sandbox: could not start the program: {exc!r}\n".encode())
-        os._exit(126)
+        _start_program(config, status_fd)
 
     # As PID 1 this process inherits every orphan: reap them until the program itself ends.
+    wait_status = 0
     while True:
         try:
-            pid, wait_status = os.wait()
+            pid, status = os.wait()
         except ChildProcessError:
-            wait_status = 0
             break
+        except InterruptedError:
+            continue
         if pid == child:
+            wait_status = status
             break
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     report = {
@@ -116,8 +86,8 @@ def main() -> None:
         "cpu_seconds": round(usage.ru_utime + usage.ru_stime, 3),
         "max_rss_kb": usage.ru_maxrss,
     }
-    status.write(json.dumps(report) + "\n")
-    status.close()
+    os.write(status_fd, (json.dumps(report) + "\n").encode())
+    os.close(status_fd)
 
 
 if __name__ == "__main__":

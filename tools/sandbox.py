@@ -1,28 +1,37 @@
 """Run untrusted, model-written Python in a sandbox and report what happened as data.
 
 :func:`run_python` runs one program; :func:`run_tests` runs it against stdin → expected-stdout cases. Both
-return pydantic models; they never raise for anything the program does (a crash, a timeout, a fork bomb is
-a result, not an exception).
+return pydantic models; they never raise for anything the program does or any text they are given (a crash, a
+timeout, a fork bomb, lone surrogates in the code is a result, not an exception).
 
-Containment, strongest mode (``isolation="namespaces"``; needs root and util-linux ``unshare``)::
+Containment, strongest mode (``isolation="bwrap"``; needs bubblewrap and user namespaces)::
 
-    supervisor ─ unshare --net --pid --mount --fork --kill-child ─ init (root, PID 1) ─ program (uid nobody)
+    supervisor ─ bwrap (uid nobody) ─ init (PID 1 of the run's namespaces) ─ program
 
-* **Processes.** The program runs in its own session/process group and in a new PID namespace whose init is
-  :mod:`pacore_graph.tools._sandbox_init`. When init exits or is killed, the kernel kills every process in the
-  namespace, so double-forked ``setsid`` children cannot outlive the run. ``RLIMIT_NPROC`` caps how many
-  processes the unprivileged uid may have (it is only enforced for non-root uids, hence the uid switch).
-* **Network.** A new network namespace: no interface but a loopback that is down, so every connect fails.
-* **Filesystem.** A fresh working directory (``HOME`` and ``TMPDIR`` too), removed afterwards; private tmpfs
-  over ``/tmp``, ``/var/tmp`` and ``/dev/shm``; ``/`` remounted read-only in the run's mount namespace.
-* **Resources.** ``RLIMIT_AS``/``RLIMIT_DATA`` (memory), ``RLIMIT_CPU``, ``RLIMIT_FSIZE``, ``RLIMIT_NOFILE``;
-  a wall-clock deadline; stdout and stderr are read with a cap and the run is killed when it is exceeded.
+* **Isolation tool.** `bubblewrap <https://github.com/containers/bubblewrap>`_ creates new user, PID, network,
+  IPC, UTS, mount (and where possible cgroup) namespaces with ``--die-with-parent``, ``--new-session``,
+  ``--cap-drop ALL``, ``--disable-userns``; bwrap sets ``no_new_privs`` and mounts everything ``nosuid``. As
+  root the supervisor starts bwrap as uid ``nobody``, so the run is unprivileged on the host too.
+* **Filesystem.** A minimal read-only root (:mod:`pacore_graph.tools._bwrap`): the interpreter, its stdlib and
+  the libraries they load; no host ``/tmp``, ``/run``, ``/var``, ``/home``, ``/etc`` or project tree, so no host
+  file or UNIX socket is reachable. The working directory (``/sandbox``, also ``HOME``), ``/tmp`` and
+  ``/dev/shm`` are fresh tmpfs mounts of ``tmpfs_mb`` each; they vanish with the run, as do its SysV IPC objects
+  (a private IPC namespace) and abstract sockets (a private network namespace).
+* **Network.** A new network namespace: only a loopback that is down, so every connect fails.
+* **Processes.** The init (:mod:`pacore_graph.tools._sandbox_init`) is PID 1; when it exits or is killed the
+  kernel kills every process of the run, so double-forked ``setsid`` children cannot outlive it.
+* **Whole-run limits.** With a cgroup (v2, or v1 where that is what the host has; :mod:`._cgroup`): aggregate
+  memory, process count and CPU time of everything the run starts. Without one, ``RLIMIT_NPROC`` still bounds
+  the whole run (it counts the processes of the run's own user namespace), while memory and CPU are bounded per
+  process (``RLIMIT_AS``, ``RLIMIT_CPU``, which apply in every mode). Wall-clock time, output size and tmpfs size
+  are always whole-run. :attr:`RunResult.limits_enforced` says which held for each run.
 * **Environment.** Built from scratch (``PATH``, ``LANG``, ``HOME``, ``TMPDIR``): no inherited secrets.
 
-Fallback (``isolation="process"``, used when namespaces are unavailable, e.g. not root): the same limits and
-scrubbed environment in a new session, killed by process group; as root the uid is still switched. There is
-no network isolation (``network_isolated=False`` in every result) and a child that calls ``setsid`` may escape
-the process-group kill. Check :func:`sandbox_capabilities` before trusting a machine with hostile code.
+Fallback (``isolation="process"``, used when bwrap or user namespaces are unavailable): the same per-process
+limits and scrubbed environment in a new session and a host temporary directory, killed by process group; as root
+the uid is switched to ``nobody``. There is no network or filesystem isolation (``network_isolated=False``) and a
+child that calls ``setsid`` may escape the kill. Check :func:`sandbox_capabilities` before trusting a machine
+with hostile code.
 """
 
 from __future__ import annotations
@@ -45,8 +54,12 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from ._bwrap import WORKDIR, SandboxRoot, bwrap_argv, find_bwrap, namespace_args, root_args, sandbox_root
+from ._cgroup import CgroupSupport, RunCgroup, cgroup_support
+
 __all__ = [
     "DEFAULT_LIMITS",
+    "LimitScope",
     "RunResult",
     "SandboxCapabilities",
     "SandboxLimits",
@@ -62,17 +75,26 @@ __all__ = [
     "sandbox_capabilities",
 ]
 
-Isolation = Literal["namespaces", "process"]
+Isolation = Literal["bwrap", "process"]
+#: How far a limit reached: the whole run, each process separately, all processes of the shared sandbox uid on
+#: the host (so concurrent runs share it), or not at all.
+LimitScope = Literal["run", "process", "uid", "none"]
 
 _INIT_SCRIPT = Path(__file__).with_name("_sandbox_init.py")
 _NOBODY = 65534
 _READ_CHUNK = 65536
 #: How long to wait for the killed process tree to go away before reporting leftovers.
 _REAP_SECONDS = 2.0
+#: How often the supervisor reads the run's CPU time from its cgroup.
+_CPU_POLL_SECONDS = 0.1
 
 
 class SandboxLimits(BaseModel):
-    """Resource limits of one run. Memory is address space (``RLIMIT_AS``), so leave room for the interpreter."""
+    """Resource limits of one run (see :attr:`RunResult.limits_enforced` for how far each one reached).
+
+    ``memory_mb`` is both each process's address space (``RLIMIT_AS``, so leave room for the interpreter) and,
+    with a cgroup, the whole run's memory including its tmpfs files. ``max_processes`` counts the init too.
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -81,9 +103,9 @@ class SandboxLimits(BaseModel):
     memory_mb: int = Field(512, ge=64)
     max_output_bytes: int = Field(1_000_000, gt=0, description="per stream (stdout, stderr)")
     max_file_mb: int = Field(16, gt=0)
-    max_processes: int = Field(32, gt=0, description="RLIMIT_NPROC of the sandbox uid")
+    max_processes: int = Field(32, gt=0, description="processes of the run (cgroup pids.max and RLIMIT_NPROC)")
     max_open_files: int = Field(256, gt=0)
-    tmpfs_mb: int = Field(64, gt=0, description="size of each private scratch tmpfs")
+    tmpfs_mb: int = Field(64, gt=0, description="size of each scratch tmpfs: the working directory, /tmp, /dev/shm")
 
 
 DEFAULT_LIMITS = SandboxLimits()
@@ -93,9 +115,10 @@ class RunResult(BaseModel):
     """How one sandboxed run ended.
 
     ``exit_code`` is negative (``-signal``) when the program was killed by a signal, and None when the
-    sandbox killed it (deadline or output cap) before it reported. ``timed_out`` covers the wall-clock and the
-    CPU-time limit; ``memory_exceeded`` means the program died of the memory limit (a ``MemoryError``, an
-    allocation failure, or a kill at the limit).
+    sandbox killed it (deadline, CPU time of the run, or output cap) before it reported. ``timed_out`` covers
+    the wall-clock and the CPU-time limit; ``memory_exceeded`` means the program died of the memory limit (a
+    ``MemoryError``, an allocation failure, or the kernel's kill at the run's cgroup limit).
+    ``limits_enforced`` maps each field of :class:`SandboxLimits` to how far it held in this run.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -111,6 +134,8 @@ class RunResult(BaseModel):
     network_isolated: bool
     filesystem_isolated: bool = False
     isolation: Isolation
+    limits_enforced: dict[str, LimitScope] = Field(default_factory=dict)
+    peak_memory_mb: float | None = Field(None, description="the run's peak memory, where its cgroup reports it")
     leftover_processes: int = Field(0, description="processes found and killed after the run; should be 0")
 
     @property
@@ -127,12 +152,15 @@ class RunResult(BaseModel):
         if self.output_truncated:
             return "printed more output than allowed"
         if self.exit_code is not None and self.exit_code < 0:
-            return f"killed by signal {signal.Signals(-self.exit_code).name}"
+            try:
+                return f"killed by signal {signal.Signals(-self.exit_code).name}"
+            except ValueError:
+                return f"killed by signal {-self.exit_code}"
         return f"exit code {self.exit_code}"
 
 
 class SandboxCapabilities(BaseModel):
-    """What containment this machine allows: the isolation mode and whether the network is cut off."""
+    """What containment this machine allows: the isolation mode, the cgroup, and how far each limit reaches."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -140,40 +168,87 @@ class SandboxCapabilities(BaseModel):
     network_isolated: bool
     drops_privileges: bool
     reason: str
+    cgroup: Literal["v1", "v2"] | None = None
+    cgroup_reason: str = ""
+    limits_enforced: dict[str, LimitScope] = Field(default_factory=dict)
+
+
+def _limit_scopes(isolation: Isolation, cgroup: CgroupSupport | None) -> dict[str, LimitScope]:
+    """How far each limit reaches in a mode (see :data:`LimitScope`)."""
+    whole_run: LimitScope = "run" if cgroup is not None and cgroup.version else "process"
+    if isolation == "bwrap":
+        return {
+            "wall_seconds": "run",
+            "cpu_seconds": whole_run,
+            "memory_mb": whole_run,
+            "max_output_bytes": "run",
+            "max_file_mb": "process",
+            "max_processes": "run",  # pids.max, or RLIMIT_NPROC in the run's own user namespace
+            "max_open_files": "process",
+            "tmpfs_mb": "run",
+        }
+    return {
+        "wall_seconds": "run",
+        "cpu_seconds": "process",
+        "memory_mb": "process",
+        "max_output_bytes": "run",
+        "max_file_mb": "process",
+        "max_processes": "uid" if os.geteuid() == 0 else "none",
+        "max_open_files": "process",
+        "tmpfs_mb": "none",  # the working directory is on the host's disk
+    }
+
+
+def _fallback(reason: str) -> SandboxCapabilities:
+    return SandboxCapabilities(
+        isolation="process",
+        network_isolated=False,
+        drops_privileges=os.geteuid() == 0,
+        reason=f"fallback: {reason}",
+        limits_enforced=_limit_scopes("process", None),
+    )
 
 
 @functools.cache
 def sandbox_capabilities() -> SandboxCapabilities:
-    """Probe once whether namespaces work here (root, ``unshare`` present, the kernel allows it)."""
-    is_root = os.geteuid() == 0
-    unshare = shutil.which("unshare")
-    if not is_root or unshare is None:
-        why = "not running as root" if not is_root else "util-linux `unshare` is not installed"
-        return SandboxCapabilities(
-            isolation="process", network_isolated=False, drops_privileges=is_root, reason=f"fallback: {why}"
-        )
+    """Probe once whether bubblewrap works here (installed, user namespaces allowed) and which cgroup is usable."""
+    bwrap = find_bwrap()
+    if bwrap is None:
+        return _fallback("bubblewrap (`bwrap`) is not installed (Debian/Ubuntu: apt-get install bubblewrap)")
     try:
+        root = sandbox_root(default_python())
+        command = [*namespace_args(bwrap), *root_args(root), root.interpreter, "-I", "-S", "-c", "pass"]
+        user = _switch_to(_NOBODY)
         probe = subprocess.run(
-            [unshare, "--net", "--pid", "--mount", "--fork", "--kill-child", "--mount-proc", "true"],
+            command,
             capture_output=True,
-            timeout=10,
+            timeout=30,
+            cwd="/",
             env={"PATH": "/usr/bin:/bin"},
+            user=user,
+            group=user,
+            extra_groups=[] if user is not None else None,
         )
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return SandboxCapabilities(
-            isolation="process", network_isolated=False, drops_privileges=True, reason=f"fallback: {exc!r}"
-        )
+    except (OSError, ValueError, KeyError, subprocess.SubprocessError) as exc:
+        return _fallback(f"bwrap probe failed: {exc!r}")
     if probe.returncode != 0:
         detail = probe.stderr.decode(errors="replace").strip()
-        return SandboxCapabilities(
-            isolation="process",
-            network_isolated=False,
-            drops_privileges=True,
-            reason=f"fallback: unshare failed: {detail}",
-        )
+        return _fallback(f"bwrap cannot create the namespaces here: {detail}")
+    cgroup = cgroup_support() if os.geteuid() == 0 else None
     return SandboxCapabilities(
-        isolation="namespaces", network_isolated=True, drops_privileges=True, reason="PID, network, mount namespaces"
+        isolation="bwrap",
+        network_isolated=True,
+        drops_privileges=True,
+        reason="bubblewrap: user, PID, network, IPC, UTS and mount namespaces",
+        cgroup=cgroup.version if cgroup else None,
+        cgroup_reason=cgroup.reason if cgroup else "not root: no cgroup to create runs in",
+        limits_enforced=_limit_scopes("bwrap", cgroup),
     )
+
+
+def _switch_to(uid: int) -> int | None:
+    """The uid (and gid) to start bwrap as: ``uid`` when this process is root, else None (stay as is)."""
+    return uid if os.geteuid() == 0 else None
 
 
 def _world_executable(path: str) -> bool:
@@ -196,18 +271,28 @@ def default_python() -> str:
     return sys.executable
 
 
-def _clean_env(workdir: str) -> dict[str, str]:
+def _clean_env(home: str, tmp: str) -> dict[str, str]:
     # Built from scratch: nothing of the parent's environment (API keys, tokens) reaches the program.
     return {
         "PATH": "/usr/local/bin:/usr/bin:/bin",
         "LANG": "C.UTF-8",
         "LC_ALL": "C.UTF-8",
-        "HOME": workdir,
-        "TMPDIR": workdir,
+        "HOME": home,
+        "TMPDIR": tmp,
         "PYTHONDONTWRITEBYTECODE": "1",
         "PYTHONUNBUFFERED": "1",
         "PYTHONIOENCODING": "utf-8",
     }
+
+
+def _encode(text: str | bytes) -> bytes:
+    """Text as bytes, whatever it holds: escaped undecodable bytes round-trip, lone surrogates are kept."""
+    if isinstance(text, bytes):
+        return text
+    try:
+        return text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "surrogatepass")
 
 
 def _set_limits(limits: SandboxLimits, drop_to: int | None) -> Callable[[], None]:
@@ -248,8 +333,11 @@ def _kill_namespace(ns: str | None) -> int:
     """SIGKILL whatever is left in the run's PID namespace; returns how many were found."""
     if ns is None:
         return 0
+    # Processes the kernel is still tearing down after the init died are not leftovers: give them a moment.
+    grace = time.monotonic() + 0.5
+    while (first := _pids_in_namespace(ns)) and time.monotonic() < grace:
+        time.sleep(0.02)
     deadline = time.monotonic() + _REAP_SECONDS
-    first = _pids_in_namespace(ns)
     pids = first
     while pids and time.monotonic() < deadline:
         for pid in pids:
@@ -284,6 +372,25 @@ def _memory_failure(stderr: str, exit_code: int | None) -> bool:
     return exit_code not in (0, None) and any(marker in tail for marker in markers)
 
 
+def _memfd(name: str, data: bytes) -> int:
+    """An anonymous in-memory file holding ``data``, positioned at its start (nothing touches the disk)."""
+    fd = os.memfd_create(name, os.MFD_CLOEXEC)
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+    os.lseek(fd, 0, os.SEEK_SET)
+    return fd
+
+
+def _read_only(fd: int, *, close_original: bool = False) -> int:
+    """A read-only descriptor of the same file, at offset 0 (the program cannot write its stdin)."""
+    try:
+        return os.open(f"/proc/self/fd/{fd}", os.O_RDONLY | os.O_CLOEXEC)
+    finally:
+        if close_original:
+            os.close(fd)
+
+
 def run_python(
     code: str,
     stdin: str = "",
@@ -297,32 +404,17 @@ def run_python(
 
     Blocking; use :func:`arun_python` from async code. ``isolation`` forces a mode (``"process"`` to test
     the fallback); by default the strongest the machine allows is used. ``uid`` is the unprivileged user the
-    program runs as when this process is root.
+    sandbox runs as on the host when this process is root (and the program's uid inside the sandbox).
     """
     capabilities = sandbox_capabilities()
     mode = isolation or capabilities.isolation
-    if mode == "namespaces" and capabilities.isolation != "namespaces":
-        raise RuntimeError(f"namespace isolation is not available here ({capabilities.reason})")
-    drop_to = uid if os.geteuid() == 0 else None
+    if mode == "bwrap" and capabilities.isolation != "bwrap":
+        raise RuntimeError(f"bubblewrap isolation is not available here ({capabilities.reason})")
     interpreter = python or default_python()
-
-    workdir = tempfile.mkdtemp(prefix="pacore-sandbox-")
-    try:
-        program = Path(workdir, "main.py")
-        program.write_text(code, encoding="utf-8")
-        stdin_file = Path(workdir, ".stdin")
-        stdin_file.write_text(stdin, encoding="utf-8")
-        if drop_to is not None:
-            for path in (workdir, program, stdin_file):
-                os.chown(path, drop_to, drop_to)
-        env = _clean_env(workdir)
-        argv = [interpreter, "-I", "-u", str(program)]  # -I ignores PYTHONUNBUFFERED, so -u
-        with stdin_file.open("rb") as stdin_handle:
-            if mode == "namespaces":
-                return _run_in_namespaces(argv, env, workdir, stdin_handle.fileno(), limits, uid)
-            return _run_plain(argv, env, workdir, stdin_handle.fileno(), limits, drop_to)
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+    code_bytes, stdin_bytes = _encode(code), _encode(stdin)
+    if mode == "bwrap":
+        return _run_in_bwrap(interpreter, code_bytes, stdin_bytes, limits, uid, capabilities)
+    return _run_plain(interpreter, code_bytes, stdin_bytes, limits, uid if os.geteuid() == 0 else None)
 
 
 async def arun_python(
@@ -340,68 +432,207 @@ async def arun_python(
     return await asyncio.to_thread(run_python, code, stdin, limits=limits, python=python, uid=uid, isolation=isolation)
 
 
-def _run_in_namespaces(
-    argv: list[str], env: dict[str, str], workdir: str, stdin_fd: int, limits: SandboxLimits, uid: int
+@functools.cache
+def _init_source() -> bytes:
+    return _INIT_SCRIPT.read_bytes()
+
+
+def _not_started(isolation: Isolation, why: str, scopes: dict[str, LimitScope]) -> RunResult:
+    """The result of a run whose sandbox could not be set up (the host is out of processes, say)."""
+    return RunResult(
+        stdout="",
+        stderr=f"sandbox: could not start the run: {why}\n",
+        exit_code=None,
+        duration=0.0,
+        network_isolated=isolation == "bwrap",
+        filesystem_isolated=isolation == "bwrap",
+        isolation=isolation,
+        limits_enforced=scopes,
+    )
+
+
+def _run_in_bwrap(
+    interpreter: str, code: bytes, stdin: bytes, limits: SandboxLimits, uid: int, capabilities: SandboxCapabilities
 ) -> RunResult:
-    status_read, status_write = os.pipe()
-    config = {
-        "argv": argv,
-        "env": env,
-        "workdir": workdir,
-        "uid": uid,
-        "gid": uid,
-        "status_fd": status_write,
-        "memory_bytes": limits.memory_mb * 1024 * 1024,
-        "cpu_seconds": limits.cpu_seconds,
-        "file_bytes": limits.max_file_mb * 1024 * 1024,
-        "max_processes": limits.max_processes,
-        "max_open_files": limits.max_open_files,
-        "tmpfs_mb": limits.tmpfs_mb,
-    }
-    unshare = shutil.which("unshare") or "unshare"
-    command = [
-        unshare,
-        "--net",
-        "--pid",
-        "--mount",
-        "--fork",
-        "--kill-child",
-        "--mount-proc",
-        sys.executable,
-        "-I",
-        str(_INIT_SCRIPT),
-        json.dumps(config),
-    ]
+    support = cgroup_support() if capabilities.cgroup else None
     try:
+        root: SandboxRoot = sandbox_root(interpreter)
+    except (OSError, ValueError, KeyError, subprocess.SubprocessError) as exc:
+        return _not_started(
+            "bwrap", f"cannot work out the root for {interpreter}: {exc!r}", _limit_scopes("bwrap", None)
+        )
+    memory = limits.memory_mb * 1024 * 1024
+    try:
+        cgroup = RunCgroup.create(support, memory_bytes=memory, max_processes=limits.max_processes) if support else None
+    except OSError:  # e.g. the cgroup hierarchy went away: run without it, and say so in limits_enforced
+        cgroup, support = None, None
+    scopes = _limit_scopes("bwrap", support)
+    fds = _Descriptors()
+    process: subprocess.Popen[bytes] | None = None
+    try:
+        status_read, status_write = fds.pipe()
+        # bwrap reports its child's PID and namespaces (info pipe), then waits (block pipe) until released.
+        info_read, info_write = fds.pipe()
+        block_read, block_write = fds.pipe()
+        program_fd = fds.add(_memfd("pacore-program", code))
+        init_fd = fds.add(_memfd("pacore-init", _init_source()))
+        stdin_fd = fds.add(_read_only(_memfd("pacore-stdin", stdin), close_original=True))
+        config = {
+            "argv": [root.interpreter, "-I", "-X", "utf8", "-u", f"{WORKDIR}/main.py"],
+            "env": _clean_env(WORKDIR, "/tmp"),
+            "status_fd": status_write,
+            "memory_bytes": memory,
+            "cpu_seconds": limits.cpu_seconds,
+            "file_bytes": limits.max_file_mb * 1024 * 1024,
+            "max_processes": limits.max_processes,
+            "max_open_files": limits.max_open_files,
+        }
+        argv = bwrap_argv(
+            str(find_bwrap()),
+            root,
+            init_fd=init_fd,
+            tmpfs_bytes=limits.tmpfs_mb * 1024 * 1024,
+            program_fd=program_fd,
+            info_fd=info_write,
+            block_fd=block_read,
+            uid=uid,
+            init_config=json.dumps(config),
+        )
+        child_side = [status_write, info_write, block_read, program_fd, init_fd]
+        user = _switch_to(uid)
         process = subprocess.Popen(
-            command,
+            argv,
             stdin=stdin_fd,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             env={"PATH": "/usr/bin:/bin"},
-            cwd=workdir,
-            pass_fds=(status_write,),
+            cwd="/",
+            pass_fds=child_side,
             start_new_session=True,
+            user=user,
+            group=user,
+            extra_groups=[] if user is not None else None,
         )
+        fds.close(*child_side, stdin_fd)
+        ns = _hold_and_release(process, cgroup, info_read, limits.wall_seconds)
+        fds.close(info_read, block_write)  # releases bwrap
+        result = _supervise(process, fds.release(status_read), limits, isolation="bwrap", cgroup=cgroup, ns=ns)
+        return result.model_copy(update={"limits_enforced": scopes})
+    except OSError as exc:  # the host is out of descriptors or processes, say: a result, not an exception
+        if process is not None:
+            _kill_group(process)
+            process.kill()
+            process.wait()
+        return _not_started("bwrap", repr(exc), scopes)
     finally:
-        os.close(status_write)
-    return _supervise(process, status_read, limits, isolation="namespaces")
+        fds.close_all()
+        if cgroup is not None:
+            cgroup.close()
 
 
-def _run_plain(
-    argv: list[str], env: dict[str, str], workdir: str, stdin_fd: int, limits: SandboxLimits, drop_to: int | None
-) -> RunResult:
-    process = subprocess.Popen(
-        argv,
-        stdin=stdin_fd,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env=env,
-        cwd=workdir,
-        start_new_session=True,
-        preexec_fn=_set_limits(limits, drop_to),  # limits must be set between fork and exec
-    )
-    return _supervise(process, None, limits, isolation="process")
+class _Descriptors:
+    """The file descriptors a run opens, so every one is closed whatever happens."""
+
+    def __init__(self) -> None:
+        self.open: list[int] = []
+
+    def add(self, fd: int) -> int:
+        self.open.append(fd)
+        return fd
+
+    def pipe(self) -> tuple[int, int]:
+        read, write = os.pipe()
+        self.open += [read, write]
+        return read, write
+
+    def release(self, fd: int) -> int:
+        """Hand ``fd`` over to a caller who closes it."""
+        self.open.remove(fd)
+        return fd
+
+    def close(self, *fds: int) -> None:
+        for fd in fds:
+            self.release(fd)
+            os.close(fd)
+
+    def close_all(self) -> None:
+        for fd in self.open:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self.open.clear()
+
+
+def _hold_and_release(
+    process: subprocess.Popen[bytes], cgroup: RunCgroup | None, info_fd: int, timeout: float
+) -> str | None:
+    """While bwrap holds its sandboxed child (namespaces made, nothing of the run started), learn its PID
+    namespace and move it into the run's cgroup, so every later process of the run is born inside.
+
+    The namespace comes from bwrap (``--info-fd``), outside the sandbox, never from the sandbox itself: it is
+    what the supervisor later sweeps for leftovers. Returns it as ``pid:[inode]``, or None if bwrap failed
+    before reporting (its stderr says why).
+    """
+    data = bytearray()
+    deadline = time.monotonic() + timeout
+    with selectors.DefaultSelector() as selector:
+        selector.register(info_fd, selectors.EVENT_READ)
+        while time.monotonic() < deadline:
+            if not selector.select(timeout=max(deadline - time.monotonic(), 0)):
+                break
+            chunk = os.read(info_fd, _READ_CHUNK)
+            if not chunk:
+                break
+            data += chunk
+    try:
+        info = json.loads(data.decode(errors="replace"))
+        child, ns = int(info["child-pid"]), f"pid:[{int(info['pid-namespace'])}]"
+    except (ValueError, KeyError, TypeError):
+        return None
+    if ns == os.readlink("/proc/self/ns/pid"):
+        _kill_group(process)  # not a new PID namespace: never run (or later sweep) here
+        return None
+    if cgroup is not None:
+        try:
+            cgroup.add(child)
+        except OSError:
+            # Never run unconfined by accident: without its cgroup the run does not start.
+            _kill_group(process)
+            with contextlib.suppress(OSError):
+                os.kill(child, signal.SIGKILL)
+    return ns
+
+
+def _run_plain(interpreter: str, code: bytes, stdin: bytes, limits: SandboxLimits, drop_to: int | None) -> RunResult:
+    scopes = _limit_scopes("process", None)
+    workdir = None
+    try:
+        workdir = tempfile.mkdtemp(prefix="pacore-sandbox-")
+        program = Path(workdir, "main.py")
+        program.write_bytes(code)
+        stdin_file = Path(workdir, ".stdin")
+        stdin_file.write_bytes(stdin)
+        if drop_to is not None:
+            for path in (workdir, program, stdin_file):
+                os.chown(path, drop_to, drop_to)
+        argv = [interpreter, "-I", "-u", str(program)]  # -I ignores PYTHONUNBUFFERED, so -u
+        with stdin_file.open("rb") as stdin_handle:
+            process = subprocess.Popen(
+                argv,
+                stdin=stdin_handle.fileno(),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                env=_clean_env(workdir, workdir),
+                cwd=workdir,
+                start_new_session=True,
+                preexec_fn=_set_limits(limits, drop_to),  # limits must be set between fork and exec
+            )
+            result = _supervise(process, None, limits, isolation="process", cgroup=None)
+        return result.model_copy(update={"limits_enforced": scopes})
+    except (OSError, subprocess.SubprocessError) as exc:  # no disk, descriptors or processes left on the host
+        return _not_started("process", repr(exc), scopes)
+    finally:
+        if workdir is not None:
+            shutil.rmtree(workdir, ignore_errors=True)
 
 
 def _kill_group(process: subprocess.Popen[bytes]) -> None:
@@ -410,9 +641,15 @@ def _kill_group(process: subprocess.Popen[bytes]) -> None:
 
 
 def _supervise(
-    process: subprocess.Popen[bytes], status_fd: int | None, limits: SandboxLimits, *, isolation: Isolation
+    process: subprocess.Popen[bytes],
+    status_fd: int | None,
+    limits: SandboxLimits,
+    *,
+    isolation: Isolation,
+    cgroup: RunCgroup | None,
+    ns: str | None = None,
 ) -> RunResult:
-    """Read output under the caps until the run ends or the deadline passes; kill and reap everything."""
+    """Read output under the caps until the run ends or a deadline passes; kill and reap everything."""
     started = time.monotonic()
     deadline = started + limits.wall_seconds
     assert process.stdout is not None and process.stderr is not None
@@ -423,29 +660,33 @@ def _supervise(
     selector.register(process.stderr, selectors.EVENT_READ, stderr)
     if status_fd is not None:
         selector.register(status_fd, selectors.EVENT_READ, None)
-    timed_out = killed = False
+    poll = _CPU_POLL_SECONDS if cgroup is not None else 0.5
+    timed_out = cpu_exceeded = killed = False
     try:
         while selector.get_map():
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 timed_out = True
                 break
-            for key, _ in selector.select(timeout=min(remaining, 0.5)):
-                fd = key.fd
-                chunk = os.read(fd, _READ_CHUNK)
+            for key, _ in selector.select(timeout=min(remaining, poll)):
+                chunk = os.read(key.fd, _READ_CHUNK)
                 if not chunk:
                     selector.unregister(key.fileobj)
-                    continue
-                if key.data is None:
+                elif key.data is None:
                     status_lines += chunk
                 else:
                     key.data.feed(chunk)
             if stdout.truncated or stderr.truncated:
                 break
-        if timed_out or stdout.truncated or stderr.truncated:
+            if cgroup is not None and cgroup.cpu_seconds() > limits.cpu_seconds:
+                cpu_exceeded = True  # the whole run's CPU time, all processes together
+                break
+        if timed_out or cpu_exceeded or stdout.truncated or stderr.truncated:
             killed = True
             _kill_group(process)
-            # The init process is in the group too; its death takes the whole PID namespace with it.
+            if cgroup is not None:
+                cgroup.kill()
+            # The init dies with bwrap (--die-with-parent), and takes the whole PID namespace with it.
     finally:
         selector.close()
         if killed:
@@ -466,42 +707,50 @@ def _supervise(
 
     report: dict[str, object] = {}
     for line in status_lines.decode(errors="replace").splitlines():
-        with contextlib.suppress(ValueError):
+        with contextlib.suppress(ValueError, TypeError, AttributeError):
             report.update(json.loads(line))
-    ns = report.get("ns")
-    leftovers = _kill_namespace(ns if isinstance(ns, str) else None) if isolation == "namespaces" else 0
+    leftovers = _kill_namespace(ns) if isolation == "bwrap" else 0
     if isolation == "process" and not killed:
         _kill_group(process)  # background children still in the group
 
-    if isolation == "namespaces":
+    if isolation == "bwrap":
         raw_code = report.get("exit_code")
         if killed:
             exit_code = None
         elif isinstance(raw_code, int):
             exit_code = raw_code
-        else:  # init never reported: unshare itself failed, and says why on stderr
+        else:  # init never reported: bwrap itself failed, and says why on stderr
             exit_code = process.returncode
     else:
         exit_code = None if killed else process.returncode
     raw_cpu = report.get("cpu_seconds")
     cpu = float(raw_cpu) if isinstance(raw_cpu, int | float) else None
+    oom = peak = None
+    if cgroup is not None:
+        with contextlib.suppress(OSError, ValueError):
+            cpu = round(cgroup.cpu_seconds(), 3)
+        oom = cgroup.oom_killed()
+        peak_bytes = cgroup.peak_memory_bytes()
+        peak = round(peak_bytes / 2**20, 1) if peak_bytes is not None else None
     # SIGXCPU comes only from RLIMIT_CPU's soft limit; a SIGKILL near the limit is its hard limit.
     cpu_killed = exit_code == -signal.SIGXCPU or (
         exit_code == -signal.SIGKILL and cpu is not None and cpu >= limits.cpu_seconds - 0.5
     )
     err_text = stderr.text()
+    timed_out = timed_out or cpu_exceeded or cpu_killed
     return RunResult(
         stdout=stdout.text(),
         stderr=err_text,
         exit_code=exit_code,
-        timed_out=timed_out or cpu_killed,
-        memory_exceeded=not timed_out and _memory_failure(err_text, exit_code),
+        timed_out=timed_out,
+        memory_exceeded=bool(oom) or (not timed_out and _memory_failure(err_text, exit_code)),
         output_truncated=stdout.truncated or stderr.truncated,
         duration=round(duration, 3),
         cpu_seconds=cpu,
-        network_isolated=isolation == "namespaces",
-        filesystem_isolated=bool(report.get("filesystem_isolated", False)),
+        network_isolated=isolation == "bwrap",
+        filesystem_isolated=isolation == "bwrap" and ns is not None,
         isolation=isolation,
+        peak_memory_mb=peak,
         leftover_processes=leftovers,
     )
 

@@ -54,6 +54,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from pacore_graph.errors import PaCoReError
+
 from ._bwrap import WORKDIR, SandboxRoot, bwrap_argv, find_bwrap, namespace_args, root_args, sandbox_root
 from ._cgroup import CgroupSupport, RunCgroup, cgroup_support
 
@@ -63,6 +65,7 @@ __all__ = [
     "RunResult",
     "SandboxCapabilities",
     "SandboxLimits",
+    "SandboxUnavailableError",
     "TestCase",
     "TestOutcome",
     "TestReport",
@@ -87,6 +90,10 @@ _READ_CHUNK = 65536
 _REAP_SECONDS = 2.0
 #: How often the supervisor reads the run's CPU time from its cgroup.
 _CPU_POLL_SECONDS = 0.1
+
+
+class SandboxUnavailableError(PaCoReError, RuntimeError):
+    """The isolation a run asked for (``isolation="bwrap"``) is not available on this machine."""
 
 
 class SandboxLimits(BaseModel):
@@ -409,7 +416,10 @@ def run_python(
     capabilities = sandbox_capabilities()
     mode = isolation or capabilities.isolation
     if mode == "bwrap" and capabilities.isolation != "bwrap":
-        raise RuntimeError(f"bubblewrap isolation is not available here ({capabilities.reason})")
+        raise SandboxUnavailableError(
+            f"bubblewrap isolation is not available here ({capabilities.reason}); install bubblewrap "
+            "(Debian: apt-get install bubblewrap), or run without isolation='bwrap'"
+        )
     interpreter = python or default_python()
     code_bytes, stdin_bytes = _encode(code), _encode(stdin)
     if mode == "bwrap":

@@ -129,6 +129,9 @@ class RunFinished(_Event):
     finish_reason: str
     usage: dict[str, Any]
     votes: dict[str, int] | None = None
+    tool_calls: list[dict[str, Any]] = Field(
+        default_factory=list, description="the tool calls the synthesis made (OpenAI form), with tools"
+    )
 
 
 #: Any of the events, discriminated by ``type``.

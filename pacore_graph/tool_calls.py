@@ -24,7 +24,7 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, field_validator, model_validator
 
 from pacore_graph.clients.base import SamplingParams, ToolCall
 from pacore_graph.errors import ConfigError
@@ -97,7 +97,7 @@ class ToolOptions(BaseModel):
 
     tools: list[ToolSpec] = Field(min_length=1)
     tool_choice: Literal["none", "auto", "required"] | _NamedChoice | None = None
-    parallel_tool_calls: bool | None = None
+    parallel_tool_calls: StrictBool | None = None
 
     @model_validator(mode="after")
     def _names(self) -> ToolOptions:

@@ -27,9 +27,7 @@ MARKER = "Reference Responses:"
 
 def trajectory(content: str, calls: list[ToolCall], index: int = 0, finish: str = "tool_calls"):
     completion = Completion(content=content, finish_reason=finish, tool_calls=calls)
-    return reduce_completion(
-        completion, round_number=1, index=index, usage=TokenUsage(), started_at=0.0, seconds=0.0
-    )
+    return reduce_completion(completion, round_number=1, index=index, usage=TokenUsage(), started_at=0.0, seconds=0.0)
 
 
 # -- the canonical text form ------------------------------------------------------------------------
@@ -97,7 +95,10 @@ def test_checked_tools_are_sent_as_openai_has_them():
 async def test_the_client_reads_tool_calls_from_json_and_from_a_stream():
     reply = FakeReply(
         content=None,
-        tool_calls=[{"name": "get_weather", "arguments": {"city": "Paris"}}, {"name": "get_weather", "arguments": "{}"}],
+        tool_calls=[
+            {"name": "get_weather", "arguments": {"city": "Paris"}},
+            {"name": "get_weather", "arguments": "{}"},
+        ],
         finish_reason="tool_calls",
     )
     async with FakeOpenAIServer(lambda request: reply) as server, VLLMClient(server.base_url) as client:

@@ -249,3 +249,59 @@ async def test_a_run_on_a_conversation_that_ends_in_a_tool_result_answers_from_i
     assert first == AGENT_TURNS
     assert synthesis[2:] == AGENT_TURNS[2:]
     assert "Reference 2:\nYes: Rain, 12 °C.\n" in synthesis[1]["content"]
+
+
+# -- the README's snippet --------------------------------------------------------------------------
+
+
+def readme_snippet(section: str) -> str:
+    from pathlib import Path
+
+    readme = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
+    body = readme.split(f"\n## {section}\n", 1)[1].split("\n## ", 1)[0]
+    return body.split("```python\n", 1)[1].split("\n```", 1)[0]
+
+
+async def test_the_readme_tools_snippet_runs_an_agent_turn_and_answers_from_the_tool_result(capsys):
+    import ast
+
+    def reply(messages, params):
+        assert params.extra["tools"][0]["function"]["name"] == "get_weather"
+        if messages[-1]["role"] == "tool":
+            return f"<think>it rains</think>Yes: {messages[-1]['content']}, take one."
+        call = ToolCall(id="call_1", name="get_weather", arguments='{"city": "Paris"}')
+        return Completion(content="<think>check</think>", finish_reason="tool_calls", tool_calls=[call])
+
+    backend = FunctionBackend(reply)
+    code = compile(readme_snippet("Tools through PaCoRe"), "README.md", "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT)
+    await eval(code, {"backend": backend})  # our own README
+    assert capsys.readouterr().out == "Yes: Rain, 12 °C, take one.\n"
+    assert len(backend.calls) == 6  # two runs of PaCoRe [2]: the call, then the answer
+    assert backend.calls[-1].messages[-1] == {"role": "tool", "tool_call_id": "call_1", "content": "Rain, 12 °C"}
+
+
+# -- the embedded engine's tool-calling flags ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("model", "parser", "extra", "expected"),
+    [
+        (None, None, (), ["--enable-auto-tool-choice", "--tool-call-parser", "hermes"]),
+        (None, "", (), []),
+        ("org/model", None, (), []),
+        ("org/model", "llama3_json", (), ["--enable-auto-tool-choice", "--tool-call-parser", "llama3_json"]),
+        (None, None, ("--enable-auto-tool-choice", "--tool-call-parser=mistral"), []),
+    ],
+)
+def test_the_engine_launcher_turns_on_vllm_tool_calling(model, parser, extra, expected):
+    from pacore_graph.engine.detect import EngineEnvironment
+    from pacore_graph.engine.launcher import _Options, _plan
+
+    options = _Options(
+        model, None, "127.0.0.1", None, None, None, None, None, extra, {}, 1.0, None, True, 1.0, None, parser
+    )
+    argv = list(_plan(EngineEnvironment("python3", True, None, None, False, None), "/m", options).argv_tail)
+    joined = " ".join(argv)
+    assert " ".join(expected) in joined
+    assert joined.count("tool-call-parser") == (1 if expected or extra else 0)  # never given twice
+    assert joined.count("--enable-auto-tool-choice") == (1 if expected or extra else 0)

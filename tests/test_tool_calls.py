@@ -305,3 +305,20 @@ def test_the_engine_launcher_turns_on_vllm_tool_calling(model, parser, extra, ex
     assert " ".join(expected) in joined
     assert joined.count("tool-call-parser") == (1 if expected or extra else 0)  # never given twice
     assert joined.count("--enable-auto-tool-choice") == (1 if expected or extra else 0)
+
+
+async def test_a_langchain_chat_model_backend_samples_with_the_tools_and_returns_the_calls():
+    import httpx
+    from langchain_openai import ChatOpenAI
+
+    from pacore_graph import LangChainBackend
+
+    async with FakeOpenAIServer(tool_script) as server, httpx.AsyncClient() as http:
+        model = ChatOpenAI(base_url=server.base_url, api_key="unused", model="fake-model", http_async_client=http)
+        result = await run_graph(
+            build_pacore_graph(LangChainBackend(model), "2"), {"problem": "Umbrella in Paris?", "tools": [WEATHER]}
+        )
+    assert all(request.body["tools"] == [WEATHER] for request in server.requests)
+    assert "Proposed tool call (not executed): get_weather" in (server.requests[-1].last_user_content or "")
+    assert [c["function"]["name"] for c in result.tool_calls] == ["get_weather"]
+    assert json.loads(result.tool_calls[0]["function"]["arguments"]) == {"city": "Paris"}

@@ -90,6 +90,9 @@ class TrajectoryFinished(_Event):
     seconds: float
     content: str
     reasoning: str | None = None
+    tool_calls: list[dict[str, Any]] = Field(
+        default_factory=list, description="the tool calls it proposed (OpenAI form), never executed"
+    )
     messages: list[dict[str, Any]] = Field(description="the request's chat messages")
     params: dict[str, Any] = Field(description="the request's sampling params")
     error: str | None = Field(

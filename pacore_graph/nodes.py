@@ -353,6 +353,8 @@ class PaCoReNodes:
             result, prompt, params, round_number, 0, started_at, time.perf_counter() - clock, write, final=True
         )
         tool_calls = trajectory.get("tool_calls", [])
+        if state.get("tool_fields", {}).get("parallel_tool_calls") is False:
+            tool_calls = tool_calls[:1]  # one call at most, even from a server that ignores the flag
         answered = bool(trajectory["conclusion"].strip() or tool_calls)
         stats = round_stats(round_number, 1, [trajectory], messages=int(answered))
         rounds = [*state["rounds"], stats]
@@ -519,6 +521,7 @@ class PaCoReNodes:
                 seconds=trajectory["seconds"],
                 content=completion.content,
                 reasoning=completion.reasoning,
+                tool_calls=trajectory.get("tool_calls", []),
                 messages=prompt,
                 params=params.model_dump(mode="json"),
             )

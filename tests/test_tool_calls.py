@@ -322,3 +322,19 @@ async def test_a_langchain_chat_model_backend_samples_with_the_tools_and_returns
     assert "Proposed tool call (not executed): get_weather" in (server.requests[-1].last_user_content or "")
     assert [c["function"]["name"] for c in result.tool_calls] == ["get_weather"]
     assert json.loads(result.tool_calls[0]["function"]["arguments"]) == {"city": "Paris"}
+
+
+async def test_without_parallel_tool_calls_the_answer_has_one_call_and_the_trace_has_every_proposal():
+    from pacore_graph import TrajectoryFinished, stream_run
+
+    two = [ToolCall(id="a", name="get_weather", arguments='{"city": "Paris"}'), ToolCall(id="b", name="get_weather")]
+    backend = FunctionBackend(
+        lambda messages, params: Completion(content="", finish_reason="tool_calls", tool_calls=two)
+    )
+    inputs = {"problem": "Paris and Rome?", "tools": [WEATHER], "parallel_tool_calls": False}
+    items = [item async for item in stream_run(build_pacore_graph(backend, "2"), inputs)]
+    result = items[-1]
+    assert [c["id"] for c in result.tool_calls] == ["a"]
+    assert all(call.params.extra["parallel_tool_calls"] is False for call in backend.calls)
+    finished = [item for item in items if isinstance(item, TrajectoryFinished)]
+    assert [len(item.tool_calls) for item in finished] == [2, 2, 2]

@@ -17,7 +17,7 @@ from pacore_graph._lazy import lazy_exports
 
 if TYPE_CHECKING:
     from pacore_graph.clients.balanced import BalancedBackend
-    from pacore_graph.clients.base import ChatBackend, ChatResult, Completion, SamplingParams, TokenUsage
+    from pacore_graph.clients.base import ChatBackend, ChatResult, Completion, SamplingParams, TokenUsage, ToolCall
     from pacore_graph.clients.langchain import LangChainBackend
     from pacore_graph.clients.streaming import ChatChunk, StreamingChatBackend
     from pacore_graph.clients.vllm import VLLMClient
@@ -62,6 +62,7 @@ if TYPE_CHECKING:
     from pacore_graph.result import PaCoReResult, RoundRow, RunUsage
     from pacore_graph.run import run_graph, stream_run
     from pacore_graph.schedule import PRESETS, Schedule
+    from pacore_graph.tool_calls import ToolOptions, ToolSpec, tool_options
     from pacore_graph.trace import Trace, TraceRecorder, record_run
 
 __version__ = "0.1.0"
@@ -101,6 +102,9 @@ __all__ = [
     "StreamingChatBackend",
     "SynthesisDelta",
     "TokenUsage",
+    "ToolCall",
+    "ToolOptions",
+    "ToolSpec",
     "Trace",
     "TraceRecorder",
     "TrajectoryFinished",
@@ -127,6 +131,7 @@ __all__ = [
     "stream_events",
     "stream_run",
     "supports_streaming",
+    "tool_options",
 ]
 
 # The names load on first use (see pacore_graph._lazy); the imports above are for type checkers.
@@ -135,7 +140,14 @@ if not TYPE_CHECKING:
         __name__,
         {
             "pacore_graph.clients.balanced": ["BalancedBackend"],
-            "pacore_graph.clients.base": ["ChatBackend", "ChatResult", "Completion", "SamplingParams", "TokenUsage"],
+            "pacore_graph.clients.base": [
+                "ChatBackend",
+                "ChatResult",
+                "Completion",
+                "SamplingParams",
+                "TokenUsage",
+                "ToolCall",
+            ],
             "pacore_graph.clients.langchain": ["LangChainBackend"],
             "pacore_graph.clients.streaming": ["ChatChunk", "StreamingChatBackend"],
             "pacore_graph.clients.vllm": ["VLLMClient"],
@@ -180,6 +192,7 @@ if not TYPE_CHECKING:
             "pacore_graph.result": ["PaCoReResult", "RoundRow", "RunUsage"],
             "pacore_graph.run": ["run_graph", "stream_run"],
             "pacore_graph.schedule": ["PRESETS", "Schedule"],
+            "pacore_graph.tool_calls": ["ToolOptions", "ToolSpec", "tool_options"],
             "pacore_graph.trace": ["Trace", "TraceRecorder", "record_run"],
         },
     )

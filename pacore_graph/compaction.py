@@ -14,6 +14,9 @@ Rules (the PaCoRe spec, plus this project's explicit policy for truncation):
   separate reasoning field is put back inside ``<think>`` tags), instead of its conclusion: the paper's
   "no compaction" ablation. Prompts then grow with K and the trajectory lengths, so pair it with a prompt
   budget (``PaCoReConfig.max_prompt_chars``). Only in this mode does the state hold full texts.
+* **Tool calls.** With tools, a trajectory may propose tool calls. They are never executed; its reference is its
+  conclusion followed by one line per call, ``Proposed tool call (not executed): NAME(JSON arguments)`` (the
+  canonical form of :mod:`pacore_graph.tool_calls`). A trajectory with calls and no text is not empty.
 * **Streamed.** :class:`ConclusionStream` applies the conclusion rule to a stream of content deltas (the proxy
   streams the synthesis's conclusion as it is generated).
 * **Order.** Trajectories are sorted by content length (ties by index), then shuffled with
@@ -34,6 +37,7 @@ from pydantic import BaseModel, ConfigDict
 
 from pacore_graph.clients.base import Completion, TokenUsage
 from pacore_graph.state import Trajectory
+from pacore_graph.tool_calls import proposed_calls_text
 
 __all__ = [
     "THINK_CLOSE",
@@ -134,14 +138,20 @@ def reduce_completion(
     )
     if keep_full:
         reduced["full_text"] = full_text_of(completion.content, completion.reasoning)
+    if completion.tool_calls:
+        reduced["tool_calls"] = [call.openai() for call in completion.tool_calls]
     return reduced
 
 
 def reference_text(trajectory: Trajectory, policy: CompactionPolicy) -> str:
-    """The text a kept trajectory forwards: its conclusion, or its whole text with ``keep="full"``."""
-    if policy.keep == "full":
-        return trajectory.get("full_text", trajectory["conclusion"])
-    return trajectory["conclusion"]
+    """The text a kept trajectory forwards: its conclusion, or its whole text with ``keep="full"``; then the tool
+    calls it proposed, in their canonical text form."""
+    text = trajectory.get("full_text", trajectory["conclusion"]) if policy.keep == "full" else trajectory["conclusion"]
+    calls = trajectory.get("tool_calls")
+    if not calls:
+        return text
+    lines = proposed_calls_text(calls)
+    return f"{text.rstrip()}\n\n{lines}" if text.strip() else lines
 
 
 @dataclass(frozen=True)

@@ -90,6 +90,9 @@ class TrajectoryFinished(_Event):
     seconds: float
     content: str
     reasoning: str | None = None
+    tool_calls: list[dict[str, Any]] = Field(
+        default_factory=list, description="the tool calls it proposed (OpenAI form), never executed"
+    )
     messages: list[dict[str, Any]] = Field(description="the request's chat messages")
     params: dict[str, Any] = Field(description="the request's sampling params")
     error: str | None = Field(
@@ -129,6 +132,9 @@ class RunFinished(_Event):
     finish_reason: str
     usage: dict[str, Any]
     votes: dict[str, int] | None = None
+    tool_calls: list[dict[str, Any]] = Field(
+        default_factory=list, description="the tool calls the synthesis made (OpenAI form), with tools"
+    )
 
 
 #: Any of the events, discriminated by ``type``.

@@ -45,6 +45,7 @@ from pacore_graph.messages import prompt_chars
 from pacore_graph.prompts import build_prompt, normalize_problem
 from pacore_graph.result import RoundRow, RunUsage
 from pacore_graph.state import PaCoReState, RoundStats, Trajectory, UsageSummary
+from pacore_graph.tool_calls import tool_options, with_tools
 
 __all__ = ["PaCoReNodes", "round_stats", "summarize_usage"]
 
@@ -96,9 +97,10 @@ async def explore(
     index: int,
     n: int,
     transcripts: Transcripts,
+    tool_fields: dict[str, Any] | None = None,
 ) -> list[Trajectory]:
     """Trajectories ``index`` .. ``index + n - 1`` of a round (a task: its result is checkpointed on return)."""
-    return await nodes.sample_trajectories(prompt, round_number, index, n, transcripts)
+    return await nodes.sample_trajectories(prompt, round_number, index, n, transcripts, tool_fields)
 
 
 class PaCoReNodes:
@@ -109,10 +111,15 @@ class PaCoReNodes:
         self.config = config
 
     def prepare(self, state: PaCoReState) -> dict[str, Any]:
-        """Validate the input and turn it into chat messages x; start at round 1 with M_0 = ∅ and P(x, ∅) = x."""
+        """Validate the input and turn it into chat messages x; start at round 1 with M_0 = ∅ and P(x, ∅) = x.
+
+        The input's tools are checked here, before anything is sent (see :mod:`pacore_graph.tool_calls`).
+        """
         problem = state.get("problem")
         conversation = normalize_problem(problem if problem is not None else state.get("messages") or [])
+        tools = tool_options(state.get("tools"), state.get("tool_choice"), state.get("parallel_tool_calls"))
         return {
+            "tool_fields": tools.request_fields() if tools is not None else {},
             "conversation": conversation,
             "round": 1,
             "references": [],
@@ -169,7 +176,15 @@ class PaCoReNodes:
             # typed as a concurrent future, but inside an async node LangGraph returns an asyncio one
             cast(
                 "asyncio.Future[list[Trajectory]]",
-                explore(self, state["prompt"], round_number, index, min(batch, k - index), transcripts),
+                explore(
+                    self,
+                    state["prompt"],
+                    round_number,
+                    index,
+                    min(batch, k - index),
+                    transcripts,
+                    state.get("tool_fields"),
+                ),
             ): index
             for index in range(0, k, batch)
         }
@@ -222,14 +237,21 @@ class PaCoReNodes:
         return trajectories
 
     async def sample_trajectories(
-        self, prompt: list[dict[str, Any]], round_number: int, index: int, n: int, transcripts: Transcripts
+        self,
+        prompt: list[dict[str, Any]],
+        round_number: int,
+        index: int,
+        n: int,
+        transcripts: Transcripts,
+        tool_fields: dict[str, Any] | None = None,
     ) -> list[Trajectory]:
         """Sample trajectories ``index`` .. ``index + n - 1`` of a parallel round (one request; n > 1 is n-batching).
 
-        A failure raises when the failure policy is strict, and becomes failed markers when it allows a quorum.
+        ``tool_fields`` (the run's checked tools) are sent with the request. A failure raises when the failure
+        policy is strict, and becomes failed markers when it allows a quorum.
         """
         seed_offset = self.config.schedule.offset(round_number) + index
-        params = self.config.params_for_round(round_number).with_seed_offset(seed_offset)
+        params = with_tools(self.config.params_for_round(round_number).with_seed_offset(seed_offset), tool_fields)
         records = transcripts.setdefault(index, [])
         record: EventWriter = records.append  # type: ignore[assignment]  # records hold TrajectoryFinished only
         started_at = time.time()
@@ -315,9 +337,10 @@ class PaCoReNodes:
         return select(self.admit(round_number, k, trajectories), self.config.compaction)
 
     async def synthesize(self, state: PaCoReState) -> dict[str, Any]:
-        """The final K = 1 round on the stored P(x, M_R): its conclusion is the answer."""
+        """The final K = 1 round on the stored P(x, M_R): its conclusion is the answer, its tool calls the run's."""
         round_number = state["round"]
         params = self.config.final_params.with_seed_offset(self.config.schedule.total_trajectories - 1)
+        params = with_tools(params, state.get("tool_fields"))
         prompt = state["prompt"]
         write = event_writer()
         started_at = time.time()
@@ -329,17 +352,27 @@ class PaCoReNodes:
         trajectory = self._finish(
             result, prompt, params, round_number, 0, started_at, time.perf_counter() - clock, write, final=True
         )
-        stats = round_stats(round_number, 1, [trajectory], messages=int(bool(trajectory["conclusion"].strip())))
+        tool_calls = trajectory.get("tool_calls", [])
+        if state.get("tool_fields", {}).get("parallel_tool_calls") is False:
+            tool_calls = tool_calls[:1]  # one call at most, even from a server that ignores the flag
+        answered = bool(trajectory["conclusion"].strip() or tool_calls)
+        stats = round_stats(round_number, 1, [trajectory], messages=int(answered))
         rounds = [*state["rounds"], stats]
         usage = summarize_usage(rounds)
         write(
-            RunFinished(answer=trajectory["conclusion"], finish_reason=trajectory["finish_reason"], usage=dict(usage))
+            RunFinished(
+                answer=trajectory["conclusion"],
+                finish_reason=trajectory["finish_reason"],
+                usage=dict(usage),
+                tool_calls=tool_calls,
+            )
         )
         return {
             "answer": trajectory["conclusion"],
             "finish_reason": trajectory["finish_reason"],
             "rounds": rounds,
             "usage": usage,
+            "tool_calls": tool_calls,  # always written, so a thread's earlier calls never leak into this run
         }
 
     def vote(self, state: PaCoReState) -> dict[str, Any]:
@@ -488,6 +521,7 @@ class PaCoReNodes:
                 seconds=trajectory["seconds"],
                 content=completion.content,
                 reasoning=completion.reasoning,
+                tool_calls=trajectory.get("tool_calls", []),
                 messages=prompt,
                 params=params.model_dump(mode="json"),
             )
@@ -513,7 +547,7 @@ class PaCoReNodes:
             if chunk.content or chunk.reasoning:
                 write(SynthesisDelta(round=round_number, content=chunk.content, reasoning=chunk.reasoning))
                 started = True
-            elif chunk.finish_reason is not None:
+            elif chunk.finish_reason is not None or chunk.tool_calls:
                 started = True
         if not started:
             # As the JSON path's "returned 0 completions": an empty stream must not pass for an empty answer.

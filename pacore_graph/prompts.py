@@ -2,6 +2,14 @@
 
 The template is the one PaCoRe-8B was trained on, byte for byte, rendered with jinja2's default settings
 (``trim_blocks`` off, one trailing newline stripped), exactly as the authors' inference code does.
+
+**Conversations with tool results.** In an agent loop the conversation may end after the last user message
+with assistant turns that called tools and the ``tool`` messages with their results. P(x, M) is then the same
+rule as always: round 1 sends the conversation unchanged; later rounds replace only the content of the last user
+message with the rendered template (its "Original Problem" is that message's text) and keep every message after
+it (the assistant tool-call turns and the tool results) unchanged and in order, so each trajectory sees the
+references and then the tool results it is to answer from. Only text is rendered into the template: tool
+results are never quoted into it.
 """
 
 from __future__ import annotations
@@ -95,7 +103,9 @@ def normalize_problem(problem: str | Sequence[Any]) -> list[dict[str, Any]]:
 
 
 def _as_message_dict(message: Any) -> dict[str, Any]:
-    if not isinstance(message, dict) or not isinstance(message.get("role"), str) or "content" not in message:
+    # An assistant turn that only called tools may leave its content out (OpenAI allows it).
+    has_content = isinstance(message, dict) and ("content" in message or bool(message.get("tool_calls")))
+    if not isinstance(message, dict) or not isinstance(message.get("role"), str) or not has_content:
         raise ConfigError(
             f"invalid chat message {message!r}: each message needs a 'role' and a 'content', "
             "e.g. {'role': 'user', 'content': '...'}"
@@ -109,7 +119,8 @@ def build_prompt(
     """P(x, M): the messages one trajectory of the next round is sampled from.
 
     With no references (round 1) the original messages are returned unchanged. Otherwise only the content of
-    the last user message is replaced by the rendered template; system messages and earlier turns are kept.
+    the last user message is replaced by the rendered template; system messages, earlier turns and the turns
+    after it (assistant tool calls, tool results) are kept.
     """
     copied = [dict(m) for m in messages]
     if not references:

@@ -40,14 +40,15 @@ class RunUsage(BaseModel):
 
 
 #: The output keys that have fields of their own; every other key of a graph's output goes to ``extra``.
-_KNOWN_KEYS = frozenset({"answer", "finish_reason", "usage", "votes"})
+_KNOWN_KEYS = frozenset({"answer", "finish_reason", "usage", "votes", "tool_calls"})
 
 
 class PaCoReResult(BaseModel):
     """A finished run of any graph type: the answer, the schedule that produced it, one row per round, the usage.
 
     Every graph type outputs ``answer``, ``finish_reason`` and ``usage`` (whose ``rounds`` become
-    :attr:`rounds`). Voting graphs (self-consistency) add the tally, :attr:`votes`. Any other output key lands
+    :attr:`rounds`); a run with tools may end in :attr:`tool_calls` instead of (or besides) a text answer.
+    Voting graphs (self-consistency) add the tally, :attr:`votes`. Any other output key lands
     in :attr:`extra` under its own name, as the graph gave it: the code-verified graph's ``program`` (the final
     program, or ``None``) and ``verification`` (``program_found``, ``passed``, ``total``, ``evidence``,
     ``outcomes``); for a parent graph that runs PaCoRe as a subgraph, the parent's own output keys.
@@ -61,6 +62,10 @@ class PaCoReResult(BaseModel):
     rounds: list[RoundRow]
     usage: RunUsage
     votes: dict[str, int] | None = Field(None, description="voting graphs: answer → votes, most votes first")
+    tool_calls: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="the tool calls the synthesis made, in OpenAI's form (with tools; empty for a text answer)",
+    )
     extra: dict[str, Any] = Field(
         default_factory=dict, description="the graph's other output keys (code-verified: program, verification)"
     )
@@ -90,5 +95,6 @@ class PaCoReResult(BaseModel):
                 effective_ttc_tokens=usage["effective_ttc_tokens"],
             ),
             votes=votes,
+            tool_calls=list(output.get("tool_calls") or []),
             extra={key: value for key, value in output.items() if key not in _KNOWN_KEYS},
         )

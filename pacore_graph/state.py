@@ -36,6 +36,7 @@ class Trajectory(TypedDict):
     started_at: float
     full_text: NotRequired[str]  # only with CompactionPolicy(keep="full")
     error: NotRequired[str]  # set when the request failed and the FailurePolicy allowed it: a failed marker
+    tool_calls: NotRequired[list[dict[str, Any]]]  # the calls it proposed (OpenAI form), when it proposed any
 
 
 #: One row of the round table as the state holds it: a :class:`~pacore_graph.result.RoundRow`, dumped to JSON
@@ -47,18 +48,25 @@ UsageSummary = dict[str, Any]
 
 
 class PaCoReInput(TypedDict, total=False):
-    """Graph input: a ``problem`` string, or chat ``messages`` (OpenAI dicts or LangChain messages)."""
+    """Graph input: a ``problem`` string, or chat ``messages`` (OpenAI dicts or LangChain messages); optionally
+    OpenAI ``tools``, ``tool_choice`` and ``parallel_tool_calls``, sent with every request of the run (see
+    :mod:`pacore_graph.tool_calls`)."""
 
     problem: str
     messages: list[Any]
+    tools: list[dict[str, Any]]
+    tool_choice: Any
+    parallel_tool_calls: bool
 
 
 class PaCoReOutput(TypedDict):
-    """Graph output: the synthesized answer, how the final trajectory ended, and the usage of the run."""
+    """Graph output: the synthesized answer, how the final trajectory ended, and the usage of the run; with
+    tools, the tool calls the synthesis made (OpenAI form; ``[]`` when it answered in text)."""
 
     answer: str
     finish_reason: str
     usage: UsageSummary
+    tool_calls: NotRequired[list[dict[str, Any]]]
 
 
 class VoteOutput(PaCoReOutput):
@@ -76,6 +84,10 @@ class PaCoReState(TypedDict):
 
     problem: NotRequired[str]
     messages: NotRequired[list[Any]]
+    tools: NotRequired[list[dict[str, Any]]]
+    tool_choice: NotRequired[Any]
+    parallel_tool_calls: NotRequired[bool]
+    tool_fields: NotRequired[dict[str, Any]]  # the checked tools, as sent with every request ({} without tools)
     conversation: list[dict[str, Any]]  # x: the problem as chat messages
     round: int  # the round being run, 1-based; len(schedule) + 1 is the final synthesis
     references: list[str]  # M_{r-1}
@@ -86,3 +98,4 @@ class PaCoReState(TypedDict):
     finish_reason: str
     usage: UsageSummary
     votes: NotRequired[dict[str, int]]  # set by the voter node only
+    tool_calls: NotRequired[list[dict[str, Any]]]  # the synthesis's tool calls, set by the synthesizer

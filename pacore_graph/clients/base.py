@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal, Protocol, runtime_checkable
 
@@ -14,6 +15,7 @@ __all__ = [
     "Completion",
     "SamplingParams",
     "TokenUsage",
+    "ToolCall",
 ]
 
 #: A chat message in OpenAI form: at least ``role`` and ``content``; other keys (name, tool_calls, ...)
@@ -63,14 +65,44 @@ class TokenUsage(BaseModel):
 FinishReason = Literal["stop", "length", "tool_calls", "content_filter", "abort", "unknown"]
 
 
+class ToolCall(BaseModel):
+    """One tool call a model proposed: the call's id, the function's name and its arguments as JSON text.
+
+    ``arguments`` is kept as the model wrote it (OpenAI's wire form), even when it is not valid JSON.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str
+    name: str
+    arguments: str = "{}"
+
+    def openai(self) -> dict[str, Any]:
+        """The call in OpenAI's ``message.tool_calls`` form."""
+        return {"id": self.id, "type": "function", "function": {"name": self.name, "arguments": self.arguments}}
+
+    @classmethod
+    def from_openai(cls, data: Mapping[str, Any]) -> ToolCall:
+        """Read one entry of OpenAI's ``message.tool_calls`` (raises ``KeyError``/``TypeError`` if malformed)."""
+        function = data["function"]
+        arguments = function.get("arguments")
+        return cls(
+            id=str(data.get("id") or ""),
+            name=str(function["name"]),
+            arguments=arguments if isinstance(arguments, str) else json.dumps(arguments or {}),
+        )
+
+
 class Completion(BaseModel):
-    """One sampled choice: its text, the separate reasoning text if the server split it off, and why it ended."""
+    """One sampled choice: its text, the separate reasoning text if the server split it off, why it ended, and
+    the tool calls it proposed (when the request carried tools)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     content: str
     reasoning: str | None = None
     finish_reason: str = "stop"
+    tool_calls: list[ToolCall] = Field(default_factory=list)
 
 
 class ChatResult(BaseModel):

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Sequence
 from typing import Any
 
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage, convert_to_messages
 
-from pacore_graph.clients.base import ChatMessage, ChatResult, Completion, SamplingParams, TokenUsage
+from pacore_graph.clients.base import ChatMessage, ChatResult, Completion, SamplingParams, TokenUsage, ToolCall
 
 __all__ = ["LangChainBackend"]
 
@@ -19,7 +20,9 @@ class LangChainBackend:
 
     Sampling params are bound with ``model.bind(...)`` (temperature, top_p, max_tokens, seed, stop, and
     ``extra``), which the OpenAI-style chat models accept; ``n`` completions are ``n`` concurrent calls.
-    The reasoning text is read from ``additional_kwargs["reasoning_content"]`` or ``["reasoning"]``.
+    The reasoning text is read from ``additional_kwargs["reasoning_content"]`` or ``["reasoning"]``. A run's
+    tools arrive in ``extra`` (``tools``, ``tool_choice``) and are bound the same way, as ``bind_tools`` binds
+    them for OpenAI-style models; the reply's ``tool_calls`` become the completion's.
     """
 
     def __init__(self, model: BaseChatModel) -> None:
@@ -43,10 +46,15 @@ class LangChainBackend:
 def _completion(reply: BaseMessage) -> Completion:
     reasoning = reply.additional_kwargs.get("reasoning_content") or reply.additional_kwargs.get("reasoning")
     finish = reply.response_metadata.get("finish_reason") or reply.response_metadata.get("stop_reason") or "stop"
+    calls = reply.tool_calls if isinstance(reply, AIMessage) else []
     return Completion(
         content=reply.text if isinstance(reply.text, str) else str(reply.content),
         reasoning=reasoning if isinstance(reasoning, str) else None,
         finish_reason=str(finish),
+        tool_calls=[
+            ToolCall(id=call.get("id") or f"call_{i}", name=call["name"], arguments=json.dumps(call["args"]))
+            for i, call in enumerate(calls)
+        ],
     )
 
 

@@ -31,7 +31,7 @@ from typing import Any, TypeVar
 
 import aiohttp
 
-from pacore_graph.clients.base import ChatMessage, ChatResult, Completion, SamplingParams, TokenUsage
+from pacore_graph.clients.base import ChatMessage, ChatResult, Completion, SamplingParams, TokenUsage, ToolCall
 from pacore_graph.clients.limiter import SequenceLimiter
 from pacore_graph.clients.retry import RETRY_STATUSES, RetryableStatus, retrying
 from pacore_graph.clients.server_load import AdaptiveWindow, parse_server_load
@@ -419,14 +419,27 @@ def _parse_chunk(payload: str, url: str) -> ChatChunk | None:
     content = delta.get("content")
     reasoning = delta.get("reasoning") or delta.get("reasoning_content")
     finish = choice.get("finish_reason")
-    if not (content or reasoning or finish or usage):
+    calls = delta.get("tool_calls")
+    calls = [call for call in calls if isinstance(call, dict)] if isinstance(calls, list) else []
+    if not (content or reasoning or finish or usage or calls):
         return None
     return ChatChunk(
         content=content if isinstance(content, str) else "",
         reasoning=reasoning if isinstance(reasoning, str) else "",
         finish_reason=finish if isinstance(finish, str) else None,
         usage=usage,
+        tool_calls=calls,
     )
+
+
+def _tool_calls(calls: Any, choice: Any) -> list[ToolCall]:
+    """A message's ``tool_calls`` (OpenAI form), or ``ProtocolError`` when they are not in that form."""
+    if not calls:
+        return []
+    try:
+        return [ToolCall.from_openai(call) for call in calls]
+    except (KeyError, TypeError, AttributeError, ValueError) as exc:
+        raise ProtocolError(f"a choice's tool_calls are not in OpenAI's form: {_preview(choice)}") from exc
 
 
 def parse_chat_completion(data: Any, *, n: int = 1) -> ChatResult:
@@ -450,6 +463,7 @@ def parse_chat_completion(data: Any, *, n: int = 1) -> ChatResult:
                 content=content or "",
                 reasoning=reasoning if isinstance(reasoning, str) else None,
                 finish_reason=choice.get("finish_reason") or "unknown",
+                tool_calls=_tool_calls(message.get("tool_calls"), choice),
             )
         )
     usage = data.get("usage")

@@ -11,6 +11,11 @@ the CPU as float32 with an 8192-token context. With ``model="org/name"`` or a lo
 passed straight to vLLM (meant for a machine where the GPU ``vllm`` package is installed), with no
 CPU-specific flags; add your own with ``extra_args``/``env``.
 
+Tool calls: ``tool_call_parser`` turns on vLLM's tool calling (``--enable-auto-tool-choice --tool-call-parser
+NAME``), so requests with ``tools`` and ``tool_choice: "auto"`` are served and the model's calls come back as
+``message.tool_calls``. The default model gets the ``hermes`` parser; a model you name gets none unless you give
+its parser (vLLM lists them: ``hermes``, ``llama3_json``, ``mistral``, ...); ``""`` turns it off.
+
 Stopping: the server runs in its own process group, and every exit path (normal, exception,
 cancellation, Ctrl-C) SIGTERMs the group, waits up to ``stop_grace`` seconds, then SIGKILLs it. As last
 resorts, an ``atexit`` hook stops engines still running when the interpreter exits, and on Linux the
@@ -61,6 +66,8 @@ __all__ = [
 
 #: The name the default model is served under (the ``model`` field of requests).
 DEFAULT_SERVED_NAME = "smollm2"
+#: The tool-call parser the default model is served with (SmolLM2 writes Hermes-style ``<tool_call>`` JSON).
+DEFAULT_TOOL_CALL_PARSER = "hermes"
 #: SmolLM2's native context length.
 DEFAULT_MAX_MODEL_LEN = 8192
 #: Seconds to wait for ``/v1/models``; start-up takes ~30-60 s here, slower on a cold disk cache.
@@ -164,6 +171,16 @@ class _Options:
     watch_parent: bool
     stop_grace: float
     on_spawn: Callable[[EngineProcess], None] | None
+    tool_call_parser: str | None = None
+
+
+def _tool_args(parser: str | None, default_model: bool, extra_args: Sequence[str]) -> list[str]:
+    """vLLM's tool-calling flags for ``parser`` (None: the default model's), unless ``extra_args`` set their own."""
+    if parser is None:
+        parser = DEFAULT_TOOL_CALL_PARSER if default_model else ""
+    if not parser or any(arg.split("=", 1)[0] == "--tool-call-parser" for arg in extra_args):
+        return []
+    return ["--enable-auto-tool-choice", "--tool-call-parser", parser]
 
 
 def _plan(env_info: EngineEnvironment, model_path: str, options: _Options) -> _Plan:
@@ -182,6 +199,7 @@ def _plan(env_info: EngineEnvironment, model_path: str, options: _Options) -> _P
         max_model_len = max_model_len or DEFAULT_MAX_MODEL_LEN
     if max_model_len:
         args += ["--max-model-len", str(max_model_len)]
+    args += _tool_args(options.tool_call_parser, default_model, options.extra_args)
     args += list(options.extra_args)
     child_env.update(options.env)
     return _Plan(tuple(args), child_env, env_info.python, model_path, served, options.host, options.port)
@@ -241,6 +259,7 @@ def start_engine(
     progress: ProgressCallback | None = None,
     watch_parent: bool = True,
     on_spawn: Callable[[EngineProcess], None] | None = None,
+    tool_call_parser: str | None = None,
 ) -> EngineProcess:
     """Start vLLM and block until it serves; the caller must :meth:`~EngineProcess.stop` it.
 
@@ -260,6 +279,8 @@ def start_engine(
         progress: called about once a second with (phase text, elapsed seconds).
         watch_parent: tie the server's life to this process (off for a detached ``pacore engine up``).
         on_spawn: called with the process right after it is spawned, before it is ready.
+        tool_call_parser: vLLM's tool-call parser (see the module docstring); None: ``hermes`` for the default
+            model, none for a named one; ``""``: off.
 
     Raises:
         EngineNotInstalledError: vllm (or the default model's packages) is missing; the message says
@@ -284,6 +305,7 @@ def start_engine(
         watch_parent,
         10.0,
         on_spawn,
+        tool_call_parser,
     )
     return asyncio.run(_launch(options))
 
@@ -343,6 +365,7 @@ class LocalEngine:
         progress: ProgressCallback | None = None,
         stop_grace: float = 10.0,
         on_spawn: Callable[[EngineProcess], None] | None = None,
+        tool_call_parser: str | None = None,
     ) -> None:
         self._options = _Options(
             model,
@@ -360,6 +383,7 @@ class LocalEngine:
             True,
             stop_grace,
             on_spawn,
+            tool_call_parser,
         )
         self._proc: EngineProcess | None = None
 

@@ -54,6 +54,7 @@ from pacore_graph.server.protocol import (
     error_body,
     new_completion_id,
     parse_request,
+    tool_call_delta,
 )
 
 __all__ = ["PaCoReProxy", "ProxySettings"]
@@ -305,7 +306,7 @@ class PaCoReProxy:
                 graph, spec = self._graph_for(parsed)
             except PaCoReError as exc:
                 raise _classify(exc) from None
-            inputs = {"messages": parsed.messages}
+            inputs = {"messages": parsed.messages, **parsed.tool_inputs()}
             if parsed.stream:
                 return await self._stream(request, parsed, graph, spec, inputs)
             try:
@@ -319,6 +320,7 @@ class PaCoReProxy:
                 result.finish_reason,
                 result.usage.model_dump(),
                 _pacore_meta(spec, result),
+                result.tool_calls,
             )
             return web.json_response(body)
         finally:
@@ -403,9 +405,12 @@ class PaCoReProxy:
                 rest = conclusion.finish(result.answer)
                 if rest:
                     await send(delta(rest))
-                await send(
-                    chunk(completion_id, model, created, {}, result.finish_reason, include_usage=parsed.include_usage)
-                )
+                finish_reason = result.finish_reason
+                if result.tool_calls:  # sent whole once the synthesis is done: calls are decided, not streamed
+                    calls = tool_call_delta(result.tool_calls)
+                    await send(chunk(completion_id, model, created, calls, include_usage=parsed.include_usage))
+                    finish_reason = "tool_calls"
+                await send(chunk(completion_id, model, created, {}, finish_reason, include_usage=parsed.include_usage))
                 if parsed.include_usage:
                     usage = result.usage.model_dump()
                     await send(chunk(completion_id, model, created, None, include_usage=True, usage=usage))

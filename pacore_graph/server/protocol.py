@@ -1,8 +1,11 @@
 """The OpenAI chat completions wire format, as the proxy reads and writes it.
 
 Requests are read leniently, as OpenAI-compatible servers do: the fields PaCoRe can honour are validated, other
-OpenAI fields (``user``, ``logprobs: false``, ...) are ignored, and fields it cannot honour (``n > 1``, tools)
-are refused with a 400 that says so. The ``pacore`` object (``extra_body={"pacore": {...}}`` in the ``openai``
+OpenAI fields (``user``, ``logprobs: false``, ...) are ignored, and fields it cannot honour (``n > 1``) are refused
+with a 400 that says so. ``tools``, ``tool_choice`` and ``parallel_tool_calls`` are checked here (a malformed tool
+schema, or a ``tool_choice`` naming an unknown tool, is a 400 before anything is sent upstream) and sent with
+every request of the run (:mod:`pacore_graph.tool_calls`); an answer that calls tools has ``message.tool_calls``
+and ``finish_reason: "tool_calls"``. The ``pacore`` object (``extra_body={"pacore": {...}}`` in the ``openai``
 client) is strict: its unknown keys are errors, since a typo there would silently change nothing.
 """
 
@@ -16,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from pacore_graph.errors import ConfigError
 from pacore_graph.overrides import Overrides
+from pacore_graph.tool_calls import tool_options
 
 __all__ = [
     "ChatCompletionRequest",
@@ -24,6 +28,7 @@ __all__ = [
     "completion_body",
     "error_body",
     "parse_request",
+    "tool_call_delta",
     "usage_body",
 ]
 
@@ -55,8 +60,15 @@ class ChatCompletionRequest(BaseModel):
     seed: int | None = None
     stop: str | list[str] | None = None
     n: int | None = None
-    tools: list[Any] | None = None
+    tools: Any = None  # checked by tool_options, with messages that name the tool
+    tool_choice: Any = None
+    parallel_tool_calls: Any = None
     pacore: PaCoReOptions | None = None
+
+    def tool_inputs(self) -> dict[str, Any]:
+        """The graph input keys of the request's tool fields (only those it set)."""
+        fields = {"tools": self.tools, "tool_choice": self.tool_choice, "parallel_tool_calls": self.parallel_tool_calls}
+        return {key: value for key, value in fields.items() if value is not None}
 
     @property
     def include_usage(self) -> bool:
@@ -92,8 +104,7 @@ def parse_request(data: Any) -> ChatCompletionRequest:
         raise ConfigError(f"invalid request: {problems}") from None
     if request.n not in (None, 1):
         raise ConfigError(f"n={request.n} is not supported: a PaCoRe run gives one answer; send n=1")
-    if request.tools:
-        raise ConfigError("tools are not supported by the PaCoRe proxy; call the model server directly for tools")
+    tool_options(request.tools, request.tool_choice, request.parallel_tool_calls)  # a ConfigError is a 400
     return request
 
 
@@ -115,9 +126,23 @@ def new_completion_id() -> str:
 
 
 def completion_body(
-    completion_id: str, model: str, answer: str, finish_reason: str, usage: dict[str, Any], pacore: dict[str, Any]
+    completion_id: str,
+    model: str,
+    answer: str,
+    finish_reason: str,
+    usage: dict[str, Any],
+    pacore: dict[str, Any],
+    tool_calls: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """A ``chat.completion`` object for a finished run; ``pacore`` carries the schedule and per-round rows."""
+    """A ``chat.completion`` object for a finished run; ``pacore`` carries the schedule and per-round rows.
+
+    With ``tool_calls`` the message carries them (its content is null when the synthesis wrote no text) and the
+    finish reason is ``tool_calls``.
+    """
+    message: dict[str, Any] = {"role": "assistant", "content": answer}
+    if tool_calls:
+        message = {"role": "assistant", "content": answer or None, "tool_calls": tool_calls}
+        finish_reason = "tool_calls"
     return {
         "id": completion_id,
         "object": "chat.completion",
@@ -126,7 +151,7 @@ def completion_body(
         "choices": [
             {
                 "index": 0,
-                "message": {"role": "assistant", "content": answer},
+                "message": message,
                 "finish_reason": openai_finish_reason(finish_reason),
                 "logprobs": None,
             }
@@ -166,6 +191,11 @@ def chunk(
     if include_usage:
         body["usage"] = usage_body(usage) if usage is not None else None
     return body
+
+
+def tool_call_delta(tool_calls: list[dict[str, Any]]) -> dict[str, Any]:
+    """The stream delta that carries a run's tool calls, in OpenAI's form (each call whole, with its index)."""
+    return {"tool_calls": [{"index": i, **call} for i, call in enumerate(tool_calls)]}
 
 
 def openai_finish_reason(reason: str) -> str:

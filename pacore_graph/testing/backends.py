@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pacore_graph.clients.base import ChatMessage, ChatResult, Completion, SamplingParams, TokenUsage
-from pacore_graph.clients.streaming import ChatChunk
+from pacore_graph.clients.streaming import ChatChunk, tool_call_deltas
 
 __all__ = ["BackendCall", "FunctionBackend"]
 
@@ -82,4 +82,5 @@ class FunctionBackend:
         for piece in re.findall(r"\S*\s*", completion.content):
             if piece:
                 yield ChatChunk(content=piece)
-        yield ChatChunk(finish_reason=completion.finish_reason, usage=result.usage)
+        calls = tool_call_deltas(completion.tool_calls)
+        yield ChatChunk(finish_reason=completion.finish_reason, usage=result.usage, tool_calls=calls)

@@ -201,7 +201,10 @@ class FakeReply:
     ``prompt_tokens``/``completion_tokens`` left as None are computed: the prompt counts whitespace-separated
     words across all message contents, the completion counts words of ``content`` plus ``reasoning`` (at
     least 1). ``reasoning`` goes under ``reasoning_key``: ``"reasoning"`` (current vLLM) or
-    ``"reasoning_content"`` (older vLLM). ``delay`` is waited before anything is sent.
+    ``"reasoning_content"`` (older vLLM). ``delay`` is waited before anything is sent. ``tool_calls`` are the
+    reply's tool calls, each ``{"name": ..., "arguments": {...} or "JSON text"}`` (an ``"id"`` is made up when
+    left out), sent in OpenAI's form (``message.tool_calls``, or a stream's ``delta.tool_calls`` with the
+    arguments in pieces); set ``finish_reason="tool_calls"`` with them, as a server does.
     """
 
     content: str | None = "ok"
@@ -212,10 +215,29 @@ class FakeReply:
     completion_tokens: int | None = None
     delay: float = 0.0
     fault: Fault | None = None
+    tool_calls: Sequence[dict[str, Any]] = ()
 
     def __post_init__(self) -> None:
         if self.delay < 0:
             raise ConfigError(f"FakeReply delay must not be negative, got {self.delay}")
+        if any(not isinstance(call, dict) or not isinstance(call.get("name"), str) for call in self.tool_calls):
+            raise ConfigError("FakeReply tool_calls must be dicts with a 'name' and 'arguments'")
+
+    def openai_tool_calls(self) -> list[dict[str, Any]]:
+        """The tool calls in OpenAI's ``message.tool_calls`` form."""
+        return [
+            {
+                "id": call.get("id") or f"call_{i}_{call['name']}",
+                "type": "function",
+                "function": {
+                    "name": call["name"],
+                    "arguments": call["arguments"]
+                    if isinstance(call.get("arguments"), str)
+                    else json.dumps(call.get("arguments") or {}),
+                },
+            }
+            for i, call in enumerate(self.tool_calls)
+        ]
 
 
 @dataclass(frozen=True)
@@ -769,6 +791,8 @@ def _message(reply: FakeReply) -> dict[str, Any]:
     message: dict[str, Any] = {"role": "assistant", "content": reply.content}
     if reply.reasoning is not None:
         message[reply.reasoning_key] = reply.reasoning
+    if reply.tool_calls:
+        message["tool_calls"] = reply.openai_tool_calls()
     return message
 
 
@@ -777,6 +801,14 @@ def _deltas(reply: FakeReply) -> list[tuple[dict[str, Any], str | None]]:
     deltas: list[tuple[dict[str, Any], str | None]] = [({"role": "assistant", "content": ""}, None)]
     deltas += [({reply.reasoning_key: piece}, None) for piece in _pieces(reply.reasoning)]
     deltas += [({"content": piece}, None) for piece in _pieces(reply.content)]
+    for index, call in enumerate(reply.openai_tool_calls()):
+        # As vLLM and OpenAI stream a call: id and name first, then the arguments in pieces.
+        name, arguments = call["function"]["name"], call["function"]["arguments"]
+        head = {"index": index, "id": call["id"], "type": "function", "function": {"name": name, "arguments": ""}}
+        deltas.append(({"tool_calls": [head]}, None))
+        for start in range(0, len(arguments), 8):
+            piece = {"index": index, "function": {"arguments": arguments[start : start + 8]}}
+            deltas.append(({"tool_calls": [piece]}, None))
     deltas.append(({}, reply.finish_reason))
     return deltas
 

@@ -150,7 +150,7 @@ def test_python_invalid_schema_and_voting_graph_are_config_errors():
         PaCoReConfig().with_overrides(response_format=BAD_SCHEMA)
     voting = next(e.spec for e in discover_graphs() if e.name == "self-consistency")
     assert voting is not None
-    with pytest.raises(ConfigError, match="self-consistency .* cannot give a structured answer"):
+    with pytest.raises(ConfigError, match=r"self-consistency .* cannot give a structured answer"):
         voting.with_overrides(response_format={"type": "json_object"})
 
 
@@ -204,11 +204,13 @@ async def test_reasoning_effort_picks_the_schedule_preset():
         )
         assert completion.model_extra["pacore"]["schedule"] == [4]
         assert len(server.requests) == 5
-        with pytest.raises(openai.BadRequestError, match=r"reasoning_effort='minimal' is not supported.*'low' \(\[4\]\)"):
+        with pytest.raises(
+            openai.BadRequestError, match=r"reasoning_effort='minimal' is not supported.*'low' \(\[4\]\)"
+        ):
             await client.chat.completions.create(
                 model="pacore-low", messages=[{"role": "user", "content": PROBLEM}], reasoning_effort="minimal"
             )
-        with pytest.raises(openai.BadRequestError, match="give one of reasoning_effort and pacore.schedule"):
+        with pytest.raises(openai.BadRequestError, match=r"give one of reasoning_effort and pacore\.schedule"):
             await client.chat.completions.create(
                 model="pacore-low",
                 messages=[{"role": "user", "content": PROBLEM}],

@@ -57,7 +57,14 @@ from pacore_graph.server.protocol import (
     new_completion_id,
     parse_request,
 )
-from pacore_graph.server.responses import ResponseEvents, chat_body, new_response_id, output_items, response_body
+from pacore_graph.server.responses import (
+    ResponseEvents,
+    chat_body,
+    new_message_id,
+    new_response_id,
+    output_items,
+    response_body,
+)
 
 __all__ = ["PaCoReProxy", "ProxySettings"]
 
@@ -465,7 +472,7 @@ class PaCoReProxy:
                 result = await run_graph(graph, inputs)
             except Exception as exc:
                 raise _classify(exc) from exc
-            output = output_items(result, f"msg_{new_response_id()}")
+            output = output_items(result, new_message_id())
             body = response_body(
                 new_response_id(),
                 data,

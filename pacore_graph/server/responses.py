@@ -35,7 +35,15 @@ from pacore_graph.errors import ConfigError
 from pacore_graph.result import PaCoReResult
 from pacore_graph.server.params import RESPONSES_PARAMETERS, check_parameters
 
-__all__ = ["ResponseEvents", "chat_body", "new_response_id", "output_items", "response_body", "tool_calls_of"]
+__all__ = [
+    "ResponseEvents",
+    "chat_body",
+    "new_message_id",
+    "new_response_id",
+    "output_items",
+    "response_body",
+    "tool_calls_of",
+]
 
 #: Parameters copied to the chat body under the same name.
 _SAME = ("model", "stream", "temperature", "top_p", "tools", "tool_choice", "parallel_tool_calls", "pacore")
@@ -47,6 +55,11 @@ _TEXT_PARTS = {"input_text": "text", "output_text": "text", "text": "text", "ref
 def new_response_id() -> str:
     """A fresh ``resp_...`` id."""
     return f"resp_pacore{uuid.uuid4().hex}"
+
+
+def new_message_id() -> str:
+    """A fresh ``msg_...`` id (an output message item)."""
+    return f"msg_pacore{uuid.uuid4().hex}"
 
 
 def chat_body(body: Any) -> dict[str, Any]:
@@ -241,7 +254,7 @@ def _usage(result: PaCoReResult) -> dict[str, Any]:
     usage = result.usage
     return {
         "input_tokens": usage.prompt_tokens,
-        "input_tokens_details": {"cached_tokens": 0},
+        "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
         "output_tokens": usage.completion_tokens,
         "output_tokens_details": {"reasoning_tokens": 0},
         "total_tokens": usage.prompt_tokens + usage.completion_tokens,
@@ -306,7 +319,7 @@ class ResponseEvents:
     def __init__(self, request: Mapping[str, Any]) -> None:
         self.request = request
         self.response_id = new_response_id()
-        self.message_id = f"msg_pacore{uuid.uuid4().hex}"
+        self.message_id = new_message_id()
         self.created = int(time.time())
         self._sequence = 0
         self._text: list[str] = []

@@ -266,11 +266,11 @@ async def test_values_that_change_nothing_pass():
     assert all("response_format" not in r.body for r in server.requests)
 
 
-def test_readme_structured_output_snippet_runs():
-    """The README's "Structured output" Python snippet, run as written against the fake server."""
+@pytest.mark.parametrize("section", ["Structured output", "OpenAI parameters", "The Responses API"])
+def test_readme_snippets_run(section):
+    """Each section's Python snippet, run as written (they serve a fake upstream through the proxy)."""
     readme = README.read_text(encoding="utf-8")
-    section = readme.split("## Structured output", 1)[1].split("\n## ", 1)[0]
-    code = re.findall(r"```python\n(.*?)```", section, re.S)
-    assert code, "the Structured output section has a python snippet"
-    namespace: dict[str, Any] = {}
-    exec(compile(code[0], "README.md", "exec"), namespace)
+    text = readme.split(f"\n## {section}\n", 1)[1].split("\n## ", 1)[0]
+    code = re.findall(r"```python\n(.*?)```", text, re.S)
+    assert len(code) == 1, f"the {section} section has one python snippet"
+    exec(compile(code[0], f"README.md ({section})", "exec"), {"__name__": "readme"})

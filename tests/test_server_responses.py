@@ -4,6 +4,7 @@ fake server, real HTTP; and the conversion of input items and tool calls to and 
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -217,3 +218,55 @@ def test_tool_calls_of_a_result_become_function_call_items(answer):
     assert [e.arguments for e in done] == ['{"city": "Paris"}']
     assert parsed[-1].type == "response.completed"
     assert [e.sequence_number for e in parsed] == list(range(len(parsed)))
+
+
+# -- a tool-call loop through the Responses API (runs once the chat path has the tool-call support) -------------
+
+LOOKUP = {
+    "type": "function",
+    "name": "lookup_code",
+    "description": "The access code of a person.",
+    "parameters": {"type": "object", "properties": {"person": {"type": "string"}}, "required": ["person"]},
+}
+
+
+def tool_script(request: FakeRequest) -> FakeReply:
+    """Before the tool ran, every trajectory calls ``lookup_code``; after, it answers from the tool's result."""
+    results = [m for m in request.messages if m.get("role") == "tool"]
+    if results:
+        return FakeReply(content=f"<think>the tool said so</think>The code is {results[-1]['content']}.")
+    assert [tool["function"]["name"] for tool in request.body["tools"]] == ["lookup_code"]
+    return FakeReply(
+        content="<think>I need the code</think>",
+        tool_calls=[{"name": "lookup_code", "arguments": {"person": "Ada"}}],
+        finish_reason="tool_calls",
+    )
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_responses_function_call_loop(stream):
+    pytest.importorskip("pacore_graph.tool_calls", reason="the chat path's tool-call support is not in this build")
+    async with FakeOpenAIServer(tool_script) as server:
+        async with VLLMClient(server.base_url, max_retries=0) as upstream:
+            async with PaCoReProxy(upstream, ProxySettings(port=0, shutdown_grace=2.0)) as proxy:
+                client = openai.AsyncOpenAI(base_url=proxy.base_url, api_key="unused", max_retries=0, timeout=20)
+                question: list[Any] = [{"role": "user", "content": "What is Ada's access code?"}]
+                async with client:
+                    if stream:
+                        async with client.responses.stream(model="pacore-low", input=question, tools=[LOOKUP]) as s:
+                            kinds = [event.type async for event in s]
+                            first = await s.get_final_response()
+                        assert "response.function_call_arguments.done" in kinds
+                    else:
+                        first = await client.responses.create(model="pacore-low", input=question, tools=[LOOKUP])
+                    (call,) = [item for item in first.output if item.type == "function_call"]
+                    assert call.name == "lookup_code" and json.loads(call.arguments) == {"person": "Ada"}
+                    history = [
+                        *question,
+                        call.model_dump(exclude_none=True, include={"type", "call_id", "name", "arguments"}),
+                    ]
+                    history.append({"type": "function_call_output", "call_id": call.call_id, "output": "7F3K-QX"})
+                    second = await client.responses.create(model="pacore-low", input=history, tools=[LOOKUP])
+    assert second.output_text == "The code is 7F3K-QX."
+    last = server.requests[-1].messages
+    assert last[-2]["tool_calls"][0]["function"]["name"] == "lookup_code" and last[-1]["role"] == "tool"

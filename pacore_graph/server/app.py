@@ -465,7 +465,7 @@ class PaCoReProxy:
                 graph, spec = self._graph_for(parsed)
             except PaCoReError as exc:
                 raise _classify(exc) from None
-            inputs = {"messages": parsed.messages}
+            inputs = _graph_inputs(parsed)
             if parsed.stream:
                 return await self._responses_stream(request, data, graph, spec, inputs)
             try:
@@ -542,6 +542,13 @@ async def _feed(graph: CompiledGraph, inputs: dict[str, Any], queue: asyncio.Que
             queue.put_nowait(("output", item) if isinstance(item, PaCoReResult) else ("event", item))
     except Exception as exc:
         queue.put_nowait(("error", exc))
+
+
+def _graph_inputs(parsed: ChatCompletionRequest) -> dict[str, Any]:
+    """A Responses request's graph input: its messages, and its tools when the chat path takes them (``tool_inputs``
+    of the tool-call support)."""
+    tool_inputs: Callable[[], dict[str, Any]] | None = getattr(parsed, "tool_inputs", None)
+    return {"messages": parsed.messages, **(tool_inputs() if tool_inputs is not None else {})}
 
 
 def _describe(event: RoundStarted | RoundCompacted) -> str:

@@ -211,9 +211,7 @@ def _reasoning_options(reasoning: Any) -> dict[str, Any]:
 def tool_calls_of(result: PaCoReResult) -> list[dict[str, Any]]:
     """The tool calls a run's answer makes, in chat's form (read from ``tool_calls`` on the result or its
     ``extra``; none for a text answer)."""
-    calls = getattr(result, "tool_calls", None)
-    if calls is None:
-        calls = result.extra.get("tool_calls")
+    calls = getattr(result, "tool_calls", None) or result.extra.get("tool_calls")
     return [call if isinstance(call, dict) else dict(call) for call in calls or []]
 
 

@@ -45,6 +45,12 @@ def _one_round_no_synthesis(spec: GraphSpec) -> None:
         )
     if spec.synthesis_params is not None:
         raise SpecRuleError("synthesis_sampling", "self-consistency makes no synthesis call; remove it")
+    if spec.response_format is not None and spec.response_format.constrains:
+        raise SpecRuleError(
+            "response_format",
+            "self-consistency votes on extracted answers and makes no synthesis call, so it cannot give a "
+            "structured answer; use a pacore graph (e.g. pacore-low) for response_format",
+        )
 
 
 SELF_CONSISTENCY = GraphType(

@@ -62,6 +62,7 @@ if TYPE_CHECKING:
     from pacore_graph.result import PaCoReResult, RoundRow, RunUsage
     from pacore_graph.run import run_graph, stream_run
     from pacore_graph.schedule import PRESETS, Schedule
+    from pacore_graph.structured import ResponseFormat
     from pacore_graph.tool_calls import ToolOptions, ToolSpec, tool_options
     from pacore_graph.trace import Trace, TraceRecorder, record_run
 
@@ -90,6 +91,7 @@ __all__ = [
     "PaCoReResult",
     "ProtocolError",
     "QuorumError",
+    "ResponseFormat",
     "RoundCompacted",
     "RoundError",
     "RoundRow",
@@ -193,6 +195,7 @@ if not TYPE_CHECKING:
             "pacore_graph.run": ["run_graph", "stream_run"],
             "pacore_graph.schedule": ["PRESETS", "Schedule"],
             "pacore_graph.tool_calls": ["ToolOptions", "ToolSpec", "tool_options"],
+            "pacore_graph.structured": ["ResponseFormat"],
             "pacore_graph.trace": ["Trace", "TraceRecorder", "record_run"],
         },
     )

@@ -33,6 +33,7 @@ from pacore_graph.errors import ConfigError
 from pacore_graph.extract import ExtractionPolicy
 from pacore_graph.prompts import REFERENCE_TEMPLATE, render_references
 from pacore_graph.schedule import Schedule
+from pacore_graph.structured import ResponseFormat
 
 if TYPE_CHECKING:
     from pacore_graph.overrides import Overrides
@@ -166,6 +167,9 @@ class PaCoReConfig(BaseModel):
     fails all its trajectories. It does not combine with the straggler cutoff (one request cannot be cut per
     choice).
 
+    ``response_format`` (OpenAI's, see :mod:`pacore_graph.structured`; a pydantic model class stands for its
+    schema) constrains the answer: it is sent on the final synthesis request only (vLLM guided decoding).
+
     Change settings with :meth:`with_overrides`, the one path the command line and the proxy use too.
     """
 
@@ -186,6 +190,8 @@ class PaCoReConfig(BaseModel):
     max_model_len: int | None = Field(None, gt=0)
     failure: FailurePolicy = FailurePolicy()
     n_batch: int | None = Field(None, ge=1)
+    #: The answer's format (OpenAI ``response_format``), sent on the final synthesis only (see final_params).
+    response_format: ResponseFormat | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -248,8 +254,13 @@ class PaCoReConfig(BaseModel):
 
     @property
     def final_params(self) -> SamplingParams:
-        """The sampling params of the final synthesis round."""
-        return self.synthesis_params or self.params
+        """The sampling params of the final synthesis round, with ``response_format`` (if it constrains the answer)
+        in ``extra``: only the synthesis is constrained, the explorers reason freely (:mod:`pacore_graph.structured`).
+        """
+        params = self.synthesis_params or self.params
+        if self.response_format is None or not self.response_format.constrains:
+            return params
+        return params.model_copy(update={"extra": {**params.extra, "response_format": self.response_format.wire()}})
 
     def params_for_round(self, round_number: int) -> SamplingParams:
         """The sampling params of parallel round ``round_number`` (1-based)."""

@@ -24,6 +24,7 @@ from pacore_graph.compaction import CompactionPolicy
 from pacore_graph.config import FailurePolicy, PaCoReConfig
 from pacore_graph.errors import ConfigError
 from pacore_graph.schedule import Schedule
+from pacore_graph.structured import ResponseFormat
 
 __all__ = ["OVERRIDE_TARGETS", "Overrides", "apply_overrides", "check_override", "override_field"]
 
@@ -35,7 +36,9 @@ class Overrides(BaseModel):
     spells them ``--max-model-len`` etc.). Unset (``None``) options leave the graph's settings as they are.
 
     ``schedule`` takes ``"32,4"``, ``[32, 4]``, ``4``, a preset or a :class:`~pacore_graph.Schedule`; the sampling
-    options (``temperature``, ``top_p``, ``max_tokens``, ``seed``, ``stop``) apply to every round; ``truncated``
+    options (``temperature``, ``top_p``, ``max_tokens``, ``seed``, ``stop``, ``presence_penalty``,
+    ``frequency_penalty``) apply to every round; ``response_format`` (OpenAI's, or a pydantic model class) to the
+    final synthesis (:mod:`pacore_graph.structured`); ``truncated``
     is ``compaction.truncated``; ``min_trajectories``, ``min_fraction`` and ``straggler_grace`` are the
     ``failure`` quorum; ``max_prompt_chars``, ``max_model_len`` and ``n_batch`` are the settings of those names.
     Values are checked when applied, by the settings model (see :data:`OVERRIDE_TARGETS`).
@@ -49,6 +52,9 @@ class Overrides(BaseModel):
     max_tokens: int | None = None
     seed: int | None = None
     stop: list[str] | None = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+    response_format: ResponseFormat | dict[str, Any] | type[BaseModel] | None = None
     truncated: str | None = None
     max_prompt_chars: int | None = None
     max_model_len: int | None = None
@@ -63,7 +69,7 @@ class Overrides(BaseModel):
 
 
 #: The options that set a sampling field in every round (``params``, ``round_params``, ``synthesis_params``).
-_SAMPLING_OPTIONS = ("temperature", "top_p", "max_tokens", "seed", "stop")
+_SAMPLING_OPTIONS = ("temperature", "top_p", "max_tokens", "seed", "stop", "presence_penalty", "frequency_penalty")
 
 #: Where each option lands: the settings field path (YAML names) it sets.
 OVERRIDE_TARGETS: dict[str, str] = {
@@ -76,6 +82,7 @@ OVERRIDE_TARGETS: dict[str, str] = {
     "min_fraction": "failure.min_fraction",
     "straggler_grace": "failure.straggler_grace",
     "n_batch": "n_batch",
+    "response_format": "response_format",
 }
 
 #: The settings sections an option's path starts with, by their Python field names.
@@ -83,7 +90,11 @@ _SECTIONS = {"params", "round_params", "synthesis_params", "sampling", "round_sa
 
 
 def _shown(value: Any) -> str:
-    return repr(list(value.rounds)) if isinstance(value, Schedule) else repr(value)
+    if isinstance(value, Schedule):
+        return repr(list(value.rounds))
+    if isinstance(value, BaseModel):  # a ResponseFormat: as it was written
+        return repr(value.model_dump(mode="json", by_alias=True, exclude_none=True))
+    return repr(value)
 
 
 def _problem(error: ErrorDetails) -> str:

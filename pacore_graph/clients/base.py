@@ -27,8 +27,8 @@ class SamplingParams(BaseModel):
     """Sampling parameters for one chat request.
 
     The defaults are the PaCoRe reference's: temperature 1.0, top_p 1.0, and no max_tokens (the server
-    fills up to its context length). ``extra`` is merged into the request body as is, for server-specific
-    fields such as vLLM's ``top_k``, ``min_p`` or ``repetition_penalty``.
+    fills up to its context length); the OpenAI penalties are sent only when set. ``extra`` is merged into the
+    request body as is, for server-specific fields such as vLLM's ``top_k``, ``min_p`` or ``repetition_penalty``.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -38,6 +38,8 @@ class SamplingParams(BaseModel):
     max_tokens: int | None = Field(None, gt=0)
     seed: int | None = None
     stop: list[str] | None = None
+    presence_penalty: float | None = Field(None, ge=-2.0, le=2.0)
+    frequency_penalty: float | None = Field(None, ge=-2.0, le=2.0)
     extra: dict[str, Any] = Field(default_factory=dict)
 
     def with_seed_offset(self, offset: int) -> SamplingParams:

@@ -18,8 +18,8 @@ __all__ = ["LangChainBackend"]
 class LangChainBackend:
     """Adapts a LangChain chat model to :class:`~pacore_graph.clients.base.ChatBackend`.
 
-    Sampling params are bound with ``model.bind(...)`` (temperature, top_p, max_tokens, seed, stop, and
-    ``extra``), which the OpenAI-style chat models accept; ``n`` completions are ``n`` concurrent calls.
+    Sampling params are bound with ``model.bind(...)`` (temperature, top_p, max_tokens, seed, stop, the penalties
+    and ``extra``), which the OpenAI-style chat models accept; ``n`` completions are ``n`` concurrent calls.
     The reasoning text is read from ``additional_kwargs["reasoning_content"]`` or ``["reasoning"]``. A run's
     tools arrive in ``extra`` (``tools``, ``tool_choice``) and are bound the same way, as ``bind_tools`` binds
     them for OpenAI-style models; the reply's ``tool_calls`` become the completion's.
@@ -31,7 +31,7 @@ class LangChainBackend:
     async def chat(self, messages: Sequence[ChatMessage], params: SamplingParams, *, n: int = 1) -> ChatResult:
         """Sample ``n`` completions through the wrapped chat model."""
         kwargs: dict[str, Any] = {"temperature": params.temperature, "top_p": params.top_p, **params.extra}
-        for key in ("max_tokens", "seed", "stop"):
+        for key in ("max_tokens", "seed", "stop", "presence_penalty", "frequency_penalty"):
             value = getattr(params, key)
             if value is not None:
                 kwargs[key] = value

@@ -248,7 +248,7 @@ class VLLMClient:
         }
         if n != 1:
             body["n"] = n
-        for key in ("max_tokens", "seed", "stop"):
+        for key in ("max_tokens", "seed", "stop", "presence_penalty", "frequency_penalty"):
             value = getattr(params, key)
             if value is not None:
                 body[key] = value

@@ -1,6 +1,8 @@
 """``PaCoReProxy``: an OpenAI-compatible HTTP server that answers every chat completion with a PaCoRe run.
 
-Routes: ``GET /health``, ``GET /v1/models`` (one model per graph), ``POST /v1/chat/completions`` (JSON or SSE).
+Routes: ``GET /health``, ``GET /v1/models`` (one model per graph), ``POST /v1/chat/completions`` (JSON or SSE),
+``POST /v1/responses`` (the Responses API, JSON or SSE; converted to and from the chat path by
+:mod:`pacore_graph.server.responses`).
 The request's ``model`` names the graph; the upstream model server is fixed by configuration (the backend the
 proxy was built with) and never taken from a request.
 
@@ -23,7 +25,7 @@ import json
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Self
@@ -55,6 +57,14 @@ from pacore_graph.server.protocol import (
     new_completion_id,
     parse_request,
     tool_call_delta,
+)
+from pacore_graph.server.responses import (
+    ResponseEvents,
+    chat_body,
+    new_message_id,
+    new_response_id,
+    output_items,
+    response_body,
 )
 
 __all__ = ["PaCoReProxy", "ProxySettings"]
@@ -151,6 +161,7 @@ class PaCoReProxy:
         self.app.router.add_get("/v1/models", self._models)
         self.app.router.add_get("/v1/models/{model}", self._model)
         self.app.router.add_post("/v1/chat/completions", self._chat)
+        self.app.router.add_post("/v1/responses", self._responses)
 
     @staticmethod
     def _load_specs(names: tuple[str, ...] | None) -> dict[str, GraphSpec]:
@@ -423,6 +434,111 @@ class PaCoReProxy:
             with contextlib.suppress(asyncio.CancelledError):
                 await runner
 
+    # -- the Responses API (pacore_graph.server.responses: the conversion) ------------------------------
+
+    @contextlib.contextmanager
+    def _counted(self) -> Iterator[None]:
+        """Count one run in flight while the block lasts (shutdown waits for the count to reach 0)."""
+        self.in_flight += 1
+        self._idle.clear()
+        try:
+            yield
+        finally:
+            self.in_flight -= 1
+            if self.in_flight == 0:
+                self._idle.set()
+
+    async def _responses(self, request: web.Request) -> web.StreamResponse:
+        if self.in_flight >= self.settings.max_concurrent_runs:
+            error = _HTTPError(
+                429,
+                f"the proxy is running its limit of {self.settings.max_concurrent_runs} requests; retry later",
+                "rate_limit_error",
+                "rate_limit_exceeded",
+            )
+            return _json_error(error, headers={"Retry-After": str(self.settings.retry_after)})
+        with self._counted():
+            try:
+                data = await request.json()
+            except ValueError:
+                raise _HTTPError(
+                    400, "the request body is not valid JSON", "invalid_request_error", "invalid_json"
+                ) from None
+            try:
+                parsed = parse_request(chat_body(data))
+                normalize_problem(parsed.messages)
+                graph, spec = self._graph_for(parsed)
+            except PaCoReError as exc:
+                raise _classify(exc) from None
+            inputs = _graph_inputs(parsed)
+            if parsed.stream:
+                return await self._responses_stream(request, data, graph, spec, inputs)
+            try:
+                result = await run_graph(graph, inputs)
+            except Exception as exc:
+                raise _classify(exc) from exc
+            output = output_items(result, new_message_id())
+            body = response_body(
+                new_response_id(),
+                data,
+                int(time.time()),
+                result=result,
+                output=output,
+                pacore=_pacore_meta(spec, result),
+            )
+            return web.json_response(body)
+
+    async def _responses_stream(
+        self,
+        request: web.Request,
+        data: dict[str, Any],
+        graph: CompiledGraph,
+        spec: GraphSpec,
+        inputs: dict[str, Any],
+    ) -> web.StreamResponse:
+        """The Responses API's SSE events (see :class:`ResponseEvents`), with the chat stream's rules."""
+        response = web.StreamResponse(headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        response.content_type = "text/event-stream"
+        await response.prepare(request)
+        events = ResponseEvents(data)
+
+        async def send(batch: list[dict[str, Any]]) -> None:
+            text = "".join(f"event: {event['type']}\ndata: {json.dumps(event)}\n\n" for event in batch)
+            await response.write(text.encode())
+
+        await send(events.start())
+        queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+        runner = asyncio.create_task(_feed(graph, inputs, queue))
+        conclusion = ConclusionStream()
+        try:
+            while True:
+                try:
+                    async with asyncio.timeout(self.settings.heartbeat_seconds):
+                        kind, item = await queue.get()
+                except TimeoutError:
+                    await response.write(b": keep-alive\n\n")
+                    continue
+                if kind == "event":
+                    if isinstance(item, SynthesisDelta):
+                        text = conclusion.feed(item.content)
+                        if text:
+                            await send(events.delta(text))
+                    elif isinstance(item, RoundStarted | RoundCompacted):
+                        await response.write(f": pacore {_describe(item)}\n\n".encode())
+                    continue
+                if kind == "error":
+                    error = _classify(item)
+                    await send(events.fail(str(error), error.code))
+                    return response
+                result: PaCoReResult = item
+                await send(events.finish(result, _pacore_meta(spec, result)))
+                await response.write_eof()
+                return response
+        finally:
+            runner.cancel()  # a client that left stops its run
+            with contextlib.suppress(asyncio.CancelledError):
+                await runner
+
 
 async def _feed(graph: CompiledGraph, inputs: dict[str, Any], queue: asyncio.Queue[tuple[str, Any]]) -> None:
     """Run ``graph``, putting its events, then ("output", PaCoReResult) or ("error", exception), on ``queue``."""
@@ -431,6 +547,13 @@ async def _feed(graph: CompiledGraph, inputs: dict[str, Any], queue: asyncio.Que
             queue.put_nowait(("output", item) if isinstance(item, PaCoReResult) else ("event", item))
     except Exception as exc:
         queue.put_nowait(("error", exc))
+
+
+def _graph_inputs(parsed: ChatCompletionRequest) -> dict[str, Any]:
+    """A Responses request's graph input: its messages, and its tools when the chat path takes them (``tool_inputs``
+    of the tool-call support)."""
+    tool_inputs: Callable[[], dict[str, Any]] | None = getattr(parsed, "tool_inputs", None)
+    return {"messages": parsed.messages, **(tool_inputs() if tool_inputs is not None else {})}
 
 
 def _describe(event: RoundStarted | RoundCompacted) -> str:

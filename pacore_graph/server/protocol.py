@@ -1,12 +1,13 @@
 """The OpenAI chat completions wire format, as the proxy reads and writes it.
 
-Requests are read leniently, as OpenAI-compatible servers do: the fields PaCoRe can honour are validated, other
-OpenAI fields (``user``, ``logprobs: false``, ...) are ignored, and fields it cannot honour (``n > 1``) are refused
-with a 400 that says so. ``tools``, ``tool_choice`` and ``parallel_tool_calls`` are checked here (a malformed tool
-schema, or a ``tool_choice`` naming an unknown tool, is a 400 before anything is sent upstream) and sent with
-every request of the run (:mod:`pacore_graph.tool_calls`); an answer that calls tools has ``message.tool_calls``
-and ``finish_reason: "tool_calls"``. The ``pacore`` object (``extra_body={"pacore": {...}}`` in the ``openai``
-client) is strict: its unknown keys are errors, since a typo there would silently change nothing.
+Nothing is ignored silently: what happens to each OpenAI parameter (honoured in which rounds, accepted without
+effect, or refused with a 400 that names it) is the table in :mod:`pacore_graph.server.params`, and a parameter
+not in it is refused as unknown. The ``pacore`` object (``extra_body={"pacore": {...}}`` in the ``openai``
+client) is strict too: its unknown keys are errors, since a typo there would silently change nothing.
+``tools``, ``tool_choice`` and ``parallel_tool_calls`` are checked here (a malformed tool schema, or a
+``tool_choice`` naming an unknown tool, is a 400 before anything is sent upstream) and sent with every request of
+the run (:mod:`pacore_graph.tool_calls`); an answer that calls tools has ``message.tool_calls`` and
+``finish_reason: "tool_calls"``.
 """
 
 from __future__ import annotations
@@ -15,10 +16,13 @@ import time
 import uuid
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from pacore_graph.errors import ConfigError
 from pacore_graph.overrides import Overrides
+from pacore_graph.schedule import PRESETS
+from pacore_graph.server.params import CHAT_PARAMETERS, check_parameters
+from pacore_graph.structured import ResponseFormat
 from pacore_graph.tool_calls import tool_options
 
 __all__ = [
@@ -44,7 +48,8 @@ class PaCoReOptions(Overrides):
 
 
 class ChatCompletionRequest(BaseModel):
-    """The parts of an OpenAI chat completions request the proxy uses (other fields are ignored)."""
+    """The parts of an OpenAI chat completions request the proxy uses; :func:`parse_request` refuses the rest
+    (see :mod:`pacore_graph.server.params`)."""
 
     model_config = ConfigDict(extra="ignore")
 
@@ -59,6 +64,10 @@ class ChatCompletionRequest(BaseModel):
     max_completion_tokens: int | None = None
     seed: int | None = None
     stop: str | list[str] | None = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+    response_format: ResponseFormat | None = None
+    reasoning_effort: str | None = None
     n: int | None = None
     tools: Any = None  # checked by tool_options, with messages that name the tool
     tool_choice: Any = None
@@ -70,15 +79,36 @@ class ChatCompletionRequest(BaseModel):
         fields = {"tools": self.tools, "tool_choice": self.tool_choice, "parallel_tool_calls": self.parallel_tool_calls}
         return {key: value for key, value in fields.items() if value is not None}
 
+    @field_validator("reasoning_effort")
+    @classmethod
+    def _effort_is_a_preset(cls, value: str | None) -> str | None:
+        if value is not None and value not in PRESETS:
+            presets = ", ".join(f"{name!r} ({list(ks)})" for name, ks in PRESETS.items())
+            raise ValueError(
+                f"reasoning_effort={value!r} is not supported: it picks the schedule preset of that name; use {presets}"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _effort_or_schedule(self) -> ChatCompletionRequest:
+        if self.reasoning_effort is not None and self.pacore is not None and self.pacore.schedule is not None:
+            raise ValueError("give one of reasoning_effort and pacore.schedule (both set the schedule)")
+        return self
+
     @property
     def include_usage(self) -> bool:
         """Whether a stream should end with a usage chunk."""
         return bool(self.stream_options and self.stream_options.get("include_usage"))
 
     def overrides(self) -> Overrides:
-        """What this request changes of the graph: the top-level OpenAI sampling fields (every round), then the
-        ``pacore`` options on top."""
+        """What this request changes of the graph: the top-level OpenAI sampling fields (every round),
+        ``response_format`` (the synthesis), ``reasoning_effort`` (the schedule preset), then the ``pacore`` options
+        on top."""
         values: dict[str, Any] = {
+            "schedule": self.reasoning_effort,
+            "response_format": self.response_format,
+            "presence_penalty": self.presence_penalty,
+            "frequency_penalty": self.frequency_penalty,
             "temperature": self.temperature,
             "top_p": self.top_p,
             "max_tokens": self.max_tokens if self.max_tokens is not None else self.max_completion_tokens,
@@ -94,6 +124,7 @@ def parse_request(data: Any) -> ChatCompletionRequest:
     """Validate a request body; raise :class:`ConfigError` with one line per problem (a 400)."""
     if not isinstance(data, dict):
         raise ConfigError("the request body must be a JSON object with 'model' and 'messages'")
+    check_parameters(data, CHAT_PARAMETERS, api="chat completions")
     try:
         request = ChatCompletionRequest.model_validate(data)
     except ValidationError as exc:
@@ -102,8 +133,6 @@ def parse_request(data: Any) -> ChatCompletionRequest:
             for error in exc.errors()
         )
         raise ConfigError(f"invalid request: {problems}") from None
-    if request.n not in (None, 1):
-        raise ConfigError(f"n={request.n} is not supported: a PaCoRe run gives one answer; send n=1")
     tool_options(request.tools, request.tool_choice, request.parallel_tool_calls)  # a ConfigError is a 400
     return request
 

@@ -51,6 +51,9 @@ __all__ = ["VLLMClient"]
 
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 _METRICS_MAX_BYTES = 4 << 20  # a vLLM /metrics page is ~50 KB; read no more than this of any page
+#: The longest line of an upstream SSE stream, and so the largest event, the client reads (aiohttp's own limit,
+#: twice its read buffer, is 128 KiB); a longer one fails the stream with ``ProtocolError``.
+MAX_SSE_LINE_BYTES = 64 << 20
 
 
 class VLLMClient:
@@ -390,15 +393,16 @@ def _retry_after(value: str | None) -> float | None:
         return None
 
 
-async def _read_sse(response: aiohttp.ClientResponse, url: str) -> AsyncIterator[ChatChunk]:
+async def _read_sse(
+    response: aiohttp.ClientResponse, url: str, max_line: int = MAX_SSE_LINE_BYTES
+) -> AsyncIterator[ChatChunk]:
     """Parse a server-sent event stream of chat completion chunks, up to ``data: [DONE]``."""
     data: list[str] = []
-    lines = aiter(response.content)
     while True:
         try:
-            raw = await anext(lines)
-        except StopAsyncIteration:
-            break
+            raw = await response.content.readline(max_line_length=max_line)
+            if not raw:
+                break
         except aiohttp.http_exceptions.HttpProcessingError as exc:  # e.g. LineTooLong: not a ClientError
             raise ProtocolError(
                 f"the stream from {url} sent an unreadable event ({exc.message}); see the server"

@@ -65,6 +65,7 @@ CODE_EXECUTION_DISABLED = (
 )
 
 _Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+_CORS_ORIGIN = web.RequestKey("pacore_cors_origin", str)
 
 
 class GuardError(Exception):
@@ -138,7 +139,10 @@ class RequestGuard:
                     "Access-Control-Max-Age": "600",
                 },
             )
-        return await handler(request)
+        response = await handler(request)
+        if response.status == 408:  # the rest of a body that timed out is not waited for
+            response.force_close()
+        return response
 
     def _check_host(self, request: web.Request) -> None:
         if self.allowed_hosts is None:
@@ -160,7 +164,7 @@ class RequestGuard:
             return None
         origin = origin.rstrip("/")
         if origin in self.cors_origins:
-            request["pacore_cors_origin"] = origin
+            request[_CORS_ORIGIN] = origin
             return origin
         if origin.lower() == f"{request.scheme}://{request.host}".lower():
             return None
@@ -174,7 +178,7 @@ class RequestGuard:
 
     @staticmethod
     async def _add_cors_headers(request: web.Request, response: web.StreamResponse) -> None:
-        origin = request.get("pacore_cors_origin")
+        origin = request.get(_CORS_ORIGIN)
         if origin is not None:
             response.headers["Access-Control-Allow-Origin"] = origin
             response.headers["Vary"] = "Origin"

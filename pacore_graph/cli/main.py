@@ -32,7 +32,7 @@ from pacore_graph.cli.render import show_result
 from pacore_graph.cli.serve import serve_command
 from pacore_graph.cli.trace import trace_app
 from pacore_graph.clients.base import ChatBackend
-from pacore_graph.durable import DURABILITY, check_resumable, open_checkpointer, run_config
+from pacore_graph.durable import DURABILITY, check_resumable, lock_run, open_checkpointer, run_config
 from pacore_graph.errors import ConfigError, PaCoReError
 from pacore_graph.events import RoundStarted, parse_event
 from pacore_graph.result import PaCoReResult
@@ -301,6 +301,7 @@ async def _solve(
         checkpointer = None
         if durable is not None:  # opened first: a bad store fails before an engine is started
             checkpointer = await stack.enter_async_context(open_checkpointer(durable.db_path, url=durable.url))
+            await stack.enter_async_context(lock_run(checkpointer, durable.run_id))  # one process per run id
         client = await stack.enter_async_context(open_backend(server, console, phase.set))
         phase.set("round 1")
         return await _run(

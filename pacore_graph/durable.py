@@ -40,7 +40,6 @@ from typing import Any, Literal
 
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import BaseCheckpointSaver
-from langgraph.checkpoint.serde.base import SerializerProtocol
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import Durability
 
@@ -110,7 +109,7 @@ async def open_checkpointer(
                 "check --checkpoint-url and that the server is running"
             ) from exc
         try:
-            saver.serde = _NamingSerde(saver.serde, _redact(url, url))
+            _name_store(saver, _redact(url, url))
             await saver.setup()
             yield saver
         finally:
@@ -124,12 +123,16 @@ async def open_checkpointer(
     except OSError as exc:
         raise ConfigError(f"cannot create {path.parent} for the checkpoint database: {exc.strerror or exc}") from exc
     async with AsyncSqliteSaver.from_conn_string(str(path)) as sqlite_saver:
-        sqlite_saver.serde = _NamingSerde(sqlite_saver.serde, str(path))
+        _name_store(sqlite_saver, str(path))
         try:
             await sqlite_saver.setup()
             yield sqlite_saver
         except sqlite3.DatabaseError as exc:  # "file is not a database", "database disk image is malformed"
             raise _corrupt(str(path), exc) from exc
+
+
+#: The saver attribute naming its store (a file, or a URL without its password) in error messages.
+_STORE_NAME = "_pacore_store_name"
 
 
 def _corrupt(where: str, exc: BaseException) -> CorruptCheckpointError:
@@ -140,26 +143,10 @@ def _corrupt(where: str, exc: BaseException) -> CorruptCheckpointError:
     )
 
 
-class _NamingSerde:
-    """The saver's serializer, with decoding failures raised as :class:`CorruptCheckpointError` naming the store."""
-
-    def __init__(self, inner: SerializerProtocol, where: str) -> None:
-        self.inner = inner
-        self.where = where
-
-    def dumps_typed(self, obj: Any) -> tuple[str, bytes]:
-        """Encode as the wrapped serializer does."""
-        return self.inner.dumps_typed(obj)
-
-    def loads_typed(self, data: tuple[str, bytes]) -> Any:
-        """Decode as the wrapped serializer does; a stored value that does not decode names the store."""
-        try:
-            return self.inner.loads_typed(data)
-        except Exception as exc:
-            raise _corrupt(self.where, exc) from exc
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
+def _name_store(saver: BaseCheckpointSaver[Any], where: str) -> None:
+    # An attribute, not a wrapped serializer: LangGraph replaces the serializer for its msgpack allowlist, and a
+    # clone (copy.copy) keeps the attribute.
+    setattr(saver, _STORE_NAME, where)
 
 
 def _redact(text: str, url: str) -> str:
@@ -284,13 +271,14 @@ class RunStatus:
 
 async def check_resumable(graph: CompiledStateGraph[Any, Any, Any, Any], run_id: str, problem: str) -> RunStatus:
     """Look the run up; raise ``ConfigError`` if it exists but was started with another problem."""
+    # The latest checkpoint and its pending writes are decoded here first: what fails to decode (msgpack errors are
+    # ValueErrors) or is not a checkpoint is a corrupt store.
     try:
         snapshot = await graph.aget_state(run_config(run_id))
-    except (TypeError, KeyError, ValueError, AttributeError) as exc:  # a stored checkpoint that is not one
+    except (TypeError, KeyError, ValueError, AttributeError) as exc:
         if isinstance(exc, ConfigError):
             raise
-        serde = getattr(graph.checkpointer, "serde", None)
-        raise _corrupt(serde.where if isinstance(serde, _NamingSerde) else "the checkpoint store", exc) from exc
+        raise _corrupt(getattr(graph.checkpointer, _STORE_NAME, "the checkpoint store"), exc) from exc
     if not snapshot.values and not snapshot.next:
         return RunStatus("new", {})
     stored = snapshot.values.get("problem")

@@ -245,3 +245,18 @@ def test_sample_test_extraction_reads_at_most_its_cap():
     tests = sample_tests_from_text(text)
     assert time.perf_counter() - started < 2.0
     assert len(tests) == 1 and tests[0].output == "3\n"
+
+
+def test_pacore_serve_refuses_to_serve_a_named_code_executing_graph_without_the_flag():
+    import subprocess
+    import sys
+
+    with FakeOpenAIServer(script).in_thread() as server:
+        command = [
+            sys.executable, "-m", "pacore_graph.cli", "serve", "--upstream", server.base_url, "--port", "0",
+            "--graphs", "pacore-code-verified",
+        ]  # fmt: skip
+        result = subprocess.run(command, capture_output=True, timeout=60)
+    assert result.returncode == 2
+    message = result.stderr.decode().strip()
+    assert "execute model-written code; pass --allow-code-execution" in message and len(message.splitlines()) == 1

@@ -68,10 +68,13 @@ class _RenderLimit(jinja2.exceptions.SecurityError):
 def render_references(original_prompt: str, references: Sequence[str], template: str = REFERENCE_TEMPLATE) -> str:
     """Render the synthesis template for ``original_prompt`` with ``references`` numbered from 1.
 
-    Rendered in jinja2's sandbox within the module's bounds, since custom templates (from graph specs) are user input.
+    Custom templates (from graph specs) are user input: they are rendered within the module's bounds.
     """
+    context = {"original_prompt": original_prompt, "ref_responses": list(references)}
     try:
-        return _render(_compile(template), {"original_prompt": original_prompt, "ref_responses": list(references)})
+        if template == REFERENCE_TEMPLATE:  # ours, linear in its inputs: no need to time it
+            return _compile(template).render(**context)
+        return _render(_compile(template), context)
     except _RenderLimit as exc:
         raise ConfigError(f"the prompt template {exc}; simplify it") from None
     except MemoryError:

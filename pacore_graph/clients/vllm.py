@@ -53,7 +53,7 @@ RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 _METRICS_MAX_BYTES = 4 << 20  # a vLLM /metrics page is ~50 KB; read no more than this of any page
 #: The longest line of an upstream SSE stream, and so the largest event, the client reads (aiohttp's own limit,
 #: twice its read buffer, is 128 KiB); a longer one fails the stream with ``ProtocolError``.
-MAX_SSE_LINE_BYTES = 64 << 20
+MAX_SSE_LINE_BYTES = 16 << 20
 
 
 class VLLMClient:

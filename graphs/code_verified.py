@@ -57,6 +57,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CODE_VERIFIED",
+    "MAX_SAMPLE_TEXT_CHARS",
     "CodeVerifiedInput",
     "CodeVerifiedOutput",
     "CodeVerifiedState",
@@ -104,33 +105,77 @@ class CodeVerifiedOutput(PaCoReOutput):
     verification: Verification
 
 
-_HEADER = r"(?:sample|example)\s+{kind}(?:[ \t]+\d+)?[ \t]*:?[ \t]*\n"
-# A block is a fenced block, or the lines up to a blank line or the next sample header.
-_BLOCK = (
-    r"(?:[ \t]*(?P<{name}>`{{3,}}|~{{3,}})[^\n]*\n.*?\n[ \t]*(?P={name})[ \t]*(?=\n|\Z)"
-    r"|.*?(?=\n[ \t]*\n|\n[ \t]*(?:sample|example)\s+(?:input|output)|\Z))"
-)
-_SAMPLE = re.compile(
-    _HEADER.format(kind="input")
-    + f"(?P<input>{_BLOCK.format(name='fi')})"
-    + r"\s*?\n[ \t]*"
-    + _HEADER.format(kind="output")
-    + f"(?P<output>{_BLOCK.format(name='fo')})",
-    re.IGNORECASE | re.DOTALL,
-)
-_FENCE_LINE = re.compile(r"^[ \t]*(`{3,}|~{3,})[^\n]*$", re.MULTILINE)
+#: Sample tests are read from at most this many characters of the problem (the statement's start).
+MAX_SAMPLE_TEXT_CHARS = 1_000_000
+# One line each: a header ends its line ("... Sample Input 2:"); a plain block stops at a line opening a header.
+_HEADER_LINE = re.compile(r"(?:sample|example)\s+(input|output)(?:[ \t]+\d+)?[ \t]*:?[ \t]*$", re.IGNORECASE)
+_HEADER_START = re.compile(r"[ \t]*(?:sample|example)\s+(?:input|output)", re.IGNORECASE)
+_FENCE = re.compile(r"[ \t]*(`{3,}|~{3,})")
 
 
-def _unfence(block: str) -> str:
-    return _FENCE_LINE.sub("", block).strip("\n") + "\n"
+def _header(line: str) -> str | None:
+    """``"input"`` or ``"output"`` when ``line`` ends with a sample header."""
+    if "put" not in line.lower():  # cheap filter: most lines are not headers
+        return None
+    match = _HEADER_LINE.search(line)
+    return match.group(1).lower() if match else None
+
+
+class _Lines:
+    """The problem's lines, with each fence line's next identical fence found in one backward pass."""
+
+    def __init__(self, text: str) -> None:
+        self.lines = text.split("\n")
+        self.fence: list[str | None] = []
+        for line in self.lines:
+            match = _FENCE.match(line)
+            self.fence.append(match.group(1) if match else None)
+        self.closing: dict[int, int] = {}
+        nearest: dict[str, int] = {}
+        for index in range(len(self.lines) - 1, -1, -1):
+            token = self.fence[index]
+            if token is not None:
+                if token in nearest:
+                    self.closing[index] = nearest[token]
+                if self.lines[index].strip() == token:  # only a bare fence line closes a block
+                    nearest[token] = index
+
+    def block(self, start: int) -> tuple[str, int]:
+        """The block starting at line ``start`` (fences stripped) and the index of the line after it."""
+        lines = self.lines
+        if start < len(lines) and start in self.closing:
+            end = self.closing[start]
+            return "\n".join(lines[start + 1 : end]).strip("\n") + "\n", end + 1
+        end = start
+        while end < len(lines) and lines[end].strip() and not (end > start and _HEADER_START.match(lines[end])):
+            end += 1
+        return "\n".join(lines[start:end]).strip("\n") + "\n", end
 
 
 def sample_tests_from_text(text: str) -> list[TestCase]:
-    """Sample tests written in a problem statement ("Sample Input 1" ... "Sample Output 1" ...)."""
-    return [
-        TestCase(input=_unfence(match.group("input")), output=_unfence(match.group("output")))
-        for match in _SAMPLE.finditer(text)
-    ]
+    """Sample tests written in a problem statement ("Sample Input 1" ... "Sample Output 1" ...).
+
+    Linear in the text's length, and only its first :data:`MAX_SAMPLE_TEXT_CHARS` characters are read.
+    """
+    if len(text) > MAX_SAMPLE_TEXT_CHARS:
+        text = text[: text.rfind("\n", 0, MAX_SAMPLE_TEXT_CHARS) + 1]
+    scan = _Lines(text)
+    lines = scan.lines
+    tests: list[TestCase] = []
+    index = 0
+    while index < len(lines):
+        if _header(lines[index]) != "input":
+            index += 1
+            continue
+        given, after = scan.block(index + 1)
+        while after < len(lines) and not lines[after].strip():
+            after += 1
+        if after < len(lines) and _HEADER_START.match(lines[after]) and _header(lines[after]) == "output":
+            expected, index = scan.block(after + 1)
+            tests.append(TestCase(input=given, output=expected))
+        else:
+            index = max(index + 1, after)
+    return tests
 
 
 def evidence_message(conclusion: str, evidence: str) -> str:
@@ -164,7 +209,7 @@ class _VerifyingNodes:
     def __init__(self, nodes: PaCoReNodes) -> None:
         self.nodes = nodes
 
-    def prepare(self, state: CodeVerifiedState) -> dict[str, Any]:
+    async def prepare(self, state: CodeVerifiedState) -> dict[str, Any]:
         update = self.nodes.prepare(state)
         given = state.get("tests")
         if given is not None:
@@ -175,7 +220,8 @@ class _VerifyingNodes:
                     f"tests must be a list of {{'input': str, 'output': str}} mappings: {exc}".replace("\n", " ")
                 ) from None
         else:
-            tests = sample_tests_from_text(_problem_text(update["conversation"]))
+            # Off the event loop: a long statement must not stall the other runs of a server.
+            tests = await asyncio.to_thread(sample_tests_from_text, _problem_text(update["conversation"]))
         update["tests"] = [test.model_dump() for test in tests]
         return update
 
@@ -227,4 +273,5 @@ CODE_VERIFIED = GraphType(
     name="code-verified",
     build=build_code_verified,
     description="PaCoRe for code: each program is run on the sample tests and the evidence passed on",
+    executes_code=True,
 )

@@ -41,12 +41,15 @@ class GraphType:
 
     ``check`` raises :class:`~pacore_graph.graphs.SpecRuleError` (field, one-line reason) when a spec is
     valid in general but not for this type; it is reported with the spec's file and that field.
+    ``executes_code``: the graph runs model-written code (in the sandbox); servers do not serve such graphs
+    unless their operator allows it (``pacore serve --allow-code-execution``).
     """
 
     name: str
     build: GraphBuilder
     description: str
     check: Callable[[GraphSpec], None] | None = None
+    executes_code: bool = False
 
 
 def _builtin_types() -> list[GraphType]:

@@ -10,6 +10,11 @@ it is written in; the YAML stays flat. Every model forbids unknown keys, and a m
 Sampling is layered: ``sampling`` applies to every round; ``round_sampling`` (keyed by the 1-based parallel
 round) and ``synthesis_sampling`` (the final round) override only the fields they set. The resolved spec
 (``pacore graphs show``) has the layers merged, and reloads to the same spec.
+
+A spec is at most :data:`MAX_SPEC_BYTES` long, and its YAML aliases may expand it to at most
+:data:`MAX_SPEC_EXPANDED` (nodes plus scalar characters, counted before anything is built), so an alias bomb
+("billion laughs") fails at once with one line. Its template is rendered within the bounds of
+:mod:`pacore_graph.prompts`.
 """
 
 from __future__ import annotations
@@ -40,6 +45,8 @@ from pacore_graph.schedule import Schedule
 from .kinds import graph_types
 
 __all__ = [
+    "MAX_SPEC_BYTES",
+    "MAX_SPEC_EXPANDED",
     "OFFICIAL_TEMPLATE",
     "GraphSpec",
     "GraphSpecError",
@@ -55,6 +62,10 @@ _NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
 
 #: The fields a spec adds to the settings, written first.
 _IDENTITY = ("name", "description", "type")
+#: The largest spec document, in bytes of UTF-8.
+MAX_SPEC_BYTES = 1024 * 1024
+#: The largest a spec may become once its aliases are expanded: YAML nodes plus the characters of its scalars.
+MAX_SPEC_EXPANDED = 2 * 1024 * 1024
 
 
 class GraphSpecError(ConfigError):
@@ -206,10 +217,64 @@ def _mapping_without_duplicates(loader: _StrictLoader, node: yaml.MappingNode) -
 _StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping_without_duplicates)
 
 
+def _expanded_size(root: yaml.Node, source: str) -> int:
+    """What ``root`` costs once its aliases are expanded (nodes plus scalar characters); memoized, no recursion."""
+    sizes: dict[int, int] = {}
+    open_nodes: set[int] = set()
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+
+    def children(node: yaml.Node) -> list[yaml.Node]:
+        if isinstance(node, yaml.SequenceNode):
+            return list(node.value)
+        if isinstance(node, yaml.MappingNode):
+            return [part for pair in node.value for part in pair]
+        return []
+
+    while stack:
+        node, finished = stack.pop()
+        key = id(node)
+        if finished:
+            open_nodes.discard(key)
+            own = len(node.value) if isinstance(node, yaml.ScalarNode) else 0
+            sizes[key] = size = 1 + own + sum(sizes[id(child)] for child in children(node))
+            if size > MAX_SPEC_EXPANDED:
+                raise GraphSpecError(
+                    f"{source}: the spec expands to more than {MAX_SPEC_EXPANDED} nodes and characters through "
+                    "YAML aliases (an alias bomb?); write the values out instead"
+                )
+            continue
+        if key in sizes:
+            continue
+        if key in open_nodes:
+            raise GraphSpecError(f"{source}: a YAML alias refers to a node that contains it; remove the recursion")
+        open_nodes.add(key)
+        stack.append((node, True))
+        stack.extend((child, False) for child in children(node) if id(child) not in sizes)
+    return sizes[id(root)]
+
+
+def _load_yaml(text: str, source: str) -> Any:
+    """The YAML document in ``text``, within the size and alias expansion limits (see the module docstring)."""
+    size = len(text.encode("utf-8", "surrogatepass"))
+    if size > MAX_SPEC_BYTES:
+        raise GraphSpecError(f"{source}: the spec is {size} bytes, over the limit of {MAX_SPEC_BYTES}")
+    loader = _StrictLoader(text)  # safe: a SafeLoader subclass
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _expanded_size(node, source)
+        return loader.construct_document(node)
+    except RecursionError:
+        raise GraphSpecError(f"{source}: the spec nests too deeply; flatten it") from None
+    finally:
+        loader.dispose()
+
+
 def parse_spec_text(text: str, *, source: str, default_name: str | None = None) -> GraphSpec:
     """Parse and validate YAML text; ``default_name`` fills a missing ``name`` (e.g. the file name)."""
     try:
-        data = yaml.load(text, Loader=_StrictLoader)  # safe: a SafeLoader subclass
+        data = _load_yaml(text, source)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark is not None else source
@@ -226,7 +291,11 @@ def load_spec_file(path: str | os.PathLike[str]) -> GraphSpec:
     """Load a spec from a YAML file; its ``name`` defaults to the file name without ``.yaml``."""
     file = Path(path)
     try:
-        text = file.read_text(encoding="utf-8")
+        with file.open("rb") as stream:
+            data = stream.read(MAX_SPEC_BYTES + 1)  # no more: a huge file is refused without being read whole
+        if len(data) > MAX_SPEC_BYTES:
+            raise GraphSpecError(f"{path}: the spec is over the limit of {MAX_SPEC_BYTES} bytes")
+        text = data.decode("utf-8")
     except FileNotFoundError:
         raise GraphSpecError(f"{path}: no such graph spec file") from None
     except (OSError, UnicodeDecodeError) as exc:

@@ -25,6 +25,7 @@ from pacore_graph import (
     build_pacore_graph,
 )
 from pacore_graph.cli.main import app
+from pacore_graph.clients.vllm import MAX_SSE_LINE_BYTES
 from pacore_graph.events import TrajectoryFinished, parse_event
 from pacore_graph.testing import FakeOpenAIServer, FakeReply, Fault
 
@@ -89,7 +90,14 @@ MATRIX = [
     ("stream-500", failing(Fault.http_error(500)), "synth", "first", ("answer", ANSWER)),
     ("huge", FakeReply(content="<think>t</think>" + "9" * HUGE), "explore", "all", ("answer", ANSWER)),
     ("huge-stream", FakeReply(content=BIG_STREAM), "synth", "first", ("answer", BIG_STREAM)),
-    ("huge-stream-line", FakeReply(content="7" * 1_000_000), "synth", "first", (ProtocolError, "unreadable event")),
+    # One event over the client's line limit (MiB-sized events are read: tests/test_server_guard.py).
+    (
+        "huge-stream-line",
+        FakeReply(content="7" * (MAX_SSE_LINE_BYTES + 1)),
+        "synth",
+        "first",
+        (ProtocolError, "unreadable event"),
+    ),
 ]
 
 

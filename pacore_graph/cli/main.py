@@ -283,12 +283,13 @@ async def _solve(
     recorder: TraceRecorder | None = None,
     durable: _Durable | None = None,
 ) -> PaCoReResult:
-    from pacore_graph.durable import open_checkpointer
+    from pacore_graph.durable import lock_run, open_checkpointer
 
     async with AsyncExitStack() as stack:
         checkpointer = None
         if durable is not None:  # opened first: a bad store fails before an engine is started
             checkpointer = await stack.enter_async_context(open_checkpointer(durable.db_path, url=durable.url))
+            await stack.enter_async_context(lock_run(checkpointer, durable.run_id))  # one process per run id
         client = await stack.enter_async_context(open_backend(server, console, phase.set))
         phase.set("round 1")
         return await _run(

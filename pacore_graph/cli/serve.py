@@ -64,6 +64,21 @@ def serve_command(
     shutdown_grace: Annotated[
         float, typer.Option(min=0.0, help="Seconds in-flight requests get to finish on shutdown.")
     ] = 30.0,
+    allow_code_execution: Annotated[
+        bool,
+        typer.Option(help="Serve graphs that run model-written code (pacore-code-verified); off by default."),
+    ] = False,
+    allowed_host: Annotated[
+        list[str] | None,
+        typer.Option(
+            metavar="NAME",
+            help="A Host name to answer (repeatable; '*' for any); default without --api-key: loopback names only.",
+        ),
+    ] = None,
+    cors_origin: Annotated[
+        list[str] | None,
+        typer.Option(metavar="ORIGIN", help="A web origin (https://app.example) allowed to call from a browser."),
+    ] = None,
     debug: Annotated[bool, typer.Option(help="Show tracebacks on errors.")] = False,
 ) -> None:
     """Serve PaCoRe as an OpenAI-compatible API: the request's model names the graph (see /v1/models)."""
@@ -80,6 +95,9 @@ def serve_command(
             max_concurrent_runs=max_concurrent_runs,
             graphs=tuple(name.strip() for name in graphs.split(",") if name.strip()) if graphs else None,
             shutdown_grace=shutdown_grace,
+            allow_code_execution=allow_code_execution,
+            allowed_hosts=tuple(allowed_host) if allowed_host else None,
+            cors_origins=tuple(cors_origin or ()),
         )
         if not _is_loopback(host) and api_key is None:
             err.print(
@@ -127,6 +145,12 @@ async def _serve(server: ServerOptions, settings: ProxySettings, console: Consol
             highlight=False,
             soft_wrap=True,
         )
+        if proxy.disabled:
+            console.print(
+                f"not served: {', '.join(proxy.disabled)} (they execute model-written code; --allow-code-execution)",
+                highlight=False,
+                soft_wrap=True,
+            )
         try:
             await stop.wait()
         finally:

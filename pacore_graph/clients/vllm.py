@@ -48,6 +48,9 @@ __all__ = ["VLLMClient"]
 
 T = TypeVar("T")
 _METRICS_MAX_BYTES = 4 << 20  # a vLLM /metrics page is ~50 KB; read no more than this of any page
+#: The longest line of an upstream SSE stream, and so the largest event, the client reads (aiohttp's own limit,
+#: twice its read buffer, is 128 KiB); a longer one fails the stream with ``ProtocolError``.
+MAX_SSE_LINE_BYTES = 16 << 20
 
 
 class VLLMClient:
@@ -362,15 +365,16 @@ def _status_message(url: str, status: int, text: str) -> str:
     return f"{url} answered HTTP {status}: {detail[:300]} ({hint})"
 
 
-async def _read_sse(response: aiohttp.ClientResponse, url: str) -> AsyncIterator[ChatChunk]:
+async def _read_sse(
+    response: aiohttp.ClientResponse, url: str, max_line: int = MAX_SSE_LINE_BYTES
+) -> AsyncIterator[ChatChunk]:
     """Parse a server-sent event stream of chat completion chunks, up to ``data: [DONE]``."""
     data: list[str] = []
-    lines = aiter(response.content)
     while True:
         try:
-            raw = await anext(lines)
-        except StopAsyncIteration:
-            break
+            raw = await response.content.readline(max_line_length=max_line)
+            if not raw:
+                break
         except aiohttp.http_exceptions.HttpProcessingError as exc:  # e.g. LineTooLong: not a ClientError
             raise ProtocolError(
                 f"the stream from {url} sent an unreadable event ({exc.message}); see the server"

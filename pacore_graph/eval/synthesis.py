@@ -15,7 +15,7 @@ Per run (:class:`SynthesisView`, stored on the eval record), and per graph (:cla
   references' extracted answers; ties go to the first reference, as in :func:`~pacore_graph.extract.majority_vote`),
   the share whose answer differs from it, split into right and wrong.
 * **cross-referencing**: the share of syntheses whose text (content and reasoning) cites a reference by number,
-  matched by :data:`CITATION_PATTERNS` (case-insensitive): "Reference 3", "reference #2", "Ref. 1",
+  matched by :data:`pacore_graph.prompts.CITATION_PATTERNS` (case-insensitive): "Reference 3", "reference #2", "Ref. 1",
   "Response 2", "response no. 4", "References 1 and 3", "responses 1, 2 and 4". Only numbers from 1 to the number
   of references shown count, so "response 200" in a 4-reference prompt does not.
 * **solipsism**: of the syntheses with an answer, the share whose answer matches none of its references' answers.
@@ -26,7 +26,6 @@ Answers are compared with the grader's ``same_answer`` (math-verify for math), e
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -35,6 +34,7 @@ from pydantic import BaseModel, ConfigDict
 from pacore_graph.eval.datasets import Problem
 from pacore_graph.eval.grading import Grade, Grader, grade_async, same_answer
 from pacore_graph.extract import majority_vote
+from pacore_graph.prompts import CITATION_PATTERNS, cited_references
 
 __all__ = [
     "CITATION_PATTERNS",
@@ -45,25 +45,6 @@ __all__ = [
     "synthesis_table",
     "view_synthesis",
 ]
-
-#: A word that names a reference, then a number list: "Reference 3", "responses 1, 2 and 4", "Ref. #2".
-CITATION_PATTERNS: tuple[str, ...] = (
-    r"(?i)\b(?:references?|refs?\.?|responses?)\s*(?:#|no\.?|number)?\s*"
-    r"(\d{1,3}(?:\s*(?:,|and|&|or|-|–)\s*(?:#\s*)?\d{1,3})*)\b",
-)
-
-
-def cited_references(text: str | None, count: int) -> list[int]:
-    """The reference numbers (1 to ``count``) that ``text`` cites, sorted, each once."""
-    if not text or count < 1:
-        return []
-    cited: set[int] = set()
-    for pattern in CITATION_PATTERNS:
-        for match in re.finditer(pattern, text):
-            for number in re.findall(r"\d{1,3}", match.group(1)):
-                if 1 <= int(number) <= count:
-                    cited.add(int(number))
-    return sorted(cited)
 
 
 class SynthesisView(BaseModel):

@@ -146,7 +146,7 @@ def plot_accuracy_vs_ttc(
             axes.plot(sc_x, sc_y, "--", marker=".", color="#777777", label="SC@k (round-1 pool)")
             for point, x, y in zip(sc_curve, sc_x, sc_y, strict=True):
                 axes.annotate(
-                    f"{point.k}", (x, y), textcoords="offset points", xytext=(0, -11), ha="center", fontsize=7
+                    f"SC@{point.k}", (x, y), textcoords="offset points", xytext=(0, -11), ha="center", fontsize=7
                 )
         axes.set_xscale("log")
         # Ticks at 1-2-5 steps with plain numbers: a narrow log range otherwise gets unreadable labels.
@@ -156,7 +156,10 @@ def plot_accuracy_vs_ttc(
         xs = [max(m.mean_ttc_tokens, 1.0) for m in metrics] + [max(p.mean_ttc_tokens, 1.0) for p in sc_curve]
         if xs:
             axes.set_xlim(min(xs) / 1.6, max(xs) * 1.6)
-        axes.set_ylim(0, 100)  # always the whole range: a zoomed axis makes small differences look large
+        # Always the whole 0–100 range (a zoomed axis makes small differences look large), with room for the
+        # markers and labels at the ends.
+        axes.set_ylim(-4, 106)
+        axes.set_yticks(range(0, 101, 20))
         axes.set_xlabel("mean effective TTC tokens per problem (log)")
         axes.set_ylabel("accuracy % (mean over runs, ± SE)")
         axes.set_title(title or "accuracy vs test-time compute")

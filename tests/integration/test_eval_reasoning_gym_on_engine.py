@@ -25,7 +25,7 @@ def test_eval_reasoning_gym_on_the_engine(engine: EngineProcess, tmp_path) -> No
     metrics = {m["graph"]: m for m in json.loads((out / "metrics.json").read_text())}
     assert metrics["pacore-low:2"]["problems"] == 3
     synthesis = metrics["pacore-low:2"]["synthesis"]
-    assert synthesis is not None and synthesis["syntheses"] == 3 and synthesis["references"] <= 6
+    assert synthesis is not None and 1 <= synthesis["syntheses"] <= 3 and synthesis["references"] <= 6
     assert metrics["self-consistency:2"]["synthesis"] is None
     assert "Synthesis diagnostics" in (out / "report.md").read_text()
     assert json.loads((out / "sc_curve.json").read_text())[0]["k"] == 1

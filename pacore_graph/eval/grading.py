@@ -11,7 +11,7 @@ A grader may also have, optionally:
   through :func:`grade_async` so the event loop is never blocked;
 * ``same_answer(problem, a, b)``: whether two extracted answers are the same answer (math-verify equivalence
   for math); without it, :func:`same_answer` compares them after :func:`~pacore_graph.extract.normalize_answer`;
-* ``extraction``: the :class:`~pacore_graph.extract.ExtractionPolicy` the voting graphs should use on its
+* ``graph_extraction``: the :class:`~pacore_graph.extract.ExtractionPolicy` the voting graphs should use on its
   problems (reasoning-gym's ``<answer>`` tags).
 
 :class:`CategoryGrader` picks a grader per problem by its ``category``: ``code`` → the sandboxed
@@ -149,7 +149,7 @@ def answer_extraction(grader: Grader, problems: Sequence[Problem]) -> Extraction
     """The extraction the voting graphs should use on ``problems`` (None: keep the graphs' own)."""
     pick: Callable[[Problem], Grader] | None = getattr(grader, "grader_for", None)
     chosen = {id(g): g for g in (pick(p) for p in problems)} if pick else {id(grader): grader}
-    policies = {getattr(g, "extraction", None) for g in chosen.values()} - {None}
+    policies = {getattr(g, "graph_extraction", None) for g in chosen.values()} - {None}
     return next(iter(policies)) if len(policies) == 1 else None
 
 

@@ -145,7 +145,7 @@ class ReasoningGymGrader:
     """Grades a reasoning-gym problem with its task's ``score_answer`` (see the module docstring)."""
 
     #: The extraction the voting graphs should use on these problems.
-    extraction = EXTRACTION
+    graph_extraction = EXTRACTION
 
     def __init__(self) -> None:
         self._utils = _utils()

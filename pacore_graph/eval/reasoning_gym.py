@@ -101,10 +101,10 @@ def _check_tasks(tasks: list[str], known: list[str]) -> None:
     for task in tasks:
         if task not in known:
             close = difflib.get_close_matches(task, known, n=3, cutoff=0.5)
-            hint = f"did you mean {', '.join(close)}? " if close else ""
+            hint = f"; did you mean {' or '.join(close)}?" if close else ""
             raise DatasetError(
-                f"unknown reasoning-gym task {task!r}; {hint}(pacore eval --list-sources shows some; "
-                f"there are {len(known)})"
+                f"unknown reasoning-gym task {task!r}{hint} (reasoning-gym has {len(known)} tasks; "
+                "pacore eval --list-sources names some)"
             )
 
 

@@ -37,10 +37,12 @@ from pacore_graph.errors import ConfigError
 from pacore_graph.messages import is_text_only, last_user_index, text_of
 
 __all__ = [
+    "CITATION_PATTERNS",
     "MAX_RENDER_CHARS",
     "MAX_RENDER_SECONDS",
     "REFERENCE_TEMPLATE",
     "build_prompt",
+    "cited_references",
     "last_user_content",
     "normalize_problem",
     "render_references",
@@ -257,3 +259,28 @@ def build_prompt(
         return copied
     copied[_user_turn(copied)]["content"] = render_references(last_user_content(copied), references, template)
     return copied
+
+
+#: A word that names a reference, then a number list: "Reference 3", "responses 1, 2 and 4", "Ref. #2".
+CITATION_PATTERNS: tuple[str, ...] = (
+    r"(?i)\b(?:references?|refs?\.?|responses?)\s*(?:#|no\.?|number)?\s*"
+    r"(\d{1,3}(?:\s*(?:,|and|&|or|-|–)\s*(?:#\s*)?\d{1,3})*)\b",
+)
+
+
+def cited_references(text: str | None, count: int) -> list[int]:
+    """The reference numbers (1 to ``count``) that ``text`` (a synthesis) cites, sorted, each once.
+
+    The template numbers references from 1; a synthesis that says "Reference 3", "response 2", "Ref. #1",
+    "References 1 and 3" or "responses 1, 2 and 4" cites them (:data:`CITATION_PATTERNS`, case-insensitive).
+    Numbers outside 1 to ``count`` are not references of that prompt and are ignored.
+    """
+    if not text or count < 1:
+        return []
+    cited: set[int] = set()
+    for pattern in CITATION_PATTERNS:
+        for match in re.finditer(pattern, text):
+            for number in re.findall(r"\d{1,3}", match.group(1)):
+                if 1 <= int(number) <= count:
+                    cited.add(int(number))
+    return sorted(cited)

@@ -295,7 +295,8 @@ def test_sigkill_mid_eval_then_rerun_does_not_redo_finished_problems(tmp_path):
 
 
 def test_a_partial_last_line_from_a_kill_is_dropped_on_resume(tmp_path):
-    args = ["--graph", "self-consistency:1", "--runs", "1", "--no-pool"]
+    # --parallel 1: the records are written in problem order, which the assertion below relies on.
+    args = ["--graph", "self-consistency:1", "--runs", "1", "--no-pool", "--parallel", "1"]
     _, out, _ = count_requests(tmp_path, "o", *args)
     results = out / "results.jsonl"
     lines = results.read_text().splitlines()

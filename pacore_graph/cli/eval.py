@@ -43,15 +43,18 @@ if TYPE_CHECKING:
     from rich.progress import Progress
 
     from pacore_graph.eval.datasets import Problem
+    from pacore_graph.eval.grading import Grader
     from pacore_graph.eval.pool import EvalCounters, TrajectoryPool
     from pacore_graph.eval.report import GraphMetrics
     from pacore_graph.eval.runner import EvalGraph, EvalRecord
+    from pacore_graph.eval.self_consistency import SCPoint
 
 __all__ = ["PLOT_FILE", "REPORT_FILE", "eval_command"]
 
 REPORT_FILE = "report.md"
 PLOT_FILE = "accuracy_vs_ttc.png"
 METRICS_FILE = "metrics.json"
+SC_CURVE_FILE = "sc_curve.json"
 
 
 class _Live:
@@ -81,6 +84,7 @@ async def _evaluate(
     problems: list[Problem],
     graphs: list[EvalGraph],
     server: ServerOptions,
+    grader: Grader,
     *,
     runs: int,
     out: Path,
@@ -93,7 +97,6 @@ async def _evaluate(
 ) -> list[EvalRecord]:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from pacore_graph.eval.grading import MathVerifyGrader
     from pacore_graph.eval.runner import ResultsLog, run_eval
 
     log = ResultsLog(out)
@@ -103,8 +106,7 @@ async def _evaluate(
     if already:
         err.print(f"[dim]resuming: {already} of {total} runs are already in {log.path}[/]", soft_wrap=True)
     if already == total:
-        return await run_eval(problems, graphs, _NoBackend(), MathVerifyGrader(), runs=runs, log=log)
-    grader = MathVerifyGrader()
+        return await run_eval(problems, graphs, _NoBackend(), grader, runs=runs, log=log)
     async with open_backend(server, err) as client:
         progress = Progress(
             TextColumn("[bold]eval"),
@@ -145,10 +147,22 @@ class _NoBackend:
         raise ConfigError("internal error: a finished evaluation tried to send a request")
 
 
-def _write_report(metrics: list[GraphMetrics], out: Path, *, title: str, pool_line: str | None) -> tuple[str, Path]:
+def _write_report(
+    metrics: list[GraphMetrics], sc: list[SCPoint], out: Path, *, title: str, pool_line: str | None
+) -> tuple[str, Path]:
+    """Write report.md, metrics.json, sc_curve.json and the plot; return the tables as printed."""
     from pacore_graph.eval.report import markdown_table, plot_accuracy_vs_ttc
+    from pacore_graph.eval.self_consistency import sc_table
+    from pacore_graph.eval.synthesis import synthesis_table
 
     table = markdown_table(metrics)
+    diagnosed = [(m.graph, m.synthesis) for m in metrics if m.synthesis is not None]
+    if diagnosed:
+        table += (
+            f"\nSynthesis diagnostics (the final synthesis and the references it saw):\n\n{synthesis_table(diagnosed)}"
+        )
+    if sc:
+        table += f"\nSelf-consistency from the round-1 pool, no new requests:\n\n{sc_table(sc)}"
     text = f"# {title}\n\n{table}"
     if pool_line:
         text += f"\n{pool_line}\n"
@@ -156,15 +170,37 @@ def _write_report(metrics: list[GraphMetrics], out: Path, *, title: str, pool_li
     (out / METRICS_FILE).write_text(
         json.dumps([m.model_dump(mode="json") for m in metrics], indent=2) + "\n", encoding="utf-8"
     )
-    plot = plot_accuracy_vs_ttc(metrics, out / PLOT_FILE, title=title)
+    (out / SC_CURVE_FILE).write_text(json.dumps([p.model_dump() for p in sc], indent=2) + "\n", encoding="utf-8")
+    plot = plot_accuracy_vs_ttc(metrics, out / PLOT_FILE, title=title, sc_curve=sc)
     return table, plot
+
+
+def _list_sources(console: Console) -> None:
+    """Print the dataset sources, each with its form and a few of its datasets."""
+    from pacore_graph.eval.datasets import SOURCES
+
+    console.print("JSONL file: a path; reference, simple or code format (see the README)", markup=False)
+    for source in SOURCES.values():
+        console.print(f"{source.prefix}: {source.usage}", markup=False, highlight=False, soft_wrap=True)
+        console.print(f"    {source.description}", markup=False, highlight=False, soft_wrap=True)
+        if source.examples is not None:
+            console.print(f"    {source.examples()}", markup=False, highlight=False, soft_wrap=True)
 
 
 def eval_command(
     dataset: Annotated[
-        str, typer.Option(help="A JSONL file (reference or simple format), or builtin:arith[?n=20&seed=0].")
-    ],
-    out: Annotated[Path, typer.Option(help="Folder for results.jsonl, pool.jsonl, report.md and the PNG.")],
+        str | None,
+        typer.Option(
+            help="A JSONL file (reference, simple or code format), builtin:arith[?n=20&seed=0], "
+            "'reasoning-gym:TASK[,TASK]?size=N&seed=S' or humaneval: (see --list-sources)."
+        ),
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Folder for results.jsonl, pool.jsonl, report.md and the PNG.")
+    ] = None,
+    list_sources: Annotated[
+        bool, typer.Option("--list-sources", help="List the dataset sources and some of their datasets, then exit.")
+    ] = False,
     graph: Annotated[
         list[str] | None,
         typer.Option(
@@ -206,18 +242,26 @@ def eval_command(
     max_rounds: MaxRoundsOption = DEFAULT_MAX_ROUNDS,
     debug: Annotated[bool, typer.Option(help="Show tracebacks on errors.")] = False,
 ) -> None:
-    """Evaluate graphs on a dataset: accuracy (mean ± SE, majority vote), TTC tokens and time, table and plot."""
+    """Evaluate graphs on a dataset: accuracy (mean ± SE, majority vote), TTC tokens and time, synthesis
+    diagnostics, self-consistency from the round-1 pool, tables and plot."""
     from pacore_graph.eval.datasets import load_dataset
-    from pacore_graph.eval.grading import require_eval_extras
+    from pacore_graph.eval.grading import CategoryGrader, answer_extraction, require_eval_extras
     from pacore_graph.eval.pool import EvalCounters, TrajectoryPool
     from pacore_graph.eval.report import compute_metrics
-    from pacore_graph.eval.runner import POOL_FILE, resolve_eval_graphs
+    from pacore_graph.eval.runner import POOL_FILE, EvalGraph, resolve_eval_graphs
+    from pacore_graph.eval.self_consistency import sc_curve
 
     out_console = Console()
     err = Console(stderr=True)
     counters = EvalCounters()
     started = time.monotonic()
+    sc: list[SCPoint] = []
     try:
+        if list_sources:
+            _list_sources(out_console)
+            return
+        if dataset is None or out is None:
+            raise ConfigError("pacore eval needs --dataset and --out (or --list-sources)")
         require_eval_extras()
         # The same graph options as `pacore run`; --schedule applies to each --graph without its own :SCHEDULE.
         overrides = graph_overrides(
@@ -239,6 +283,10 @@ def eval_command(
         for each in graphs:
             each.spec.schedule.check_limits(max_k=max_k, max_rounds=max_rounds)
         problems = load_dataset(dataset)[:limit]
+        grader = CategoryGrader()
+        extraction = answer_extraction(grader, problems)
+        if extraction is not None:  # the voting graphs read answers as the dataset's grader does
+            graphs = [EvalGraph(g.label, g.spec.model_copy(update={"extraction": extraction})) for g in graphs]
         trajectory_pool = TrajectoryPool(pool_file or out / POOL_FILE) if pool else None
         server = ServerOptions(split_base_urls(base_url), model, api_key, concurrency, engine_model)
         records = asyncio.run(
@@ -246,6 +294,7 @@ def eval_command(
                 problems,
                 graphs,
                 server,
+                grader,
                 runs=runs,
                 out=out,
                 pool=trajectory_pool,
@@ -256,6 +305,8 @@ def eval_command(
                 err=err,
             )
         )
+        if trajectory_pool is not None:  # SC@k from the pool the runs drew from: no request is sent
+            sc = asyncio.run(sc_curve(problems, records, trajectory_pool, grader, seed=seed or 0))
     except PaCoReError as exc:
         if debug:
             raise
@@ -274,7 +325,7 @@ def eval_command(
             f"{served - generated} reused; {len(trajectory_pool)} stored in {trajectory_pool.path}."
         )
     title = f"{dataset} ({len(problems)} problems)"
-    table, plot = _write_report(metrics, out, title=title, pool_line=pool_line)
+    table, plot = _write_report(metrics, sc, out, title=title, pool_line=pool_line)
     out_console.print(table, markup=False, highlight=False, soft_wrap=True)
     if pool_line:
         out_console.print(pool_line, markup=False, highlight=False, soft_wrap=True)

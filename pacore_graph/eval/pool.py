@@ -93,6 +93,10 @@ class TrajectoryPool:
     def __len__(self) -> int:
         return len(self._entries)
 
+    def entries(self, key: str) -> list[PoolEntry]:
+        """The stored entries of pool ``key``, by slot."""
+        return sorted((e for (k, _), e in self._entries.items() if k == key), key=lambda e: e.slot)
+
     def has(self, key: str, slot: int) -> bool:
         """Whether slot ``slot`` of pool ``key`` is already generated."""
         return (key, slot) in self._entries
@@ -203,6 +207,7 @@ class PoolBackend(WrapperBackend):
         self.drawn = 0
         self.served = 0
         self.generated = 0
+        self.keys: list[str] = []  # the pools this run drew from, in order
 
     async def stream_chat(self, messages: Sequence[ChatMessage], params: SamplingParams) -> AsyncIterator[ChatChunk]:
         """Answer a round-1 request from the pool (as one chunk); stream any other request from ``inner``."""
@@ -225,6 +230,8 @@ class PoolBackend(WrapperBackend):
         slots = self.order[self.drawn : self.drawn + n]
         self.drawn += n
         key = pool_key(messages, params, self.model)
+        if key not in self.keys:
+            self.keys.append(key)
         # The draws of one request are independent slots: generate the missing ones concurrently.
         got = await asyncio.gather(*(self.pool.get(key, slot, self.wrapped, messages, params) for slot in slots))
         completions: list[Completion] = []

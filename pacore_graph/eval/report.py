@@ -8,6 +8,12 @@ Per graph, over the records of ``runs`` runs on ``problems`` problems:
 * **majority-vote accuracy**: per problem, a majority vote over the runs' extracted answers (ties go to the
   earliest run); the problem counts as right when the winning answer was graded right.
 * **mean effective TTC tokens** and **mean wall time**: per run of one problem, averaged over all records.
+* **synthesis diagnostics** (graphs that end in a synthesis over references): see
+  :mod:`pacore_graph.eval.synthesis`; printed as a second table by :func:`~pacore_graph.eval.synthesis.synthesis_table`.
+
+The plot puts each graph at (mean TTC, mean accuracy) and, when given, the self-consistency curve measured from
+the round-1 pool (:mod:`pacore_graph.eval.self_consistency`) as a line beside them; the accuracy axis always spans
+0–100 %.
 """
 
 from __future__ import annotations
@@ -21,6 +27,8 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict
 
 from pacore_graph.eval.runner import EvalGraph, EvalRecord
+from pacore_graph.eval.self_consistency import SCPoint
+from pacore_graph.eval.synthesis import SynthesisDiagnostics, diagnose
 from pacore_graph.extract import majority_vote, normalize_answer
 
 __all__ = ["GraphMetrics", "compute_metrics", "markdown_table", "plot_accuracy_vs_ttc"]
@@ -44,6 +52,7 @@ class GraphMetrics(BaseModel):
     failed: int
     pool_served: int
     pool_generated: int
+    synthesis: SynthesisDiagnostics | None = None
 
 
 def compute_metrics(graph: EvalGraph, records: Sequence[EvalRecord]) -> GraphMetrics:
@@ -79,6 +88,7 @@ def compute_metrics(graph: EvalGraph, records: Sequence[EvalRecord]) -> GraphMet
         failed=sum(r.error is not None for r in mine),
         pool_served=sum(r.pool_served for r in mine),
         pool_generated=sum(r.pool_generated for r in mine),
+        synthesis=diagnose(mine),
     )
 
 
@@ -102,8 +112,17 @@ def markdown_table(metrics: Sequence[GraphMetrics]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot_accuracy_vs_ttc(metrics: Sequence[GraphMetrics], path: str | Path, *, title: str = "") -> Path:
-    """Accuracy against mean effective TTC tokens (log x), one labelled point per graph, saved as a PNG."""
+def plot_accuracy_vs_ttc(
+    metrics: Sequence[GraphMetrics],
+    path: str | Path,
+    *,
+    title: str = "",
+    sc_curve: Sequence[SCPoint] = (),
+) -> Path:
+    """Accuracy (0–100 %) against mean effective TTC tokens (log x), one labelled point per graph, saved as a PNG.
+
+    ``sc_curve`` (SC@k from the round-1 pool) is drawn as a dashed line with each point labelled by its k.
+    """
     import matplotlib
 
     matplotlib.use("Agg")  # no display; also safe off the main thread
@@ -121,14 +140,26 @@ def plot_accuracy_vs_ttc(metrics: Sequence[GraphMetrics], path: str | Path, *, t
             dx, ha = (6, "left") if index % 2 == 0 else (-6, "right")
             dy = 6 if index % 4 < 2 else -12
             axes.annotate(m.graph, (x, y), textcoords="offset points", xytext=(dx, dy), ha=ha, fontsize=8)
+        if sc_curve:
+            sc_x = [max(p.mean_ttc_tokens, 1.0) for p in sc_curve]
+            sc_y = [100 * p.accuracy for p in sc_curve]
+            axes.plot(sc_x, sc_y, "--", marker=".", color="#777777", label="SC@k (round-1 pool)")
+            for point, x, y in zip(sc_curve, sc_x, sc_y, strict=True):
+                axes.annotate(
+                    f"SC@{point.k}", (x, y), textcoords="offset points", xytext=(0, -11), ha="center", fontsize=7
+                )
         axes.set_xscale("log")
         # Ticks at 1-2-5 steps with plain numbers: a narrow log range otherwise gets unreadable labels.
         axes.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
         axes.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:,.0f}"))
         axes.xaxis.set_minor_formatter(NullFormatter())
-        xs = [max(m.mean_ttc_tokens, 1.0) for m in metrics]
+        xs = [max(m.mean_ttc_tokens, 1.0) for m in metrics] + [max(p.mean_ttc_tokens, 1.0) for p in sc_curve]
         if xs:
             axes.set_xlim(min(xs) / 1.6, max(xs) * 1.6)
+        # Always the whole 0–100 range (a zoomed axis makes small differences look large), with room for the
+        # markers and labels at the ends.
+        axes.set_ylim(-4, 106)
+        axes.set_yticks(range(0, 101, 20))
         axes.set_xlabel("mean effective TTC tokens per problem (log)")
         axes.set_ylabel("accuracy % (mean over runs, ± SE)")
         axes.set_title(title or "accuracy vs test-time compute")

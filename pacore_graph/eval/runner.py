@@ -30,12 +30,16 @@ from pacore_graph.clients.streaming import ChatChunk
 from pacore_graph.clients.wrapper import WrapperBackend
 from pacore_graph.errors import ConfigError, RoundError
 from pacore_graph.eval.datasets import Problem, dataset_fingerprint
-from pacore_graph.eval.grading import Grader
+from pacore_graph.eval.grading import Grader, grade_async
 from pacore_graph.eval.jsonl import append_record, read_records
 from pacore_graph.eval.pool import CountingBackend, EvalCounters, PoolBackend, TrajectoryPool, stable_seed
+from pacore_graph.eval.synthesis import SynthesisView, view_synthesis
+from pacore_graph.events import RoundCompacted, RoundStarted, TrajectoryFinished
 from pacore_graph.graphs import GraphSpec, build_graph, load_spec
+from pacore_graph.messages import text_of
 from pacore_graph.overrides import Overrides
-from pacore_graph.run import run_graph
+from pacore_graph.result import PaCoReResult
+from pacore_graph.run import stream_run
 from pacore_graph.schedule import Schedule
 
 __all__ = [
@@ -85,7 +89,12 @@ def parse_graph_arg(text: str) -> tuple[str, Schedule | None]:
 
 
 class EvalRecord(BaseModel):
-    """One run of one graph on one problem, graded."""
+    """One run of one graph on one problem, graded.
+
+    ``synthesis`` is set for graphs that end in a synthesis over references (PaCoRe, sequential): what the
+    final synthesis saw and did (:mod:`pacore_graph.eval.synthesis`). ``pool_key`` names the round-1 pool the run
+    drew from, so self-consistency curves can be drawn from that pool afterwards.
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -102,6 +111,9 @@ class EvalRecord(BaseModel):
     error: str | None = None
     pool_served: int = 0
     pool_generated: int = 0
+    score: float | None = None
+    synthesis: SynthesisView | None = None
+    pool_key: str | None = None
 
 
 class ResultsLog:
@@ -177,6 +189,40 @@ class _RunMeter(WrapperBackend):
             self._count(usage)
 
 
+class _Watched:
+    """What a run's events tell about its final synthesis: the references it saw and its whole text."""
+
+    def __init__(self) -> None:
+        self.compacted: RoundCompacted | None = None
+        self.final_round: RoundStarted | None = None
+        self.final: TrajectoryFinished | None = None
+
+    def see(self, event: object) -> None:
+        if isinstance(event, RoundCompacted):
+            self.compacted = event
+        elif isinstance(event, RoundStarted) and event.final:
+            self.final_round = event
+        elif isinstance(event, TrajectoryFinished) and event.final:
+            self.final = event
+
+    def references(self) -> list[str] | None:
+        """The references of the last parallel round that the final synthesis was shown (None: no synthesis)."""
+        if self.compacted is None or self.final is None:
+            return None
+        references = list(self.compacted.messages)
+        if self.final_round is not None and self.final_round.trimmed:
+            # The budget dropped some to fit the context: keep those that are in the prompt it was sent.
+            prompt = "\n".join(text_of(m.get("content")) for m in self.final.messages)
+            references = [r for r in references if r in prompt]
+        return references
+
+    def text(self, answer: str | None) -> str:
+        """The synthesis's content and reasoning, where citations of references are looked for."""
+        if self.final is None:
+            return answer or ""
+        return "\n".join(part for part in (self.final.reasoning, self.final.content) if part)
+
+
 async def _one_run(
     problem: Problem,
     graph: EvalGraph,
@@ -191,17 +237,24 @@ async def _one_run(
     finish_reason: str | None = None
     error: str | None = None
     ttc = prompt = 0
+    watched = _Watched()
     try:
-        result = await run_graph(compiled, {"messages": problem.messages})
-        answer, finish_reason = result.answer, result.finish_reason
-        ttc, prompt = result.usage.effective_ttc_tokens, result.usage.prompt_tokens
+        async for item in stream_run(compiled, {"messages": problem.messages}):
+            if isinstance(item, PaCoReResult):
+                answer, finish_reason = item.answer, item.finish_reason
+                ttc, prompt = item.usage.effective_ttc_tokens, item.usage.prompt_tokens
+            else:
+                watched.see(item)
     except RoundError as exc:  # the method failed on this problem: a wrong answer, not a broken eval
         error = f"{type(exc).__name__}: {exc}"
         ttc, prompt = meter.completion_tokens, meter.prompt_tokens
     seconds = time.perf_counter() - started
-    grade = grader.grade(problem, answer)
-    served = backend.served if isinstance(backend, PoolBackend) else 0
-    generated = backend.generated if isinstance(backend, PoolBackend) else 0
+    grade = await grade_async(grader, problem, answer)
+    references = watched.references() if answer is not None else None
+    synthesis = None
+    if references is not None:
+        synthesis = await view_synthesis(grader, problem, references, grade, watched.text(answer))
+    pooled = backend if isinstance(backend, PoolBackend) else None
     return EvalRecord(
         graph=graph.label,
         problem_id=problem.id,
@@ -214,8 +267,11 @@ async def _one_run(
         seconds=round(seconds, 3),
         finish_reason=finish_reason,
         error=error,
-        pool_served=served,
-        pool_generated=generated,
+        pool_served=pooled.served if pooled else 0,
+        pool_generated=pooled.generated if pooled else 0,
+        score=grade.score,
+        synthesis=synthesis,
+        pool_key=pooled.keys[0] if pooled and pooled.keys else None,
     )
 
 

@@ -2,7 +2,10 @@
 
 Rounds are columns of trajectory cards (tokens, seconds, finish_reason, extracted answer), coloured by the
 answer they agree on; under each round, what the next round was shown; then a timeline of request latency
-and the totals. The page works without JavaScript; the script only highlights cards that share an answer.
+and the totals. A synthesis card (the final round, and any round after the first) says which of the references it
+was shown its text cites ("Reference 3", "response 2", ...: :func:`pacore_graph.prompts.cited_references`), and
+those references are marked "cited" in the list under the round they came from. The page works without
+JavaScript; the script only highlights cards that share an answer.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 import html
 from collections import Counter
 
+from pacore_graph.prompts import cited_references
 from pacore_graph.trace import Trace, TraceRound, TraceTrajectory
 
 __all__ = ["render_trace_html"]
@@ -17,6 +21,7 @@ __all__ = ["render_trace_html"]
 # Colour-blind friendly (Okabe-Ito); answers get them in order of how many trajectories gave them.
 _PALETTE = ["#009E73", "#0072B2", "#E69F00", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442"]
 _NO_ANSWER = "#bbbbbb"
+_CITED = ' class="cited"'
 
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:1.5rem;color:#222;background:#fafafa}
@@ -35,6 +40,9 @@ background:#f4f4f4;padding:.4rem;border-radius:4px}
 .shown{margin-top:.5rem;border-top:1px dashed #ccc;padding-top:.4rem;font-size:.8rem;color:#444}
 table{border-collapse:collapse;font-size:.85rem;background:#fff} td,th{border:1px solid #ddd;padding:.25rem .6rem;
 text-align:right} th{background:#f0f0f0}
+.cites{margin-top:.2rem;font-size:.75rem;color:#333} .cites b{background:#222;color:#fff;border-radius:3px;
+padding:0 .3rem;margin-right:.15rem} .cited summary{font-weight:600}
+.cited summary::after{content:" · cited";color:#D55E00}
 .legend span{display:inline-block;margin-right:.8rem;font-size:.8rem}
 .legend i{display:inline-block;width:.8rem;height:.8rem;border-radius:2px;margin-right:.25rem;vertical-align:middle}
 """
@@ -60,7 +68,21 @@ def _colours(trace: Trace) -> dict[str, str]:
     return {answer: _PALETTE[i % len(_PALETTE)] for i, (answer, _) in enumerate(counts.most_common())}
 
 
-def _card(t: TraceTrajectory, colours: dict[str, str]) -> str:
+def _cited(t: TraceTrajectory, shown: int) -> list[int]:
+    """The references (1 to ``shown``) the trajectory's text cites."""
+    return cited_references("\n".join(part for part in (t.reasoning, t.content) if part), shown)
+
+
+def _cites_line(cited: list[int], shown: int) -> str:
+    if not shown:
+        return ""
+    if not cited:
+        return f'<div class="cites">cites none of its {shown} reference(s)</div>'
+    badges = "".join(f"<b>{n}</b>" for n in cited)
+    return f'<div class="cites">cites reference(s) {badges} of {shown}</div>'
+
+
+def _card(t: TraceTrajectory, colours: dict[str, str], shown: int = 0) -> str:
     colour = colours.get(t.answer, _NO_ANSWER) if t.answer is not None else _NO_ANSWER
     answer = _e(t.answer) if t.answer is not None else "<em>no answer</em>"
     data = f' data-answer="{_e(t.answer)}"' if t.answer is not None else ""
@@ -70,20 +92,24 @@ def _card(t: TraceTrajectory, colours: dict[str, str]) -> str:
         f'<div class="card {_e(t.finish_reason)}" style="--c:{colour}"{data}>'
         f'<div><b>#{t.index}</b> <span class="ans">{answer}</span></div>'
         f'<div class="nums">{t.completion_tokens:,} tok · {t.seconds:.2f} s · {rate:,.0f} tok/s · '
-        f"{_e(t.finish_reason)}</div>"
+        f"{_e(t.finish_reason)}</div>{_cites_line(_cited(t, shown), shown)}"
         f"<details><summary>content</summary><pre>{_e(t.content)}</pre></details>{reasoning}</div>"
     )
 
 
-def _round_column(row: TraceRound, colours: dict[str, str], rounds_total: int) -> str:
+def _round_column(
+    row: TraceRound, colours: dict[str, str], rounds_total: int, seen: int = 0, cited_next: frozenset[int] = frozenset()
+) -> str:
+    """One round's column; ``seen``: references its trajectories were shown; ``cited_next``: which of this
+    round's references the next round's syntheses cite."""
     title = "Final synthesis" if row.final else f"Round {row.round} of {rounds_total}"
     tokens = sum(t.completion_tokens for t in row.trajectories)
-    cards = "".join(_card(t, colours) for t in row.trajectories)
+    cards = "".join(_card(t, colours, seen) for t in row.trajectories)
     shown = ""
     if row.messages_after_compaction is not None:
         dropped = (row.dropped_empty or 0) + (row.dropped_truncated or 0)
         refs = "".join(
-            f"<details><summary>reference {i}</summary><pre>{_e(m)}</pre></details>"
+            f"<details{_CITED if i in cited_next else ''}><summary>reference {i}</summary><pre>{_e(m)}</pre></details>"
             for i, m in enumerate(row.messages_after_compaction, 1)
         )
         shown = (
@@ -153,7 +179,16 @@ def render_trace_html(trace: Trace) -> str:
     """The trace as a single HTML page (a string), with everything inline."""
     colours = _colours(trace)
     parallel = sum(1 for r in trace.rounds if not r.final)
-    columns = "".join(_round_column(row, colours, parallel) for row in trace.rounds)
+    # What each round was shown: the references the round before it handed on.
+    seen = [0] + [len(r.messages_after_compaction or []) for r in trace.rounds[:-1]]
+    cited = [
+        frozenset(n for t in row.trajectories for n in _cited(t, shown))
+        for row, shown in zip(trace.rounds, seen, strict=True)
+    ]
+    columns = "".join(
+        _round_column(row, colours, parallel, seen[i], cited[i + 1] if i + 1 < len(cited) else frozenset())
+        for i, row in enumerate(trace.rounds)
+    )
     legend = "".join(f'<span><i style="background:{c}"></i>{_e(a)}</span>' for a, c in colours.items())
     legend += f'<span><i style="background:{_NO_ANSWER}"></i>no answer</span>'
     problem = trace.problem if isinstance(trace.problem, str) else str(trace.problem or "")

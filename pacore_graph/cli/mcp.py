@@ -8,6 +8,7 @@ import signal
 import socket
 from collections.abc import Callable, Iterator
 from enum import StrEnum
+from types import ModuleType
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -68,14 +69,17 @@ def mcp_command(
 ) -> None:
     """Serve PaCoRe as an MCP server with one tool, deep_reason(problem, graph?, schedule?)."""
     from pacore_graph.graphs import DEFAULT_GRAPH, load_spec
-    from pacore_graph.server.mcp import MCPSettings
 
     err = Console(stderr=True)  # stdout carries the protocol over stdio: everything else goes to stderr
     try:
+        server_module = _import_server()
         if transport is Transport.stdio and http_api_key is not None:
-            raise ConfigError("--http-api-key protects the HTTP transport; add --transport http, or drop the key")
+            raise ConfigError(
+                "--http-api-key (or PACORE_MCP_API_KEY) protects the HTTP transport; add --transport http, or drop "
+                "the key"
+            )
         load_spec(graph or DEFAULT_GRAPH)  # a bad --graph fails before an engine starts
-        settings = MCPSettings(
+        settings = server_module.MCPSettings(
             default_graph=graph or DEFAULT_GRAPH, max_trajectories=max_trajectories, api_key=http_api_key
         )
         server = ServerOptions(split_base_urls(base_url), model, api_key, concurrency, engine_model)
@@ -93,13 +97,23 @@ def mcp_command(
             raise
         err.print(Text.assemble(("error:", "bold red"), " ", str(exc)), soft_wrap=True)
         raise typer.Exit(2 if isinstance(exc, ConfigError) else 1) from None
-    except OSError as exc:
-        if debug:
-            raise
-        err.print(Text.assemble(("error:", "bold red"), f" cannot listen on {host}:{port}: {exc.strerror or exc}"))
-        raise typer.Exit(1) from None
     except KeyboardInterrupt:
         raise typer.Exit(130) from None
+
+
+def _import_server() -> ModuleType:
+    """``pacore_graph.server.mcp`` (uvicorn too), or a ``ConfigError`` saying how to install the ``mcp`` extra."""
+    try:
+        import uvicorn  # noqa: F401  (checked here, used by _serve)
+
+        from pacore_graph.server import mcp
+    except ModuleNotFoundError as exc:
+        if exc.name is None or exc.name.split(".")[0] not in ("mcp", "mcp_types", "uvicorn", "starlette"):
+            raise
+        raise ConfigError(
+            f"`pacore mcp` needs the MCP SDK ({exc.name} is missing): pip install 'pacore-graph[mcp]'"
+        ) from exc
+    return mcp
 
 
 def _is_loopback(host: str) -> bool:
@@ -112,16 +126,18 @@ def _is_loopback(host: str) -> bool:
 
 
 def _bind(host: str, port: int) -> socket.socket:
-    """A listening TCP socket on ``host:port`` (IPv6 for an IPv6 address)."""
+    """A listening TCP socket on ``host:port`` (IPv6 for an IPv6 address); ``ConfigError`` if it cannot be had."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host, port))
         sock.listen(128)
-    except OSError:
+    except OSError as exc:
         sock.close()
-        raise
+        raise ConfigError(
+            f"cannot listen on {host}:{port}: {exc.strerror or exc}; choose another --host or --port"
+        ) from exc
     return sock
 
 

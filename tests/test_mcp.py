@@ -164,7 +164,9 @@ def post_ping(url: str, headers: dict[str, str]) -> tuple[int, dict[str, str]]:
 async def call_over_http(url: str, headers: dict[str, str], progress: Progress | None = None):
     async with httpx2.AsyncClient(headers=headers) as http:
         async with Client(streamable_http_client(url, http_client=http), read_timeout_seconds=60) as client:
-            return await client.call_tool("deep_reason", {"problem": PROBLEM, "schedule": "2"}, progress_callback=progress)
+            return await client.call_tool(
+                "deep_reason", {"problem": PROBLEM, "schedule": "2"}, progress_callback=progress
+            )
 
 
 async def test_http_binds_loopback_and_asks_no_key_unless_given():

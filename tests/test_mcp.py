@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import json
 import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -131,9 +132,9 @@ async def test_an_upstream_failure_is_a_one_line_tool_error():
 
 
 @contextlib.asynccontextmanager
-async def http_server(*args: str):
-    """`pacore mcp --transport http --port 0 ARGS`; yields the endpoint URL it prints, then stops it with SIGINT."""
-    command = [sys.executable, "-m", "pacore_graph.cli", "mcp", "--transport", "http", "--port", "0", *args]
+async def http_server(*command: str):
+    """Run ``command`` (a `pacore mcp --transport http`); yield the endpoint URL it prints, then stop it with
+    SIGINT (it must exit 0)."""
     process = await asyncio.create_subprocess_exec(*command, cwd=ROOT, stderr=subprocess.PIPE)
     assert process.stderr is not None
     try:
@@ -147,6 +148,11 @@ async def http_server(*args: str):
         rest = await asyncio.wait_for(process.stderr.read(), 30)
         await asyncio.wait_for(process.wait(), 30)
     assert process.returncode == 0, rest.decode()
+
+
+def mcp_http(*args: str) -> list[str]:
+    """`pacore mcp` over streamable HTTP on a free port, with ``args``."""
+    return [sys.executable, "-m", "pacore_graph.cli", "mcp", "--transport", "http", "--port", "0", *args]
 
 
 def post_ping(url: str, headers: dict[str, str]) -> tuple[int, dict[str, str]]:
@@ -171,7 +177,7 @@ async def call_over_http(url: str, headers: dict[str, str], progress: Progress |
 
 async def test_http_binds_loopback_and_asks_no_key_unless_given():
     async with FakeOpenAIServer(scripted(2)) as fake:
-        async with http_server("--base-url", fake.base_url) as url:
+        async with http_server(*mcp_http("--base-url", fake.base_url)) as url:
             assert url.startswith("http://127.0.0.1:")
             progress = Progress()
             result = await call_over_http(url, {}, progress)
@@ -181,7 +187,7 @@ async def test_http_binds_loopback_and_asks_no_key_unless_given():
 
 async def test_http_with_an_api_key_refuses_requests_without_it():
     async with FakeOpenAIServer(scripted(2)) as fake:
-        async with http_server("--base-url", fake.base_url, "--http-api-key", KEY) as url:
+        async with http_server(*mcp_http("--base-url", fake.base_url, "--http-api-key", KEY)) as url:
             for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": KEY}):
                 status, response_headers = await asyncio.to_thread(post_ping, url, headers)
                 assert status == 401, headers
@@ -213,3 +219,68 @@ def test_bad_command_lines_are_one_error_line(args, message):
     assert message in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1, done.stderr
     assert done.stdout == ""
+
+
+# -- the README's MCP section: its commands, its client config and its Python snippet, run as written ------------
+
+README_URL = "http://127.0.0.1:8000/v1"
+PACORE = str(Path(sys.executable).with_name("pacore"))  # the installed entry point, as a client would start it
+
+
+def readme_mcp_blocks() -> dict[str, str]:
+    """The first fenced block of each language in the README's "## MCP" section."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme.split("\n## MCP\n", 1)[1].split("\n## ", 1)[0]
+    blocks: dict[str, str] = {}
+    for language, body in re.findall(r"```(\w+)\n(.*?)```", section, re.S):
+        blocks.setdefault(language, body)
+    return blocks
+
+
+def readme_commands() -> list[list[str]]:
+    lines = [line for line in readme_mcp_blocks()["bash"].splitlines() if line and not line.startswith("#")]
+    return [shlex.split(line) for line in lines]
+
+
+async def test_readme_client_config_and_stdio_command_run_against_the_fake_server():
+    config = json.loads(readme_mcp_blocks()["json"])["mcpServers"]["pacore"]
+    stdio_command = readme_commands()[0]
+    assert [config["command"], *config["args"]] == stdio_command  # the command and the config say the same
+    async with FakeOpenAIServer(scripted(4)) as fake:
+        args = [fake.base_url if arg == README_URL else arg for arg in config["args"]]
+        server = StdioServerParameters(command=PACORE, args=args, cwd=str(ROOT))
+        async with Client(server, read_timeout_seconds=60) as client:
+            assert [tool.name for tool in (await client.list_tools()).tools] == ["deep_reason"]
+            result = await client.call_tool("deep_reason", {"problem": PROBLEM})
+    assert result.structured_content["answer"] == SYNTHESIS
+    assert len(fake.requests) == 5  # pacore-low: [4] and the synthesis
+
+
+async def test_readme_http_command_runs_with_its_key():
+    [command] = [line for line in readme_commands() if "--transport" in line]
+    key = command[command.index("--http-api-key") + 1]
+    async with FakeOpenAIServer(scripted(2)) as fake:
+        args = [fake.base_url if arg == README_URL else arg for arg in command[1:]]
+        args[args.index("--port") + 1] = "0"  # a free port
+        async with http_server(PACORE, *args) as url:
+            assert url.startswith("http://127.0.0.1:") and url.endswith("/mcp")
+            assert (await asyncio.to_thread(post_ping, url, {}))[0] == 401
+            result = await call_over_http(url, {"Authorization": f"Bearer {key}"})
+    assert result.structured_content["answer"] == SYNTHESIS
+
+
+async def test_readme_python_snippet_runs_against_the_fake_server(capsys):
+    code = readme_mcp_blocks()["python"]
+    async with FakeOpenAIServer(scripted(8, 2)) as fake:
+        code = code.replace(README_URL, fake.base_url).replace('command="pacore"', f"command={PACORE!r}")
+        namespace: dict = {}
+        exec(compile(code, "README.md (MCP)", "exec"), namespace)
+        answer = await namespace["deep_reason"](PROBLEM)
+    assert answer == SYNTHESIS
+    assert len(fake.requests) == 11
+    printed = capsys.readouterr().out.splitlines()
+    assert printed == [
+        "[1/3] round 1 started (1/3): K=8",
+        "[2/3] round 2 started (2/3): K=2; round 1 kept 8 of 8 references",
+        "[3/3] final synthesis started (3/3): K=1; round 2 kept 2 of 2 references",
+    ]

@@ -47,7 +47,7 @@ from pacore_graph.result import PaCoReResult
 from pacore_graph.run import stream_run
 from pacore_graph.schedule import Schedule
 
-__all__ = ["TOOL_NAME", "DeepReasonOutput", "MCPSettings", "PaCoReMCP"]
+__all__ = ["HTTP_PATH", "TOOL_NAME", "DeepReasonOutput", "MCPSettings", "PaCoReMCP"]
 
 #: The tool's name.
 TOOL_NAME = "deep_reason"

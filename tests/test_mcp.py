@@ -284,3 +284,22 @@ async def test_readme_python_snippet_runs_against_the_fake_server(capsys):
         "[2/3] round 2 started (2/3): K=2; round 1 kept 8 of 8 references",
         "[3/3] final synthesis started (3/3): K=1; round 2 kept 2 of 2 references",
     ]
+
+
+async def test_the_python_api_serves_in_process_over_any_backend():
+    from pacore_graph.server.mcp import MCPSettings, PaCoReMCP
+    from pacore_graph.testing import FunctionBackend
+
+    backend = FunctionBackend(lambda messages, params: "<think>17*23</think>391")
+    mcp = PaCoReMCP(backend, MCPSettings(default_graph="sequential", max_trajectories=4))
+    async with Client(mcp.server) as client:
+        progress = Progress()
+        result = await client.call_tool(
+            "deep_reason", {"problem": PROBLEM, "schedule": "1,1"}, progress_callback=progress
+        )
+        refused = one_line_error(await client.call_tool("deep_reason", {"problem": PROBLEM}))  # [1,1,1,1] + 1 > 4
+    assert result.structured_content["graph"] == "sequential"
+    assert result.structured_content["answer"] == "391"
+    assert [(p, total) for p, total, _ in progress.seen] == [(1, 3), (2, 3), (3, 3)]
+    assert "runs 5 trajectories, over this server's limit of 4 per call" in refused
+    assert len(backend.calls) == 3

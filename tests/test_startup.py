@@ -13,7 +13,7 @@ import pytest
 import pacore_graph
 
 #: Packages whose import dominated start-up before the package and the CLI loaded them lazily.
-HEAVY = ("langchain_core", "langgraph", "aiohttp")
+HEAVY = ("langchain_core", "langgraph", "aiohttp", "mcp", "uvicorn")
 
 # Runs the real entry point with the given argv, then reports every loaded module on the last line.
 _WRAPPER = """
@@ -52,6 +52,7 @@ def _heavy(modules: object) -> list[str]:
         ["run", "--help"],
         ["eval", "--help"],
         ["serve", "--help"],
+        ["mcp", "--help"],
         ["graphs", "--help"],
         ["engine", "--help"],
         ["trace", "--help"],

@@ -17,6 +17,7 @@ from pacore_graph.cli.backend import ServerOptions, open_backend, split_base_url
 from pacore_graph.cli.engine import engine_app
 from pacore_graph.cli.eval import eval_command
 from pacore_graph.cli.graphs import RunGraph, given_options, graphs_app, resolve_run_graph
+from pacore_graph.cli.mcp import mcp_command
 from pacore_graph.cli.options import (
     ApiKeyOption,
     BaseUrlOption,
@@ -71,6 +72,7 @@ app.add_typer(engine_app, name="engine")
 app.add_typer(trace_app, name="trace")
 app.command("eval")(eval_command)
 app.command("serve")(serve_command)
+app.command("mcp")(mcp_command)
 
 
 def _read_problem(problem: str) -> str:

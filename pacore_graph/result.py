@@ -40,7 +40,7 @@ class RunUsage(BaseModel):
 
 
 #: The output keys that have fields of their own; every other key of a graph's output goes to ``extra``.
-_KNOWN_KEYS = frozenset({"answer", "finish_reason", "usage", "votes"})
+_KNOWN_KEYS = frozenset({"answer", "finish_reason", "usage", "votes", "messages"})  # messages: the chat form
 
 
 class PaCoReResult(BaseModel):

@@ -22,8 +22,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Annotated, Any, NotRequired
 
-from langchain_core.messages import AnyMessage
-from langgraph.graph.message import add_messages
 from typing_extensions import TypedDict
 
 from pacore_graph.errors import ConfigError
@@ -41,14 +39,16 @@ __all__ = [
 ]
 
 
-def add_conversation(left: Sequence[Any] | None, right: Sequence[Any] | Any) -> list[AnyMessage]:
+def add_conversation(left: Sequence[Any] | None, right: Sequence[Any] | Any) -> list[Any]:
     """The ``messages`` reducer: LangGraph's ``add_messages`` (append, or replace by id), with a clear error.
 
     Messages are OpenAI dicts (``{"role": "user", "content": ...}``), LangChain messages or their dict form;
     anything else is a :class:`~pacore_graph.errors.ConfigError` raised before any request is sent.
     """
+    from langgraph.graph.message import add_messages  # imported here: this module loads with the light core
+
     try:
-        return add_messages(list(left or []), right)  # type: ignore[arg-type, return-value]
+        return list(add_messages(list(left or []), right))  # type: ignore[arg-type]
     except (ValueError, TypeError, KeyError, NotImplementedError) as exc:
         raise ConfigError(
             f"invalid chat message in messages ({exc}); each message needs a 'role' and a 'content', "
@@ -89,7 +89,7 @@ class PaCoReInput(TypedDict, total=False):
     """
 
     problem: str
-    messages: Annotated[list[AnyMessage], add_conversation]
+    messages: Annotated[list[Any], add_conversation]
 
 
 class PaCoReOutput(TypedDict):
@@ -103,7 +103,7 @@ class PaCoReOutput(TypedDict):
     answer: str
     finish_reason: str
     usage: UsageSummary
-    messages: NotRequired[Annotated[list[AnyMessage], add_conversation]]
+    messages: NotRequired[Annotated[list[Any], add_conversation]]
 
 
 class VoteOutput(PaCoReOutput):
@@ -120,7 +120,7 @@ class PaCoReState(TypedDict):
     """
 
     problem: NotRequired[str | None]  # this run's one-off question; prepare consumes it (sets None)
-    messages: NotRequired[Annotated[list[AnyMessage], add_conversation]]  # the thread's conversation
+    messages: NotRequired[Annotated[list[Any], add_conversation]]  # the thread's conversation
     reply_in_messages: NotRequired[bool]  # the input was messages: the answer is appended to them
     conversation: list[dict[str, Any]]  # x: the problem as chat messages
     round: int  # the round being run, 1-based; len(schedule) + 1 is the final synthesis

@@ -13,8 +13,9 @@ Input and output keys of the PaCoRe graphs:
 * in: ``problem`` (a one-off question: x is that text alone) or ``messages`` (a chat turn: x is the thread's
   messages plus the new ones, merged by LangGraph's ``add_messages``, so a parent ``MessagesState`` graph or a
   second turn on a checkpointed thread is a multi-turn conversation);
-* out: ``answer``, ``finish_reason``, ``usage`` (this run's: every run starts afresh), and, when the input was
-  ``messages``, ``messages`` with the answer appended as an ``AIMessage`` (usage in its ``usage_metadata``).
+* out: ``answer``, ``finish_reason``, ``usage`` (this run's: every run starts afresh), and ``messages``: when the
+  input was ``messages``, the conversation with the answer appended as an ``AIMessage`` (usage in its
+  ``usage_metadata``); after a ``problem``, the thread's messages as they were (empty on a fresh thread).
 """
 
 from __future__ import annotations
@@ -95,9 +96,9 @@ class PaCoReInput(TypedDict, total=False):
 class PaCoReOutput(TypedDict):
     """Graph output: the synthesized answer, how the final trajectory ended, and the usage of the run.
 
-    ``messages`` is set when the input was ``messages``: the conversation with the answer appended as an
-    ``AIMessage`` (``usage_metadata``: the run's token totals; ``response_metadata``: ``finish_reason`` and
-    ``usage``), so a parent ``MessagesState`` graph gets the answer as its next message.
+    ``messages``, for a ``messages`` input, is the conversation with the answer appended as an ``AIMessage``
+    (``usage_metadata``: the run's token totals; ``response_metadata``: ``finish_reason`` and ``usage``), so a
+    parent ``MessagesState`` graph gets the answer as its next message; a ``problem`` leaves it as it was.
     """
 
     answer: str

@@ -215,8 +215,11 @@ async def test_a_thread_switching_between_problem_and_messages_answers_what_each
     assert backend.calls[start].messages == [{"role": "user", "content": "A chat question"}]
     assert [m.content for m in state["messages"]] == ["A chat question", state["answer"]]
     start = len(backend.calls)
-    await graph.ainvoke({"problem": "Another problem"}, config)
+    again = await graph.ainvoke({"problem": "Another problem"}, config)
     assert backend.calls[start].messages == [{"role": "user", "content": "Another problem"}]
+    fresh = await build_pacore_graph(FunctionBackend(seeded), [2]).ainvoke({"problem": "Another problem"})
+    assert again["usage"] == fresh["usage"]  # this run's rounds only
+    assert [m.content for m in again["messages"]] == ["A chat question", state["answer"]]  # left as they were
 
 
 # -- sync invoke and stream ------------------------------------------------------------------------------------

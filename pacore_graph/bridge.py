@@ -14,7 +14,6 @@ refused with a :class:`~pacore_graph.errors.ConfigError`: use ``ainvoke`` there.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import queue
 import threading
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
@@ -71,12 +70,14 @@ _DONE = object()
 def iterate_sync(start: Callable[[], AsyncIterator[T]]) -> Iterator[T]:
     """Iterate the async iterator ``start()`` makes on the bridge loop, yielding its items in this thread.
 
-    Stopping early (closing the generator) cancels the async iteration and waits for it to unwind.
+    Stopping early (closing the generator) cancels the async iteration and waits until it has unwound.
     """
     loop = _check_not_on_bridge()
     items: queue.SimpleQueue[Any] = queue.SimpleQueue()
+    started, finished = threading.Event(), threading.Event()
 
     async def pump() -> None:
+        started.set()  # no await before the try: once started, the finally runs
         try:
             async for item in start():
                 items.put((True, item))
@@ -84,6 +85,8 @@ def iterate_sync(start: Callable[[], AsyncIterator[T]]) -> Iterator[T]:
             items.put((False, exc))
         else:
             items.put((False, _DONE))
+        finally:
+            finished.set()
 
     future = asyncio.run_coroutine_threadsafe(pump(), loop)
     try:
@@ -98,8 +101,8 @@ def iterate_sync(start: Callable[[], AsyncIterator[T]]) -> Iterator[T]:
     finally:
         if not future.done():
             future.cancel()
-            with contextlib.suppress(BaseException):  # the cancellation itself: nothing left to report
-                future.result()
+        if started.is_set():
+            finished.wait()  # the run's cancellation has unwound: no request outlives the call
 
 
 class SyncBridgedGraph(CompiledStateGraph[Any, Any, Any, Any]):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import threading
 
 import pytest
 from langchain_core.messages import AIMessage, AIMessageChunk, HumanMessage
@@ -260,6 +261,25 @@ def test_sync_stream_stopped_early_cancels_the_run():
     assert next(iter(next(stream))) == "prepare"
     stream.close()  # no hang, no leaked run
     assert graph.invoke({"problem": "Q"})["answer"].startswith("answer")
+
+
+def test_closing_a_sync_stream_cancels_the_requests_in_flight_before_it_returns():
+    began, cancelled = threading.Event(), threading.Event()
+
+    async def slow(messages, params):
+        began.set()
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+        return "late"
+
+    stream = build_pacore_graph(FunctionBackend(slow), [2]).stream({"problem": "Q"}, stream_mode="updates")
+    assert next(iter(next(stream))) == "prepare"
+    assert began.wait(10)
+    stream.close()
+    assert cancelled.is_set()
 
 
 def test_sync_errors_are_raised_in_the_caller():

@@ -28,7 +28,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, cast
 
 from langgraph.config import get_config
@@ -43,7 +43,14 @@ from pacore_graph.clients.streaming import StreamAccumulator
 from pacore_graph.clients.wrapper import supports_streaming
 from pacore_graph.compaction import Selection, reduce_completion, reference_text, select
 from pacore_graph.config import PaCoReConfig
-from pacore_graph.errors import BackendError, ContextBudgetError, EmptyRoundError, ProtocolError, QuorumError
+from pacore_graph.errors import (
+    BackendError,
+    ConfigError,
+    ContextBudgetError,
+    EmptyRoundError,
+    ProtocolError,
+    QuorumError,
+)
 from pacore_graph.events import (
     EventWriter,
     RoundCompacted,
@@ -55,6 +62,7 @@ from pacore_graph.events import (
 )
 from pacore_graph.extract import extract_answer, majority_vote
 from pacore_graph.messages import prompt_chars
+from pacore_graph.overrides import Overrides
 from pacore_graph.prompts import build_prompt, normalize_problem
 from pacore_graph.result import RoundRow, RunUsage
 from pacore_graph.state import PaCoReState, RoundStats, Trajectory, UsageSummary
@@ -589,14 +597,29 @@ class PaCoReNodes:
 
 
 def _run_context() -> dict[str, Any] | None:
-    """The current run's context (its per-run settings), or None outside a run or without one."""
+    """The current run's per-run settings (its context's override options), or None outside a run or without any.
+
+    At the top level the context is the graph's own: every key must be an option, so a typo is a ConfigError.
+    Inside a parent graph the context is the parent's and may hold its own keys: only the options are read.
+    """
     try:
-        get_config()
+        config = get_config()
     except RuntimeError:  # outside a LangGraph run
         return None
-    runtime = get_runtime()
-    context = getattr(runtime, "context", None) if runtime is not None else None
-    return dict(context) if isinstance(context, dict) and context else None
+    context = getattr(get_runtime(), "context", None)
+    if isinstance(context, Overrides):
+        return context.given() or None
+    nested = "|" in str(config.get("configurable", {}).get("checkpoint_ns", ""))  # a subgraph's node, or a task
+    if not isinstance(context, Mapping):
+        if context is None or nested:
+            return None
+        raise ConfigError(
+            f"the run's context is a {type(context).__name__}; give a dict of PaCoRe options (PaCoReContext), "
+            "e.g. context={'schedule': '8', 'temperature': 0.6}, or an Overrides"
+        )
+    if nested:
+        context = {key: value for key, value in context.items() if key in Overrides.model_fields}
+    return dict(context) or None
 
 
 def _split_choices(result: ChatResult, n: int) -> list[ChatResult]:

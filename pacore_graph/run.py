@@ -36,6 +36,7 @@ from pydantic import ValidationError
 
 from pacore_graph.errors import GraphOutputError
 from pacore_graph.events import PaCoReEvent, parse_event
+from pacore_graph.overrides import Overrides
 from pacore_graph.result import PaCoReResult
 
 __all__ = ["OUTPUT_KEYS", "run_graph", "stream_run"]
@@ -53,7 +54,7 @@ async def run_graph(
     *,
     config: RunnableConfig | None = None,
     durability: Durability | None = None,
-    context: Mapping[str, Any] | None = None,
+    context: Mapping[str, Any] | Overrides | None = None,
 ) -> PaCoReResult:
     """Run ``graph`` on ``inputs`` to the end and return its typed result.
 
@@ -78,7 +79,7 @@ async def stream_run(
     *,
     config: RunnableConfig | None = None,
     durability: Durability | None = None,
-    context: Mapping[str, Any] | None = None,
+    context: Mapping[str, Any] | Overrides | None = None,
 ) -> AsyncIterator[PaCoReEvent | PaCoReResult]:
     """Run ``graph`` like :func:`run_graph`, yielding its PaCoRe events as they happen and then the result.
 
@@ -94,7 +95,7 @@ async def _run(
     inputs: Any,
     config: RunnableConfig | None,
     durability: Durability | None,
-    context: Mapping[str, Any] | None,
+    context: Mapping[str, Any] | Overrides | None,
     *,
     events: bool,
 ) -> AsyncIterator[PaCoReEvent | PaCoReResult]:

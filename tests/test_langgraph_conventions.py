@@ -38,6 +38,11 @@ def script(request: FakeRequest) -> FakeReply:
     return FakeReply(content="explorer draft words", reasoning="explorer private thoughts")
 
 
+def counts(usage):
+    """A usage without its timings (round rows' seconds), for comparing two runs."""
+    return {**usage, "rounds": [{k: v for k, v in row.items() if k != "seconds"} for row in usage["rounds"]]}
+
+
 def seeded(messages, params):
     return f"<think>hidden {params.seed}</think>answer {params.seed} for {messages[-1]['content'][:20]}"
 
@@ -180,7 +185,7 @@ async def _two_turns(checkpointer):
 
 def _check_two_turns(backend, calls_before, first, second, fresh):
     # Usage is the second run's alone: the same as a fresh run on the same conversation.
-    assert second["usage"] == fresh["usage"]
+    assert counts(second["usage"]) == counts(fresh["usage"])
     assert len(second["usage"]["rounds"]) == 2
     # x of the second turn is the whole thread: first question, first answer, follow-up.
     explorer_prompt = backend.calls[calls_before].messages
@@ -219,7 +224,7 @@ async def test_a_thread_switching_between_problem_and_messages_answers_what_each
     again = await graph.ainvoke({"problem": "Another problem"}, config)
     assert backend.calls[start].messages == [{"role": "user", "content": "Another problem"}]
     fresh = await build_pacore_graph(FunctionBackend(seeded), [2]).ainvoke({"problem": "Another problem"})
-    assert again["usage"] == fresh["usage"]  # this run's rounds only
+    assert counts(again["usage"]) == counts(fresh["usage"])  # this run's rounds only
     assert [m.content for m in again["messages"]] == ["A chat question", state["answer"]]  # left as they were
 
 
@@ -380,3 +385,23 @@ async def test_the_failure_policy_comes_from_the_context():
         result = await run_graph(graph, {"problem": "Q"}, context={"min_trajectories": 2})
     assert result.answer == ANSWER
     assert result.rounds[0].failed == 1
+
+
+async def test_inside_a_parent_only_the_contexts_pacore_options_are_read():
+    backend = FunctionBackend(seeded)
+    parent = StateGraph(MessagesState)
+    parent.add_node("pacore", build_pacore_graph(backend, [2]))
+    parent.add_edge(START, "pacore")
+    graph = parent.compile()
+    # The parent's context has keys of its own; the schedule is PaCoRe's.
+    state = await graph.ainvoke({"messages": [HumanMessage("Q")]}, context={"user_id": "u1", "schedule": "3"})
+    assert [row["k"] for row in state["messages"][-1].response_metadata["usage"]["rounds"]] == [3, 1]
+
+
+async def test_an_overrides_object_is_a_context_too_and_other_objects_are_refused():
+    backend = FunctionBackend(seeded)
+    graph = build_pacore_graph(backend, [2])
+    result = await run_graph(graph, {"problem": "Q"}, context=Overrides(schedule="3"))
+    assert result.schedule == [3]
+    with pytest.raises(ConfigError, match="give a dict of PaCoRe options"):
+        await graph.ainvoke({"problem": "Q"}, context=["schedule", "3"])

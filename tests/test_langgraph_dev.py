@@ -115,6 +115,14 @@ def test_langgraph_dev_serves_the_built_in_graphs_and_answers_a_run(dev_server):
     assert state["messages"][-1]["content"] == ANSWER
     assert len(upstream.requests) == 3
 
+    # A second turn on the thread: a multi-turn conversation, and a fresh run (pacore-low's [4] this time).
+    run = {"assistant_id": "pacore-low", "input": {"messages": [{"role": "user", "content": "And 3+3?"}]}}
+    state = _request(f"{url}/threads/{thread['thread_id']}/runs/wait", run)
+    assert [m["type"] for m in state["messages"]] == ["human", "ai", "human", "ai"]
+    assert [row["k"] for row in state["usage"]["rounds"]] == [4, 1]
+    explorer = upstream.requests[3]
+    assert [m["content"] for m in explorer.messages] == ["What is 2+2?", ANSWER, "And 3+3?"]
+
     # The messages stream mode over the HTTP API: the synthesis tokens, no reasoning.
     streamed = _request(
         f"{url}/runs/stream",

@@ -28,16 +28,17 @@ from __future__ import annotations
 
 import asyncio
 import re
-from typing import TYPE_CHECKING, Any, NotRequired, TypedDict
+from typing import TYPE_CHECKING, Any, NotRequired
 
 from langgraph.graph import END, StateGraph
+from typing_extensions import TypedDict
 
 from pacore_graph.clients.base import ChatBackend
 from pacore_graph.errors import ConfigError
-from pacore_graph.graph import add_round_loop
+from pacore_graph.graph import add_round_loop, compile_graph
 from pacore_graph.messages import last_user_text
 from pacore_graph.nodes import PaCoReNodes
-from pacore_graph.state import PaCoReInput, PaCoReOutput, PaCoReState
+from pacore_graph.state import PaCoReContext, PaCoReInput, PaCoReOutput, PaCoReState
 
 # Only the tools' public API.
 from pacore_graph.tools import (
@@ -256,12 +257,17 @@ def build_code_verified_graph(
 ) -> CompiledGraph:
     """Wire the code-verified graph from core nodes (see the module docstring)."""
     verifying = _VerifyingNodes(nodes)
-    graph = StateGraph(CodeVerifiedState, input_schema=CodeVerifiedInput, output_schema=CodeVerifiedOutput)
+    graph = StateGraph(
+        CodeVerifiedState,
+        context_schema=PaCoReContext,
+        input_schema=CodeVerifiedInput,
+        output_schema=CodeVerifiedOutput,
+    )
     add_round_loop(graph, nodes, prepare=verifying.prepare, compact=verifying.verify_compact)
     graph.add_node("verify_answer", verifying.verify_answer)
     graph.add_edge("synthesize", "verify_answer")
     graph.add_edge("verify_answer", END)
-    return graph.compile(checkpointer=checkpointer, name=name)
+    return compile_graph(graph, checkpointer=checkpointer, name=name)
 
 
 def build_code_verified(spec: GraphSpec, backend: ChatBackend, *, checkpointer: Any = None) -> CompiledGraph:

@@ -12,9 +12,9 @@ from typing import TYPE_CHECKING, Any
 from langgraph.graph import END, StateGraph
 
 from pacore_graph.clients.base import ChatBackend
-from pacore_graph.graph import add_first_round
+from pacore_graph.graph import add_first_round, compile_graph
 from pacore_graph.nodes import PaCoReNodes
-from pacore_graph.state import PaCoReInput, PaCoReState, VoteOutput
+from pacore_graph.state import PaCoReContext, PaCoReInput, PaCoReState, VoteOutput
 
 from .kinds import CompiledGraph, GraphType
 from .spec import SpecRuleError
@@ -28,12 +28,12 @@ __all__ = ["SELF_CONSISTENCY", "build_self_consistency"]
 def build_self_consistency(spec: GraphSpec, backend: ChatBackend, *, checkpointer: Any = None) -> CompiledGraph:
     """Sample K answers to the original problem and return the majority answer with the tally (``votes``)."""
     nodes = PaCoReNodes(backend, spec.to_config())
-    graph = StateGraph(PaCoReState, input_schema=PaCoReInput, output_schema=VoteOutput)
+    graph = StateGraph(PaCoReState, context_schema=PaCoReContext, input_schema=PaCoReInput, output_schema=VoteOutput)
     add_first_round(graph, nodes)
     graph.add_node("vote", nodes.vote)
     graph.add_edge("explorers", "vote")
     graph.add_edge("vote", END)
-    return graph.compile(checkpointer=checkpointer, name=spec.name)
+    return compile_graph(graph, checkpointer=checkpointer, name=spec.name)
 
 
 def _one_round_no_synthesis(spec: GraphSpec) -> None:

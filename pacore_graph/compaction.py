@@ -219,7 +219,10 @@ class ConclusionStream:
                 return ""
         if self._thinking:
             return ""
-        keep = next((n for n in range(len(THINK_CLOSE) - 1, 0, -1) if self._buffer.endswith(THINK_CLOSE[:n])), 0)
+        tail = self._buffer[1 - len(THINK_CLOSE) :]
+        keep = 0
+        if "<" in tail:  # the common case (no "<" near the end) skips the prefix scan: it runs once per token
+            keep = next((n for n in range(len(THINK_CLOSE) - 1, 0, -1) if self._buffer.endswith(THINK_CLOSE[:n])), 0)
         ready, self._buffer = self._buffer[: len(self._buffer) - keep], self._buffer[len(self._buffer) - keep :]
         self._sent += ready
         return ready

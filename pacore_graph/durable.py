@@ -44,6 +44,7 @@ from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import Durability
 
 from pacore_graph.errors import ConfigError
+from pacore_graph.messages import last_user_text
 from pacore_graph.run import run_graph
 
 __all__ = [
@@ -283,6 +284,8 @@ async def check_resumable(graph: CompiledStateGraph[Any, Any, Any, Any], run_id:
     if not snapshot.values and not snapshot.next:
         return RunStatus("new", {})
     stored = snapshot.values.get("problem")
+    if stored is None:  # prepare consumed it into x, the conversation: its user turn is the problem
+        stored = last_user_text(snapshot.values.get("conversation") or [])
     if stored is not None and stored != problem:
         raise ConfigError(
             f"run {run_id!r} was started with a different problem ({_preview(stored)}); give the same problem "

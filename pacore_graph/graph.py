@@ -4,6 +4,11 @@
 
     START → prepare → plan ─┬─ (round r ≤ R) → explorers (K_r explore tasks) → compact → plan ...
                             └─ (after round R) → synthesize → END
+
+The graphs take LangGraph's conventions: per-run settings as the runtime context (``context_schema`` is
+:class:`~pacore_graph.state.PaCoReContext`), the answer streamed in ``stream_mode="messages"``, and sync
+``invoke``/``stream`` (see :mod:`pacore_graph.bridge`); :func:`compile_graph` gives any graph built from the
+core's nodes the last one.
 """
 
 from __future__ import annotations
@@ -14,15 +19,23 @@ from typing import Any
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 
+from pacore_graph.bridge import bridge_sync
 from pacore_graph.clients.base import ChatBackend, SamplingParams
 from pacore_graph.compaction import CompactionPolicy
 from pacore_graph.config import PaCoReConfig
 from pacore_graph.nodes import PaCoReNodes
 from pacore_graph.prompts import REFERENCE_TEMPLATE
 from pacore_graph.schedule import Schedule
-from pacore_graph.state import PaCoReInput, PaCoReOutput, PaCoReState
+from pacore_graph.state import PaCoReContext, PaCoReInput, PaCoReOutput, PaCoReState
 
-__all__ = ["add_first_round", "add_round_loop", "build_pacore_graph"]
+__all__ = ["add_first_round", "add_round_loop", "build_pacore_graph", "compile_graph"]
+
+
+def compile_graph(
+    graph: StateGraph[Any, Any, Any, Any], *, checkpointer: Any = None, name: str
+) -> CompiledStateGraph[Any, Any, Any, Any]:
+    """Compile a graph built from the core's nodes, with a working sync ``invoke``/``stream``."""
+    return bridge_sync(graph.compile(checkpointer=checkpointer, name=name))
 
 
 def add_first_round(
@@ -78,9 +91,12 @@ def build_pacore_graph(
 ) -> CompiledStateGraph[PaCoReState, None, PaCoReInput, PaCoReOutput]:
     """Build the PaCoRe graph over ``backend``.
 
-    Input ``{"problem": str}`` or ``{"messages": [...]}``; output ``{"answer", "finish_reason", "usage"}``.
-    Pass ``config`` to set everything at once, or the individual keyword arguments. The result works standalone
-    (``ainvoke``, ``astream``) and as a node of a parent graph that shares the ``problem``/``answer`` keys.
+    Input ``{"problem": str}`` or ``{"messages": [...]}``; output ``{"answer", "finish_reason", "usage"}``, and
+    ``messages`` with the answer appended when the input was ``messages`` (see :mod:`pacore_graph.state`).
+    Pass ``config`` to set everything at once, or the individual keyword arguments; a run's ``context``
+    (:class:`~pacore_graph.state.PaCoReContext`) overrides them for that run. The result works standalone
+    (``ainvoke``, ``astream``, ``invoke``, ``stream``) and as a node of a parent graph that shares the
+    ``problem``/``answer`` keys or a ``MessagesState`` parent's ``messages``.
     """
     if config is None:
         config = PaCoReConfig(
@@ -91,7 +107,10 @@ def build_pacore_graph(
             template=template,
         )
     nodes = PaCoReNodes(backend, config)
-    graph = StateGraph(PaCoReState, input_schema=PaCoReInput, output_schema=PaCoReOutput)
+    graph = StateGraph(PaCoReState, context_schema=PaCoReContext, input_schema=PaCoReInput, output_schema=PaCoReOutput)
     add_round_loop(graph, nodes)
     graph.add_edge("synthesize", END)
-    return graph.compile(checkpointer=checkpointer, name=name)
+    compiled: CompiledStateGraph[PaCoReState, None, PaCoReInput, PaCoReOutput] = compile_graph(
+        graph, checkpointer=checkpointer, name=name
+    )
+    return compiled

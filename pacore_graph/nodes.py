@@ -12,25 +12,45 @@ The prompt is stored once in the state, not once per explorer. The explorers are
 (``langgraph.func.task``) awaited by the ``explorers`` node: a task's result is checkpointed as soon as it
 returns, and its arguments are not, so a checkpoint grows with K small trajectories, not with K prompts, and a
 resumed run re-runs only the explorers that had not finished.
+
+Per-run settings come from LangGraph's runtime context (``graph.ainvoke(inputs, context={"schedule": "8"})``,
+:class:`~pacore_graph.state.PaCoReContext`): :attr:`PaCoReNodes.config` is the graph's settings with the run's
+context applied through :meth:`PaCoReConfig.with_overrides <pacore_graph.PaCoReConfig.with_overrides>`, so one
+compiled graph serves many configurations. Resume a checkpointed run with the context it started with.
+
+The synthesizer reports its call as a LangChain chat-model run (:mod:`pacore_graph.chat_run`), so
+``stream_mode="messages"`` and ``astream_events`` carry the answer's tokens, and appends the answer to
+``messages`` as an ``AIMessage`` when the input was a conversation.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, cast
 
+from langgraph.config import get_config
 from langgraph.func import task
+from langgraph.runtime import get_runtime
 
 from pacore_graph.budget import fit_prompt
+from pacore_graph.chat_run import SynthesisRun, answer_message
 from pacore_graph.clients.base import ChatBackend, ChatResult, SamplingParams, TokenUsage
 from pacore_graph.clients.limiter import request_priority
 from pacore_graph.clients.streaming import StreamAccumulator
 from pacore_graph.clients.wrapper import supports_streaming
 from pacore_graph.compaction import Selection, reduce_completion, reference_text, select
 from pacore_graph.config import PaCoReConfig
-from pacore_graph.errors import BackendError, ContextBudgetError, EmptyRoundError, ProtocolError, QuorumError
+from pacore_graph.errors import (
+    BackendError,
+    ConfigError,
+    ContextBudgetError,
+    EmptyRoundError,
+    ProtocolError,
+    QuorumError,
+)
 from pacore_graph.events import (
     EventWriter,
     RoundCompacted,
@@ -42,6 +62,7 @@ from pacore_graph.events import (
 )
 from pacore_graph.extract import extract_answer, majority_vote
 from pacore_graph.messages import prompt_chars
+from pacore_graph.overrides import Overrides
 from pacore_graph.prompts import build_prompt, normalize_problem
 from pacore_graph.result import RoundRow, RunUsage
 from pacore_graph.state import PaCoReState, RoundStats, Trajectory, UsageSummary
@@ -108,24 +129,49 @@ class PaCoReNodes:
 
     def __init__(self, backend: ChatBackend, config: PaCoReConfig) -> None:
         self.backend = backend
-        self.config = config
+        self.base_config = config
+        self._configured: dict[str, PaCoReConfig] = {}  # the settings per distinct run context, validated once
+
+    @property
+    def config(self) -> PaCoReConfig:
+        """The settings of the current run: the graph's, with the run's context (if any) applied."""
+        context = _run_context()
+        if not context:
+            return self.base_config
+        key = json.dumps(context, sort_keys=True, default=str)
+        configured = self._configured.get(key)
+        if configured is None:
+            configured = self.base_config.with_overrides(context)
+            if len(self._configured) >= 64:  # a long-lived graph serving many configurations: keep the map small
+                self._configured.clear()
+            self._configured[key] = configured
+        return configured
 
     def prepare(self, state: PaCoReState) -> dict[str, Any]:
         """Validate the input and turn it into chat messages x; start at round 1 with M_0 = ∅ and P(x, ∅) = x.
 
+        A ``problem`` is this run's question alone; without one, x is the thread's ``messages`` (a parent's
+        conversation, or every turn of a checkpointed thread). The problem is consumed (set to None) and the
+        previous run's result cleared, so a thread reused for another run starts afresh whichever key it gets.
         The input's tools are checked here, before anything is sent (see :mod:`pacore_graph.tool_calls`).
         """
+        _ = self.config  # check the run's context before anything runs
         problem = state.get("problem")
         conversation = normalize_problem(problem if problem is not None else state.get("messages") or [])
         tools = tool_options(state.get("tools"), state.get("tool_choice"), state.get("parallel_tool_calls"))
         return {
             "tool_fields": tools.request_fields() if tools is not None else {},
+            "problem": None,
+            "reply_in_messages": problem is None,
             "conversation": conversation,
             "round": 1,
             "references": [],
             "prompt": build_prompt(conversation, []),
             "omega": [],
             "rounds": [],
+            "answer": None,
+            "finish_reason": None,
+            "usage": None,
         }
 
     async def plan(self, state: PaCoReState) -> dict[str, Any]:
@@ -343,12 +389,20 @@ class PaCoReNodes:
         params = with_tools(params, state.get("tool_fields"))
         prompt = state["prompt"]
         write = event_writer()
+        chat = SynthesisRun()
         started_at = time.time()
         clock = time.perf_counter()
-        with request_priority(round_number):
-            result = await self._stream_synthesis(prompt, params, round_number, write)
-        if not result.completions:
-            raise ProtocolError("the backend returned no completion; check that the server supports chat completions")
+        await chat.start(prompt, params.model_dump(mode="json", exclude_none=True))
+        try:
+            with request_priority(round_number):
+                result = await self._stream_synthesis(prompt, params, round_number, write, chat)
+            if not result.completions:
+                raise ProtocolError(
+                    "the backend returned no completion; check that the server supports chat completions"
+                )
+        except BaseException as exc:
+            await chat.error(exc)
+            raise
         trajectory = self._finish(
             result, prompt, params, round_number, 0, started_at, time.perf_counter() - clock, write, final=True
         )
@@ -359,6 +413,8 @@ class PaCoReNodes:
         stats = round_stats(round_number, 1, [trajectory], messages=int(answered))
         rounds = [*state["rounds"], stats]
         usage = summarize_usage(rounds)
+        message = answer_message(trajectory["conclusion"], trajectory["finish_reason"], usage, chat.message_id)
+        await chat.end(message)
         write(
             RunFinished(
                 answer=trajectory["conclusion"],
@@ -373,6 +429,7 @@ class PaCoReNodes:
             "rounds": rounds,
             "usage": usage,
             "tool_calls": tool_calls,  # always written, so a thread's earlier calls never leak into this run
+            **({"messages": [message]} if state.get("reply_in_messages") else {}),
         }
 
     def vote(self, state: PaCoReState) -> dict[str, Any]:
@@ -400,6 +457,7 @@ class PaCoReNodes:
         event_writer()(
             RunFinished(answer=outcome.answer, finish_reason=finish_reason, usage=dict(usage), votes=outcome.tally)
         )
+        reply = answer_message(outcome.answer, finish_reason, usage, None) if state.get("reply_in_messages") else None
         return {
             "answer": outcome.answer,
             "finish_reason": finish_reason,
@@ -407,6 +465,7 @@ class PaCoReNodes:
             "omega": [],
             "rounds": rounds,
             "usage": usage,
+            **({"messages": [reply]} if reply is not None else {}),
         }
 
     def admit(self, round_number: int, k: int, trajectories: Sequence[Trajectory]) -> list[Trajectory]:
@@ -529,9 +588,18 @@ class PaCoReNodes:
         return trajectory
 
     async def _stream_synthesis(
-        self, prompt: list[dict[str, Any]], params: SamplingParams, round_number: int, write: EventWriter
+        self,
+        prompt: list[dict[str, Any]],
+        params: SamplingParams,
+        round_number: int,
+        write: EventWriter,
+        chat: SynthesisRun,
     ) -> ChatResult:
-        """The synthesis call: streamed when the backend can, so its text is shown while it is generated."""
+        """The synthesis call: streamed when the backend can, so its text is shown while it is generated.
+
+        The text goes to the PaCoRe events (``SynthesisDelta``, with reasoning) and to the chat-model run
+        (``chat``, the answer's text only).
+        """
         if not supports_streaming(self.backend):  # through wrappers: an eval meter must not hide streaming
             result = await self.backend.chat(prompt, params)
             if result.completions:  # one delta with the whole text keeps consumers uniform
@@ -539,6 +607,7 @@ class PaCoReNodes:
                 write(
                     SynthesisDelta(round=round_number, content=completion.content, reasoning=completion.reasoning or "")
                 )
+                await chat.token(completion.content)
             return result
         accumulated = StreamAccumulator()
         started = False
@@ -546,6 +615,7 @@ class PaCoReNodes:
             accumulated.add(chunk)
             if chunk.content or chunk.reasoning:
                 write(SynthesisDelta(round=round_number, content=chunk.content, reasoning=chunk.reasoning))
+                await chat.token(chunk.content)
                 started = True
             elif chunk.finish_reason is not None or chunk.tool_calls:
                 started = True
@@ -556,6 +626,32 @@ class PaCoReNodes:
                 "completion: see its logs"
             )
         return accumulated.result()
+
+
+def _run_context() -> dict[str, Any] | None:
+    """The current run's per-run settings (its context's override options), or None outside a run or without any.
+
+    At the top level the context is the graph's own: every key must be an option, so a typo is a ConfigError.
+    Inside a parent graph the context is the parent's and may hold its own keys: only the options are read.
+    """
+    try:
+        config = get_config()
+    except RuntimeError:  # outside a LangGraph run
+        return None
+    context = getattr(get_runtime(), "context", None)
+    if isinstance(context, Overrides):
+        return context.given() or None
+    nested = "|" in str(config.get("configurable", {}).get("checkpoint_ns", ""))  # a subgraph's node, or a task
+    if not isinstance(context, Mapping):
+        if context is None or nested:
+            return None
+        raise ConfigError(
+            f"the run's context is a {type(context).__name__}; give a dict of PaCoRe options (PaCoReContext), "
+            "e.g. context={'schedule': '8', 'temperature': 0.6}, or an Overrides"
+        )
+    if nested:
+        context = {key: value for key, value in context.items() if key in Overrides.model_fields}
+    return dict(context) or None
 
 
 def _split_choices(result: ChatResult, n: int) -> list[ChatResult]:

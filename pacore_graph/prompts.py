@@ -222,16 +222,24 @@ def normalize_problem(problem: str | Sequence[Any]) -> list[dict[str, Any]]:
     if isinstance(problem, str):
         messages: list[dict[str, Any]] = [{"role": "user", "content": problem}]
     elif isinstance(problem, Sequence) and problem:
-        from langchain_core.messages import BaseMessage, convert_to_openai_messages
+        from langchain_core.messages import BaseMessage
 
-        messages = [
-            dict(convert_to_openai_messages(m)) if isinstance(m, BaseMessage) else _as_message_dict(m) for m in problem
-        ]
+        messages = [_openai_message(m) if isinstance(m, BaseMessage) else _as_message_dict(m) for m in problem]
     else:
         raise ConfigError("the problem is empty; give a non-empty string or a non-empty list of chat messages")
     if not last_user_content(messages).strip():
         raise ConfigError("the problem is empty (the last user message has no text); give the question to solve")
     return messages
+
+
+def _openai_message(message: Any) -> dict[str, Any]:
+    """A LangChain message as an OpenAI dict; a tool-call turn without text has ``content: None``, as OpenAI's."""
+    from langchain_core.messages import convert_to_openai_messages
+
+    converted = dict(convert_to_openai_messages(message))
+    if converted.get("tool_calls") and converted.get("content") == "":
+        converted["content"] = None
+    return converted
 
 
 def _as_message_dict(message: Any) -> dict[str, Any]:

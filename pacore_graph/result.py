@@ -40,7 +40,9 @@ class RunUsage(BaseModel):
 
 
 #: The output keys that have fields of their own; every other key of a graph's output goes to ``extra``.
-_KNOWN_KEYS = frozenset({"answer", "finish_reason", "usage", "votes", "tool_calls"})
+_KNOWN_KEYS = frozenset(
+    {"answer", "finish_reason", "usage", "votes", "tool_calls", "messages"}
+)  # messages: the chat form
 
 
 class PaCoReResult(BaseModel):

@@ -36,6 +36,7 @@ from pydantic import ValidationError
 
 from pacore_graph.errors import GraphOutputError
 from pacore_graph.events import PaCoReEvent, parse_event
+from pacore_graph.overrides import Overrides
 from pacore_graph.result import PaCoReResult
 
 __all__ = ["OUTPUT_KEYS", "run_graph", "stream_run"]
@@ -53,16 +54,19 @@ async def run_graph(
     *,
     config: RunnableConfig | None = None,
     durability: Durability | None = None,
+    context: Mapping[str, Any] | Overrides | None = None,
 ) -> PaCoReResult:
     """Run ``graph`` on ``inputs`` to the end and return its typed result.
 
     ``config`` is LangGraph's (a ``thread_id`` for a checkpointed graph); ``durability`` is LangGraph's
-    (``"sync"`` for durable runs, see :mod:`pacore_graph.durable`). Raises what the graph raises (a
-    :class:`~pacore_graph.errors.RoundError`, a :class:`~pacore_graph.errors.BackendError`, ...) and
-    :class:`~pacore_graph.errors.GraphOutputError` when it ends without an answer.
+    (``"sync"`` for durable runs, see :mod:`pacore_graph.durable`); ``context`` is the run's settings
+    (LangGraph's runtime context, :class:`~pacore_graph.state.PaCoReContext`, e.g. ``{"schedule": "8"}``).
+    Raises what the graph raises (a :class:`~pacore_graph.errors.RoundError`, a
+    :class:`~pacore_graph.errors.BackendError`, ...) and :class:`~pacore_graph.errors.GraphOutputError`
+    when it ends without an answer.
     """
     final: PaCoReResult | None = None
-    async for item in _run(graph, inputs, config, durability, events=False):
+    async for item in _run(graph, inputs, config, durability, context, events=False):
         if isinstance(item, PaCoReResult):
             final = item
     assert final is not None  # _run ends with the result or raises
@@ -75,13 +79,14 @@ async def stream_run(
     *,
     config: RunnableConfig | None = None,
     durability: Durability | None = None,
+    context: Mapping[str, Any] | Overrides | None = None,
 ) -> AsyncIterator[PaCoReEvent | PaCoReResult]:
     """Run ``graph`` like :func:`run_graph`, yielding its PaCoRe events as they happen and then the result.
 
     Events from subgraphs come too, with :attr:`namespace` set to where they ran (``()`` at the top level).
     The :class:`~pacore_graph.result.PaCoReResult` is the last item; a failed run raises instead.
     """
-    async for item in _run(graph, inputs, config, durability, events=True):
+    async for item in _run(graph, inputs, config, durability, context, events=True):
         yield item
 
 
@@ -90,6 +95,7 @@ async def _run(
     inputs: Any,
     config: RunnableConfig | None,
     durability: Durability | None,
+    context: Mapping[str, Any] | Overrides | None,
     *,
     events: bool,
 ) -> AsyncIterator[PaCoReEvent | PaCoReResult]:
@@ -99,7 +105,7 @@ async def _run(
     nested: Mapping[str, Any] | None = None  # the last PaCoRe output a subgraph streamed
     interrupted = False
     async for namespace, mode, chunk in graph.astream(
-        inputs, config, stream_mode=modes, subgraphs=True, durability=durability
+        inputs, config, stream_mode=modes, subgraphs=True, durability=durability, context=context
     ):
         if mode == "custom":
             event = parse_event(chunk)

@@ -9,7 +9,9 @@ Both are ``langchain_core.tools.BaseTool`` objects, so any tool-calling agent (a
     tools = [make_deep_reason_tool(load_graph("pacore-low", backend)), make_code_runner_tool()]
 
 ``make_deep_reason_tool`` takes an already built graph (anything with ``ainvoke({"problem": ...})`` returning
-``{"answer": ...}``), because tools sit below the graph registry and never import it.
+``{"answer": ...}``), because tools sit below the graph registry and never import it. The tool works from
+async agents (``ainvoke``) and sync ones (``invoke``: the graph's sync ``invoke`` when it has one, as the
+built-in graphs do, else its ``ainvoke`` on :mod:`pacore_graph.bridge`'s loop).
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from typing import Any, Protocol
 
 from langchain_core.tools import BaseTool, StructuredTool
 from pydantic import BaseModel, Field
+
+from pacore_graph.bridge import run_sync
 
 from .sandbox import DEFAULT_LIMITS, SandboxLimits, arun_python
 
@@ -96,6 +100,11 @@ def make_deep_reason_tool(
         state = await graph.ainvoke({"problem": problem})
         return str(state["answer"]).strip()
 
+    def deep_reason_sync(problem: str) -> str:
+        invoke = getattr(graph, "invoke", None)
+        state = invoke({"problem": problem}) if callable(invoke) else run_sync(graph.ainvoke({"problem": problem}))
+        return str(state["answer"]).strip()
+
     return StructuredTool.from_function(
-        coroutine=deep_reason, name=name, description=description, args_schema=DeepReasonInput
+        func=deep_reason_sync, coroutine=deep_reason, name=name, description=description, args_schema=DeepReasonInput
     )

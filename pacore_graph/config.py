@@ -152,7 +152,9 @@ class PaCoReConfig(BaseModel):
     ``prompt`` is P(x, M); ``template``, its jinja2 text, is derived from it (or given instead of it).
     ``max_prompt_chars`` caps the text of any single prompt: a round whose prompt would exceed it fails before
     anything is sent. ``max_model_len`` (the model's context, in tokens) makes every prompt fit
-    ``max_model_len - max_tokens``, trimming references as :mod:`pacore_graph.budget` documents. ``extraction``
+    ``max_model_len - max_tokens``, trimming references as :mod:`pacore_graph.budget` documents.
+    ``max_request_bytes`` caps the JSON of one request's messages (images included; default 32 MiB): a round
+    whose requests would be larger fails before any is sent, saying how much it would send. ``extraction``
     is how voting graphs read an answer from a conclusion. ``failure`` is the partial-failure policy (a quorum
     per round; by default any failed request fails the run).
 
@@ -184,6 +186,7 @@ class PaCoReConfig(BaseModel):
     extraction: ExtractionPolicy = Field(ExtractionPolicy(), alias="answer")
     max_prompt_chars: int | None = Field(None, gt=0)
     max_model_len: int | None = Field(None, gt=0)
+    max_request_bytes: int = Field(32 * 1024 * 1024, gt=0)  # budget.DEFAULT_MAX_REQUEST_BYTES
     failure: FailurePolicy = FailurePolicy()
     n_batch: int | None = Field(None, ge=1)
 

@@ -124,7 +124,9 @@ class RunStatus:
     values: dict[str, Any]
 
 
-async def check_resumable(graph: CompiledStateGraph[Any, Any, Any, Any], run_id: str, problem: str) -> RunStatus:
+async def check_resumable(
+    graph: CompiledStateGraph[Any, Any, Any, Any], run_id: str, problem: str | list[dict[str, Any]]
+) -> RunStatus:
     """Look the run up; raise ``ConfigError`` if it exists but was started with another problem."""
     snapshot = await graph.aget_state(run_config(run_id))
     if not snapshot.values and not snapshot.next:
@@ -138,7 +140,9 @@ async def check_resumable(graph: CompiledStateGraph[Any, Any, Any, Any], run_id:
     return RunStatus("interrupted" if snapshot.next else "finished", dict(snapshot.values))
 
 
-def _preview(text: str, limit: int = 60) -> str:
+def _preview(text: Any, limit: int = 60) -> str:
+    if not isinstance(text, str):
+        return f"{len(text)} chat message(s)" if isinstance(text, list) else type(text).__name__
     return repr(text if len(text) <= limit else text[:limit] + "…")
 
 

@@ -37,7 +37,8 @@ class Overrides(BaseModel):
     ``schedule`` takes ``"32,4"``, ``[32, 4]``, ``4``, a preset or a :class:`~pacore_graph.Schedule`; the sampling
     options (``temperature``, ``top_p``, ``max_tokens``, ``seed``, ``stop``) apply to every round; ``truncated``
     is ``compaction.truncated``; ``min_trajectories``, ``min_fraction`` and ``straggler_grace`` are the
-    ``failure`` quorum; ``max_prompt_chars``, ``max_model_len`` and ``n_batch`` are the settings of those names.
+    ``failure`` quorum; ``max_prompt_chars``, ``max_model_len``, ``max_request_bytes`` and ``n_batch`` are the
+    settings of those names.
     Values are checked when applied, by the settings model (see :data:`OVERRIDE_TARGETS`).
     """
 
@@ -52,6 +53,7 @@ class Overrides(BaseModel):
     truncated: str | None = None
     max_prompt_chars: int | None = None
     max_model_len: int | None = None
+    max_request_bytes: int | None = None
     min_trajectories: int | None = None
     min_fraction: float | None = None
     straggler_grace: float | None = None
@@ -72,6 +74,7 @@ OVERRIDE_TARGETS: dict[str, str] = {
     "truncated": "compaction.truncated",
     "max_prompt_chars": "max_prompt_chars",
     "max_model_len": "max_model_len",
+    "max_request_bytes": "max_request_bytes",
     "min_trajectories": "failure.min_trajectories",
     "min_fraction": "failure.min_fraction",
     "straggler_grace": "failure.straggler_grace",

@@ -389,3 +389,22 @@ async def test_sampling_params_are_unchanged_by_images():
     backend = FunctionBackend(lambda m, p: "x")
     await run_graph(build_pacore_graph(backend, "1", params=SamplingParams(max_tokens=5)), {"messages": problem()})
     assert all(call.params.max_tokens == 5 for call in backend.calls)
+
+
+async def test_a_langchain_chat_model_backend_sends_the_image_in_every_round():
+    from langchain_openai import ChatOpenAI
+
+    from pacore_graph import LangChainBackend
+
+    async with FakeOpenAIServer(script) as server:
+        model = ChatOpenAI(base_url=server.base_url, api_key="unused", model="fake-model", max_retries=0)
+        problem_lc = [HumanMessage(content=[{"type": "text", "text": QUESTION}, image()])]
+        try:
+            await run_graph(build_pacore_graph(LangChainBackend(model), "2"), {"messages": problem_lc})
+        finally:
+            await model.root_async_client.close()
+        requests = list(server.requests)
+    assert len(requests) == 3
+    for request in requests:
+        assert request.messages[-1]["content"][-1] == image()
+    assert requests[2].messages[-1]["content"][0]["text"].startswith("You are given a problem")

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Self
 
 from pydantic import BaseModel, ConfigDict, Field, field_serializer, field_validator, model_validator
 
+from pacore_graph.budget import DEFAULT_MAX_REQUEST_BYTES
 from pacore_graph.clients.base import SamplingParams
 from pacore_graph.compaction import CompactionPolicy
 from pacore_graph.errors import ConfigError
@@ -186,7 +187,7 @@ class PaCoReConfig(BaseModel):
     extraction: ExtractionPolicy = Field(ExtractionPolicy(), alias="answer")
     max_prompt_chars: int | None = Field(None, gt=0)
     max_model_len: int | None = Field(None, gt=0)
-    max_request_bytes: int = Field(32 * 1024 * 1024, gt=0)  # budget.DEFAULT_MAX_REQUEST_BYTES
+    max_request_bytes: int = Field(DEFAULT_MAX_REQUEST_BYTES, gt=0)
     failure: FailurePolicy = FailurePolicy()
     n_batch: int | None = Field(None, ge=1)
 

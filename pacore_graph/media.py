@@ -192,6 +192,13 @@ def problem_media(messages: Sequence[Any]) -> list[tuple[str, str | None, bytes 
         content = message.get("content") if isinstance(message, Mapping) else None
         for part in non_text_parts(content):
             kind = str(part.get("type", "?")) if isinstance(part, Mapping) else "?"
+            audio = part.get("input_audio") if isinstance(part, Mapping) else None
+            if isinstance(audio, Mapping) and isinstance(audio.get("data"), str):
+                try:
+                    found.append((kind, f"audio/{audio.get('format') or 'wav'}", base64.b64decode(audio["data"]), None))
+                    continue
+                except (binascii.Error, ValueError):
+                    pass
             url = _first_url(part)
             parsed = parse_data_url(url) if url is not None else None
             if parsed is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import random
 from pathlib import Path
@@ -289,8 +290,6 @@ async def test_the_trace_records_images_by_reference_with_a_thumbnail(tmp_path):
     trace = await record_run(build_pacore_graph(backend, "2"), {"messages": problem()})
     text = trace.model_dump_json()
     assert base64.b64encode(PNG).decode() not in text
-    import hashlib
-
     reference = {"sha256": hashlib.sha256(PNG).hexdigest(), "bytes": len(PNG), "mime": "image/png"}
     for trajectory in trace.trajectories:
         assert trajectory.messages[-1]["content"][-1] == {"type": "image_url", "image_url": {"url": reference}}
@@ -408,3 +407,29 @@ async def test_a_langchain_chat_model_backend_sends_the_image_in_every_round():
     for request in requests:
         assert request.messages[-1]["content"][-1] == image()
     assert requests[2].messages[-1]["content"][0]["text"].startswith("You are given a problem")
+
+
+async def test_the_proxy_refuses_an_image_without_text_with_a_400_and_sends_nothing():
+    settings = ProxySettings(port=0, shutdown_grace=2.0)
+    async with FakeOpenAIServer(script) as server, VLLMClient(server.base_url, max_retries=0) as client:
+        async with PaCoReProxy(client, settings) as proxy, aiohttp.ClientSession() as http:
+            body = {"model": "pacore-low", "messages": [{"role": "user", "content": [image()]}]}
+            async with http.post(f"{proxy.base_url}/chat/completions", json=body) as response:
+                status, error = response.status, (await response.json())["error"]["message"]
+        assert server.requests == []
+    assert status == 400 and "has no text" in error
+
+
+async def test_audio_parts_are_referenced_too():
+    audio_bytes = b"RIFF\x00\x00\x00\x00WAVEfmt "
+    audio = {"type": "input_audio", "input_audio": {"data": base64.b64encode(audio_bytes).decode(), "format": "wav"}}
+    messages = [{"role": "user", "content": [{"type": "text", "text": "Who speaks?"}, audio]}]
+    trace = await record_run(build_pacore_graph(FunctionBackend(lambda m, p: "x"), "1"), {"messages": messages})
+    reference = {"sha256": hashlib.sha256(audio_bytes).hexdigest(), "bytes": len(audio_bytes), "mime": "audio/wav"}
+    assert trace.trajectories[-1].messages[-1]["content"][-1] == {
+        "type": "input_audio",
+        "input_audio": {"data": reference, "format": "wav"},
+    }
+    assert [(m.type, m.mime, m.bytes, m.thumbnail) for m in trace.media] == [
+        ("input_audio", "audio/wav", len(audio_bytes), None)
+    ]

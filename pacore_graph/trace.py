@@ -305,9 +305,12 @@ def _problem_media(problem: Any) -> list[TraceMedia]:
 
 
 def _jsonable(value: Any) -> Any:
-    """The problem as JSON data (LangChain messages become their dicts)."""
+    """The problem as JSON data: LangChain messages become their OpenAI dicts (so image blocks become data URLs,
+    which the trace then references, instead of bytes under LangChain's own keys)."""
     try:
         json.dumps(value)
         return value
     except TypeError:
-        return [m.model_dump() if hasattr(m, "model_dump") else str(m) for m in value]
+        from langchain_core.messages import BaseMessage, convert_to_openai_messages
+
+        return [dict(convert_to_openai_messages(m)) if isinstance(m, BaseMessage) else str(m) for m in value]

@@ -433,3 +433,12 @@ async def test_audio_parts_are_referenced_too():
     assert [(m.type, m.mime, m.bytes, m.thumbnail) for m in trace.media] == [
         ("input_audio", "audio/wav", len(audio_bytes), None)
     ]
+
+
+async def test_a_langchain_problem_is_traced_with_its_image_by_reference():
+    block = {"type": "image", "base64": base64.b64encode(PNG).decode(), "mime_type": "image/png"}
+    messages = [HumanMessage(content=[{"type": "text", "text": QUESTION}, block])]
+    trace = await record_run(build_pacore_graph(FunctionBackend(lambda m, p: "x"), "1"), {"messages": messages})
+    assert base64.b64encode(PNG).decode() not in trace.model_dump_json()
+    assert trace.problem[0]["content"][1]["image_url"]["url"]["sha256"] == hashlib.sha256(PNG).hexdigest()
+    assert trace.media[0].bytes == len(PNG)

@@ -35,6 +35,7 @@ if TYPE_CHECKING:
         PaCoReError,
         ProtocolError,
         QuorumError,
+        RequestTooLargeError,
         RoundError,
         ScheduleError,
         UpstreamError,
@@ -58,6 +59,7 @@ if TYPE_CHECKING:
         normalize_answer,
     )
     from pacore_graph.graph import build_pacore_graph
+    from pacore_graph.media import image_part
     from pacore_graph.prompts import REFERENCE_TEMPLATE, build_prompt, normalize_problem, render_references
     from pacore_graph.result import PaCoReResult, RoundRow, RunUsage
     from pacore_graph.run import run_graph, stream_run
@@ -91,6 +93,7 @@ __all__ = [
     "PaCoReResult",
     "ProtocolError",
     "QuorumError",
+    "RequestTooLargeError",
     "ResponseFormat",
     "RoundCompacted",
     "RoundError",
@@ -121,6 +124,7 @@ __all__ = [
     "conclusion_of",
     "extract_answer",
     "extract_boxed",
+    "image_part",
     "majority_vote",
     "normalize_answer",
     "normalize_problem",
@@ -167,6 +171,7 @@ if not TYPE_CHECKING:
                 "PaCoReError",
                 "ProtocolError",
                 "QuorumError",
+                "RequestTooLargeError",
                 "RoundError",
                 "ScheduleError",
                 "UpstreamError",
@@ -190,6 +195,7 @@ if not TYPE_CHECKING:
                 "normalize_answer",
             ],
             "pacore_graph.graph": ["build_pacore_graph"],
+            "pacore_graph.media": ["image_part"],
             "pacore_graph.prompts": ["REFERENCE_TEMPLATE", "build_prompt", "normalize_problem", "render_references"],
             "pacore_graph.result": ["PaCoReResult", "RoundRow", "RunUsage"],
             "pacore_graph.run": ["run_graph", "stream_run"],

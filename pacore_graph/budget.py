@@ -1,30 +1,62 @@
 """The context budget: make P(x, M) fit ``max_model_len - max_tokens`` before it is sent.
 
 Counting: a backend that can tokenize (:class:`TokenCountingBackend`, e.g. ``VLLMClient`` through vLLM's
-``/tokenize``) gives the exact count; otherwise :func:`estimate_tokens` gives a conservative one (UTF-8 bytes
-plus a per-message allowance: byte-level BPE tokenizers never produce more tokens than bytes).
+``/tokenize``, which gets the messages as they are, images included, and counts their tokens as the model's
+processor does) gives the exact count; otherwise :func:`estimate_tokens` gives an estimate (UTF-8 bytes plus a
+per-message allowance: byte-level BPE tokenizers never produce more tokens than bytes; plus
+:data:`MEDIA_PART_TOKENS` for each non-text part, an image say, which has no text to measure and whose true cost
+depends on the model and the picture's size). Either way the count says how it was had (``tokenizer`` or
+``estimate``): it is on each round's ``RoundStarted`` event (``prompt_tokens``, ``tokens_counted``) and in every
+budget error.
 
 Trimming policy (:func:`fit_prompt`): while the prompt does not fit, drop the longest reference (it frees the
 most room while keeping the most references; ties: the later one), and re-count. At least one reference is
 always kept: a round that cannot fit even one, or a problem that does not fit on its own, fails with
 :class:`~pacore_graph.errors.ContextBudgetError` before anything is sent. How many references were dropped is
 reported on the round's ``RoundStarted`` event (``trimmed``).
+
+Request size (:func:`check_request_size`): the JSON of a request's messages (images included, base64) may not
+exceed ``max_request_bytes`` (:class:`~pacore_graph.config.PaCoReConfig`, default
+:data:`DEFAULT_MAX_REQUEST_BYTES`); a round that would send a larger one fails with
+:class:`~pacore_graph.errors.RequestTooLargeError` before any of its requests is sent, saying how much the
+round would send in all (its requests × the body size). Every request carries each image once: P(x, M) keeps
+one copy of each non-text part (see :mod:`pacore_graph.prompts`).
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Literal, NamedTuple, Protocol, runtime_checkable
 
 from pacore_graph.clients.base import ChatMessage
-from pacore_graph.errors import ContextBudgetError
-from pacore_graph.messages import text_of
+from pacore_graph.errors import ContextBudgetError, RequestTooLargeError
+from pacore_graph.messages import non_text_parts, text_of
 from pacore_graph.prompts import build_prompt
 
-__all__ = ["MESSAGE_OVERHEAD_TOKENS", "TokenCountingBackend", "count_tokens", "estimate_tokens", "fit_prompt"]
+__all__ = [
+    "DEFAULT_MAX_REQUEST_BYTES",
+    "MEDIA_PART_TOKENS",
+    "MESSAGE_OVERHEAD_TOKENS",
+    "FittedPrompt",
+    "TokenCountingBackend",
+    "check_request_size",
+    "count_tokens",
+    "estimate_tokens",
+    "fit_prompt",
+    "media_parts",
+    "request_bytes",
+]
 
 #: Tokens allowed per message for the chat template's role markers and separators in the estimate.
 MESSAGE_OVERHEAD_TOKENS = 8
+
+#: Tokens the estimate allows for each non-text part (an image, an audio clip): a typical photo costs a few
+#: hundred to a few thousand tokens in today's vision-language models (Qwen2.5-VL: one per 28×28 pixels).
+MEDIA_PART_TOKENS = 2048
+
+#: The default ``max_request_bytes``: 32 MiB of JSON per request.
+DEFAULT_MAX_REQUEST_BYTES = 32 * 1024 * 1024
 
 
 @runtime_checkable
@@ -36,21 +68,48 @@ class TokenCountingBackend(Protocol):
         ...
 
 
+def media_parts(messages: Sequence[ChatMessage]) -> int:
+    """How many non-text parts (images, audio, ...) the messages hold."""
+    return sum(len(non_text_parts(message.get("content"))) for message in messages)
+
+
 def estimate_tokens(messages: Sequence[ChatMessage]) -> int:
-    """A conservative token count: UTF-8 bytes of every text, plus an allowance per message."""
+    """A token estimate: UTF-8 bytes of every text, an allowance per message, and one per non-text part."""
     total = 0
     for message in messages:
-        total += len(text_of(message.get("content")).encode("utf-8")) + MESSAGE_OVERHEAD_TOKENS
+        content = message.get("content")
+        total += len(text_of(content).encode("utf-8")) + MESSAGE_OVERHEAD_TOKENS
+        total += MEDIA_PART_TOKENS * len(non_text_parts(content))  # no text to measure: never count it as zero
     return total + MESSAGE_OVERHEAD_TOKENS  # the generation prompt
 
 
-async def count_tokens(backend: object, messages: Sequence[ChatMessage]) -> tuple[int, str]:
+Counted = Literal["tokenizer", "estimate"]
+
+
+async def count_tokens(backend: object, messages: Sequence[ChatMessage]) -> tuple[int, Counted]:
     """The prompt's token count and how it was had: ``"tokenizer"`` (the server's) or ``"estimate"``."""
     if isinstance(backend, TokenCountingBackend):
         exact = await backend.count_tokens(messages)
         if exact is not None:
             return exact, "tokenizer"
     return estimate_tokens(messages), "estimate"
+
+
+def _how(how: str, messages: Sequence[ChatMessage]) -> str:
+    """How a count was had, in words, naming the per-part allowance when an estimate includes one."""
+    media = media_parts(messages)
+    if how != "estimate" or not media:
+        return how
+    return f"estimate, counting {media} non-text part(s) as {MEDIA_PART_TOKENS:,} tokens each"
+
+
+class FittedPrompt(NamedTuple):
+    """P(x, M) fitted to the context, how many references were dropped, and its token count and how it was had."""
+
+    prompt: list[dict[str, Any]]
+    trimmed: int
+    tokens: int
+    counted: Counted
 
 
 async def fit_prompt(
@@ -63,8 +122,9 @@ async def fit_prompt(
     max_tokens: int | None,
     what: str,
     prompt: list[dict[str, Any]] | None = None,
-) -> tuple[list[dict[str, Any]], int]:
-    """P(x, M) trimmed to fit ``max_model_len - max_tokens`` (see the module docstring); and how many were dropped.
+) -> FittedPrompt:
+    """P(x, M) trimmed to fit ``max_model_len - max_tokens`` (see the module docstring); how many were dropped;
+    and the count.
 
     ``prompt`` is P(x, M) already rendered, if the caller has it: it is rendered again only when trimming.
     """
@@ -80,14 +140,39 @@ async def fit_prompt(
     while True:
         count, how = await count_tokens(backend, prompt)
         if count <= room:
-            return prompt, len(references) - len(kept)
+            return FittedPrompt(prompt, len(references) - len(kept), count, how)
         if len(kept) <= 1:
             alone = "the problem alone" if not kept else "the problem with a single reference"
             raise ContextBudgetError(
-                f"{what}: {alone} is {count:,} tokens ({how}), over the room of {room:,} "
+                f"{what}: {alone} is {count:,} tokens ({_how(how, prompt)}), over the room of {room:,} "
                 f"(max_model_len {max_model_len:,} - max_tokens {max_tokens or 1:,}); nothing was sent. "
                 "Shorten the problem, lower max_tokens, or use a model with a longer context"
             )
         longest = max(range(len(kept)), key=lambda i: (len(kept[i]), i))
         del kept[longest]
         prompt = build_prompt(conversation, kept, template)
+
+
+def request_bytes(messages: Sequence[ChatMessage]) -> int:
+    """The size of a request's messages as JSON, as the client sends them (images as their base64 text)."""
+    return len(json.dumps([dict(m) for m in messages]).encode("utf-8"))
+
+
+def check_request_size(messages: Sequence[ChatMessage], requests: int, *, max_request_bytes: int, what: str) -> int:
+    """The messages' JSON size; raise :class:`RequestTooLargeError` (nothing sent) when it is over the limit.
+
+    ``requests`` is how many requests of these messages the round sends, to say how much it would send in all.
+    """
+    size = request_bytes(messages)
+    if size > max_request_bytes:
+        raise RequestTooLargeError(
+            f"{what}: each request would be {_mb(size)} of JSON (images included), over max_request_bytes "
+            f"{_mb(max_request_bytes)}; {requests} request(s) would send {_mb(size * requests)} in all. Nothing of "
+            "it was sent: send smaller images, or raise max_request_bytes (CLI --max-request-bytes) if the server "
+            "takes larger bodies"
+        )
+    return size
+
+
+def _mb(size: int) -> str:
+    return f"{size / 1e6:,.1f} MB ({size:,} bytes)"

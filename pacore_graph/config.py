@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Self
 
 from pydantic import BaseModel, ConfigDict, Field, field_serializer, field_validator, model_validator
 
+from pacore_graph.budget import DEFAULT_MAX_REQUEST_BYTES
 from pacore_graph.clients.base import SamplingParams
 from pacore_graph.compaction import CompactionPolicy
 from pacore_graph.errors import ConfigError
@@ -153,7 +154,9 @@ class PaCoReConfig(BaseModel):
     ``prompt`` is P(x, M); ``template``, its jinja2 text, is derived from it (or given instead of it).
     ``max_prompt_chars`` caps the text of any single prompt: a round whose prompt would exceed it fails before
     anything is sent. ``max_model_len`` (the model's context, in tokens) makes every prompt fit
-    ``max_model_len - max_tokens``, trimming references as :mod:`pacore_graph.budget` documents. ``extraction``
+    ``max_model_len - max_tokens``, trimming references as :mod:`pacore_graph.budget` documents.
+    ``max_request_bytes`` caps the JSON of one request's messages (images included; default 32 MiB): a round
+    whose requests would be larger fails before any is sent, saying how much it would send. ``extraction``
     is how voting graphs read an answer from a conclusion. ``failure`` is the partial-failure policy (a quorum
     per round; by default any failed request fails the run).
 
@@ -188,6 +191,7 @@ class PaCoReConfig(BaseModel):
     extraction: ExtractionPolicy = Field(ExtractionPolicy(), alias="answer")
     max_prompt_chars: int | None = Field(None, gt=0)
     max_model_len: int | None = Field(None, gt=0)
+    max_request_bytes: int = Field(DEFAULT_MAX_REQUEST_BYTES, gt=0)
     failure: FailurePolicy = FailurePolicy()
     n_batch: int | None = Field(None, ge=1)
     #: The answer's format (OpenAI ``response_format``), sent on the final synthesis only (see final_params).

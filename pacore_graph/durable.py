@@ -271,7 +271,9 @@ class RunStatus:
     values: dict[str, Any]
 
 
-async def check_resumable(graph: CompiledStateGraph[Any, Any, Any, Any], run_id: str, problem: str) -> RunStatus:
+async def check_resumable(
+    graph: CompiledStateGraph[Any, Any, Any, Any], run_id: str, problem: str | list[dict[str, Any]]
+) -> RunStatus:
     """Look the run up; raise ``ConfigError`` if it exists but was started with another problem."""
     # The latest checkpoint and its pending writes are decoded here first: what fails to decode (msgpack errors are
     # ValueErrors) or is not a checkpoint is a corrupt store.
@@ -294,7 +296,9 @@ async def check_resumable(graph: CompiledStateGraph[Any, Any, Any, Any], run_id:
     return RunStatus("interrupted" if snapshot.next else "finished", dict(snapshot.values))
 
 
-def _preview(text: str, limit: int = 60) -> str:
+def _preview(text: Any, limit: int = 60) -> str:
+    if not isinstance(text, str):
+        return f"{len(text)} chat message(s)" if isinstance(text, list) else type(text).__name__
     return repr(text if len(text) <= limit else text[:limit] + "…")
 
 

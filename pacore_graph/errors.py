@@ -9,6 +9,7 @@ Every exception derives from one root, so callers can catch the whole family::
     │   ├── EmptyRoundError      no trajectory of a round left a usable conclusion
     │   ├── QuorumError          too few trajectories of a round came back (see FailurePolicy)
     │   └── ContextBudgetError   a round's prompt would not fit the configured budget (nothing was sent)
+    │       └── RequestTooLargeError  a round's request body would be over max_request_bytes (also a ConfigError)
     ├── GraphOutputError         a graph finished without the output a result is read from (answer, usage, ...)
     └── BackendError             talking to the model server failed
         ├── ConnectError         the server could not be reached (after retries)
@@ -31,6 +32,7 @@ __all__ = [
     "PaCoReError",
     "ProtocolError",
     "QuorumError",
+    "RequestTooLargeError",
     "RoundError",
     "ScheduleError",
     "UpstreamError",
@@ -67,6 +69,14 @@ class QuorumError(RoundError):
 
 class ContextBudgetError(RoundError):
     """A prompt would exceed the configured budget; raised before anything is sent."""
+
+
+class RequestTooLargeError(ContextBudgetError, ConfigError):
+    """A round's request body (its messages as JSON, images included) would be over ``max_request_bytes``.
+
+    Raised before any of the round's requests is sent. It is also a :class:`ConfigError`: the input is too large
+    for the configured limit (the command line exits with 2).
+    """
 
 
 class GraphOutputError(PaCoReError):

@@ -70,6 +70,13 @@ class RoundStarted(_Event):
     final: bool = Field(False, description="True for the final synthesis round (k = 1)")
     prompt_chars: int
     trimmed: int = Field(0, description="references dropped to fit the context (max_model_len); see budget.py")
+    prompt_tokens: int | None = Field(
+        None, description="the prompt's token count, when fitted to the context (max_model_len); see budget.py"
+    )
+    tokens_counted: Literal["tokenizer", "estimate"] | None = Field(
+        None, description="how prompt_tokens was had: the server's tokenizer, or an estimate (see budget.py)"
+    )
+    request_bytes: int | None = Field(None, description="the JSON size of one request's messages (images included)")
 
 
 class TrajectoryFinished(_Event):

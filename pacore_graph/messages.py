@@ -4,6 +4,9 @@ A message content is a string or a list of OpenAI content parts. Its text is the
 text parts joined by a newline, as vLLM's chat API joins them before applying the chat template. The prompt
 template, the context budget, the round sizes and the fake servers all read text through these functions, so
 they agree on every message.
+
+Every other part (``image_url``, ``input_audio``, ``video_url``, ``audio_url``, ``file``, ...: whatever the server
+accepts) is a *non-text part*: it has no text, and :func:`non_text_parts` returns them, in order, as they are.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ __all__ = [
     "is_text_only",
     "last_user_index",
     "last_user_text",
+    "non_text_parts",
     "prompt_chars",
     "text_of",
 ]
@@ -33,6 +37,13 @@ def text_of(content: Any) -> str:
         texts = [part.get("text") for part in parts]
         return TEXT_PART_SEPARATOR.join(text for text in texts if isinstance(text, str))
     return ""
+
+
+def non_text_parts(content: Any) -> list[Any]:
+    """The parts of a content that are not text parts, in their order, as they are (the same objects)."""
+    if not isinstance(content, list):
+        return []
+    return [part for part in content if not (isinstance(part, Mapping) and part.get("type", "text") == "text")]
 
 
 def is_text_only(content: Any) -> bool:

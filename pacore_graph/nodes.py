@@ -35,7 +35,7 @@ from langgraph.config import get_config
 from langgraph.func import task
 from langgraph.runtime import get_runtime
 
-from pacore_graph.budget import fit_prompt
+from pacore_graph.budget import check_request_size, fit_prompt
 from pacore_graph.chat_run import SynthesisRun, answer_message
 from pacore_graph.clients.base import ChatBackend, ChatResult, SamplingParams, TokenUsage
 from pacore_graph.clients.limiter import request_priority
@@ -184,9 +184,9 @@ class PaCoReNodes:
         params = self.config.final_params if final else self.config.params_for_round(round_number)
         prompt = state["prompt"]
         self._check_budget(prompt, round_number)
-        trimmed = 0
+        trimmed, tokens, counted = 0, None, None
         if self.config.max_model_len is not None:
-            prompt, trimmed = await fit_prompt(
+            prompt, trimmed, tokens, counted = await fit_prompt(
                 self.backend,
                 state["conversation"],
                 state["references"],
@@ -197,8 +197,23 @@ class PaCoReNodes:
                 prompt=prompt,
             )
         k = 1 if final else self.config.schedule.rounds[round_number - 1]
+        size = check_request_size(
+            prompt,
+            self._requests(k),
+            max_request_bytes=self.config.max_request_bytes,
+            what=self._round_name(round_number),
+        )
         event_writer()(
-            RoundStarted(round=round_number, k=k, final=final, prompt_chars=prompt_chars(prompt), trimmed=trimmed)
+            RoundStarted(
+                round=round_number,
+                k=k,
+                final=final,
+                prompt_chars=prompt_chars(prompt),
+                trimmed=trimmed,
+                prompt_tokens=tokens,
+                tokens_counted=counted,
+                request_bytes=size,
+            )
         )
         return {"prompt": prompt} if trimmed else {}
 
@@ -481,6 +496,11 @@ class PaCoReNodes:
                 "the quorum (failure.min_trajectories / min_fraction, CLI --min-trajectories / --min-fraction)"
             )
         return returned
+
+    def _requests(self, k: int) -> int:
+        """How many requests a round of ``k`` trajectories sends (n-batching sends fewer, larger ones)."""
+        batch = self.config.n_batch if self.config.n_batch is not None and self.config.n_batch > 1 else 1
+        return -(-k // batch)
 
     def _is_final(self, round_number: int) -> bool:
         return round_number > len(self.config.schedule.rounds)

@@ -40,7 +40,8 @@ class Overrides(BaseModel):
     ``frequency_penalty``) apply to every round; ``response_format`` (OpenAI's, or a pydantic model class) to the
     final synthesis (:mod:`pacore_graph.structured`); ``truncated``
     is ``compaction.truncated``; ``min_trajectories``, ``min_fraction`` and ``straggler_grace`` are the
-    ``failure`` quorum; ``max_prompt_chars``, ``max_model_len`` and ``n_batch`` are the settings of those names.
+    ``failure`` quorum; ``max_prompt_chars``, ``max_model_len``, ``max_request_bytes`` and ``n_batch`` are the
+    settings of those names.
     Values are checked when applied, by the settings model (see :data:`OVERRIDE_TARGETS`).
     """
 
@@ -58,6 +59,7 @@ class Overrides(BaseModel):
     truncated: str | None = None
     max_prompt_chars: int | None = None
     max_model_len: int | None = None
+    max_request_bytes: int | None = None
     min_trajectories: int | None = None
     min_fraction: float | None = None
     straggler_grace: float | None = None
@@ -78,6 +80,7 @@ OVERRIDE_TARGETS: dict[str, str] = {
     "truncated": "compaction.truncated",
     "max_prompt_chars": "max_prompt_chars",
     "max_model_len": "max_model_len",
+    "max_request_bytes": "max_request_bytes",
     "min_trajectories": "failure.min_trajectories",
     "min_fraction": "failure.min_fraction",
     "straggler_grace": "failure.straggler_grace",

@@ -16,6 +16,13 @@ hold at most :data:`MAX_RENDER_CHARS` characters and rendering may take at most 
 of template code; ``*``, ``**`` and ``%`` refuse results over the size bound, as do filters and calls given a
 number over it (``center(10**9)``) and format strings with such a width; ``lipsum`` is not available. A template
 over a bound fails with one line (:class:`~pacore_graph.errors.ConfigError`).
+
+Multimodal problems (the last user message holds text parts and non-text parts: ``image_url``, ``input_audio``,
+``video_url``, ...): round 1 sends the messages unchanged. Later rounds replace the last user message's content
+with ``[template text part, every non-text part]``: the template's ``original_prompt`` is the message's text
+(its text parts joined by a newline, as vLLM joins them, :mod:`pacore_graph.messages`), and the non-text parts
+follow the text part in their original order, each the very same object (so its bytes are the same in every
+round, and each appears once per request). A text-only message gets a string content, as before.
 """
 
 from __future__ import annotations
@@ -34,7 +41,7 @@ import jinja2.sandbox
 
 from pacore_graph.clients.base import ChatMessage
 from pacore_graph.errors import ConfigError
-from pacore_graph.messages import is_text_only, last_user_index, text_of
+from pacore_graph.messages import last_user_index, non_text_parts, text_of
 
 __all__ = [
     "CITATION_PATTERNS",
@@ -46,6 +53,7 @@ __all__ = [
     "last_user_content",
     "normalize_problem",
     "render_references",
+    "synthesis_content",
 ]
 
 REFERENCE_TEMPLATE = """\
@@ -206,10 +214,15 @@ def _user_turn(messages: Sequence[ChatMessage]) -> int:
 
 
 def last_user_content(messages: Sequence[ChatMessage]) -> str:
-    """The text of the last user message: the 'original problem' the template quotes."""
+    """The text of the last user message (its text parts joined): the 'original problem' the template quotes."""
     content = messages[_user_turn(messages)].get("content")
-    if not is_text_only(content):
-        raise ConfigError("the last user message must be text (a string or text parts only)")
+    if not isinstance(content, str | list) or (
+        isinstance(content, list) and not all(isinstance(p, dict) and isinstance(p.get("type"), str) for p in content)
+    ):
+        raise ConfigError(
+            "the last user message must be a string or a list of content parts, each with a 'type' "
+            "(e.g. {'type': 'text', 'text': '...'}, {'type': 'image_url', 'image_url': {'url': '...'}})"
+        )
     return text_of(content)
 
 
@@ -228,7 +241,10 @@ def normalize_problem(problem: str | Sequence[Any]) -> list[dict[str, Any]]:
     else:
         raise ConfigError("the problem is empty; give a non-empty string or a non-empty list of chat messages")
     if not last_user_content(messages).strip():
-        raise ConfigError("the problem is empty (the last user message has no text); give the question to solve")
+        raise ConfigError(
+            "the problem is empty (the last user message has no text); give the question to solve "
+            "(beside any image: the later rounds quote that text)"
+        )
     return messages
 
 
@@ -259,14 +275,29 @@ def build_prompt(
     """P(x, M): the messages one trajectory of the next round is sampled from.
 
     With no references (round 1) the original messages are returned unchanged. Otherwise only the content of
-    the last user message is replaced by the rendered template; system messages, earlier turns and the turns
-    after it (assistant tool calls, tool results) are kept.
+    the last user message is replaced by the rendered template (plus its non-text parts, see
+    :func:`synthesis_content`); system messages, earlier turns and the turns after it (assistant tool calls, tool
+    results) are kept.
     """
     copied = [dict(m) for m in messages]
     if not references:
         return copied
-    copied[_user_turn(copied)]["content"] = render_references(last_user_content(copied), references, template)
+    turn = _user_turn(copied)
+    rendered = render_references(last_user_content(copied), references, template)
+    copied[turn]["content"] = synthesis_content(rendered, copied[turn].get("content"))
     return copied
+
+
+def synthesis_content(rendered: str, original: Any) -> str | list[Any]:
+    """The last user message's content in a later round: the rendered template, then ``original``'s non-text parts.
+
+    A text-only ``original`` gives the rendered string itself; one with non-text parts gives
+    ``[{"type": "text", "text": rendered}, *parts]``, the parts in their order and unchanged (the same objects).
+    """
+    media = non_text_parts(original)
+    if not media:
+        return rendered
+    return [{"type": "text", "text": rendered}, *media]
 
 
 #: A word that names a reference, then a number list: "Reference 3", "responses 1, 2 and 4", "Ref. #2".

@@ -166,6 +166,7 @@ class PaCoReContext(TypedDict, total=False):
     truncated: str
     max_prompt_chars: int
     max_model_len: int
+    max_request_bytes: int
     min_trajectories: int
     min_fraction: float
     straggler_grace: float

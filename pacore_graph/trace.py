@@ -15,6 +15,13 @@ Secrets: API keys travel in HTTP headers, not in requests' messages or params, s
 That is also enforced: values under secret-looking keys (``api_key``, ``authorization``, ...) and any string
 passed in ``secrets`` are replaced by ``"[REDACTED]"`` when the trace is built.
 
+Images and other non-text parts are recorded by reference, never their bytes: every base64 ``data:`` URL (and
+``input_audio`` data) in the problem and in each request's messages is replaced by ``{"sha256", "bytes", "mime"}``
+(:func:`pacore_graph.media.reference_media`). ``Trace.media`` lists the problem's non-text parts by the same
+reference (an http(s) URL is kept as it is), each image with one small thumbnail (a PNG data URL of at most 128
+pixels a side, a few KB) when Pillow is installed; without Pillow there is none and the HTML view shows a
+placeholder with the reference.
+
 A resumed run (a checkpointer) only streams the events of the nodes that run again, so its trace holds
 those alone.
 """
@@ -40,6 +47,7 @@ from pacore_graph.events import (
     TrajectoryFinished,
     stream_events,
 )
+from pacore_graph.media import media_reference, problem_media, reference_media, thumbnail
 
 __all__ = [
     "REDACTED",
@@ -47,6 +55,7 @@ __all__ = [
     "TRACE_VERSION",
     "Trace",
     "TraceGraph",
+    "TraceMedia",
     "TraceRecorder",
     "TraceRound",
     "TraceTrajectory",
@@ -90,6 +99,9 @@ class TraceRound(_Model):
     k: int
     final: bool = False
     prompt_chars: int = 0
+    prompt_tokens: int | None = Field(None, description="the prompt's tokens, when fitted to max_model_len")
+    tokens_counted: str | None = Field(None, description="how prompt_tokens was had: tokenizer or estimate")
+    request_bytes: int | None = Field(None, description="the JSON size of one request's messages, images included")
     trajectories: list[TraceTrajectory] = Field(default_factory=list)
     kept: int | None = None
     dropped_empty: int | None = None
@@ -99,6 +111,17 @@ class TraceRound(_Model):
         None, description="the references the next round was shown (None for the final round)"
     )
     next_prompt_chars: int | None = None
+
+
+class TraceMedia(_Model):
+    """One non-text part of the problem (an image, ...) by reference: never its bytes."""
+
+    type: str = Field(description="the part's type: image_url, input_audio, ...")
+    mime: str | None = None
+    sha256: str | None = Field(None, description="of the decoded bytes of a data URL; None for a URL")
+    bytes: int | None = None
+    url: str | None = Field(None, description="the part's URL when it is not a data URL (the server fetches it)")
+    thumbnail: str | None = Field(None, description="a PNG data URL of at most 128 px a side (needs Pillow)")
 
 
 class TraceGraph(_Model):
@@ -115,6 +138,7 @@ class Trace(_Model):
     version: int = TRACE_VERSION
     graph: TraceGraph
     problem: str | list[dict[str, Any]] | None = None
+    media: list[TraceMedia] = Field(default_factory=list, description="the problem's non-text parts, by reference")
     started_at: float
     finished_at: float | None = None
     rounds: list[TraceRound] = Field(default_factory=list)
@@ -173,9 +197,11 @@ class TraceRecorder:
         secrets: Iterable[str] = (),
     ) -> None:
         self._secrets = [s for s in secrets if s]
+        self._media: dict[str, dict[str, Any]] = {}  # data URL -> reference: each image is hashed once
         self._trace = Trace(
             graph=TraceGraph(name=graph_name, spec=redact(spec or {}, self._secrets)),
-            problem=redact(problem, self._secrets),
+            problem=redact(reference_media(problem, self._media), self._secrets),
+            media=_problem_media(problem),
             started_at=time.time(),
         )
         self._rounds: dict[int, TraceRound] = {}
@@ -191,6 +217,8 @@ class TraceRecorder:
         if isinstance(event, RoundStarted):
             row = self._round(event.round, event.k, event.final)
             row.k, row.final, row.prompt_chars = event.k, event.final, event.prompt_chars
+            row.prompt_tokens, row.tokens_counted = event.prompt_tokens, event.tokens_counted
+            row.request_bytes = event.request_bytes
         elif isinstance(event, TrajectoryFinished):
             row = self._round(event.round, final=event.final)
             row.trajectories.append(
@@ -198,7 +226,7 @@ class TraceRecorder:
                     round=event.round,
                     index=event.index,
                     final=event.final,
-                    messages=redact(event.messages, self._secrets),
+                    messages=redact(reference_media(event.messages, self._media), self._secrets),
                     params=redact(event.params, self._secrets),
                     content=redact(event.content, self._secrets),
                     reasoning=redact(event.reasoning, self._secrets),
@@ -261,10 +289,28 @@ async def record_run(
     return recorder.trace()
 
 
+def _problem_media(problem: Any) -> list[TraceMedia]:
+    """The problem's non-text parts by reference, each image with a thumbnail when one can be made."""
+    if not isinstance(problem, list):
+        return []
+    media = []
+    for kind, mime, data, url in problem_media(problem):
+        if data is None or mime is None:
+            media.append(TraceMedia(type=kind, url=url))
+            continue
+        reference = media_reference(data, mime)
+        small = thumbnail(data) if mime.startswith("image/") else None
+        media.append(TraceMedia(type=kind, **reference, thumbnail=small))
+    return media
+
+
 def _jsonable(value: Any) -> Any:
-    """The problem as JSON data (LangChain messages become their dicts)."""
+    """The problem as JSON data: LangChain messages become their OpenAI dicts (so image blocks become data URLs,
+    which the trace then references, instead of bytes under LangChain's own keys)."""
     try:
         json.dumps(value)
         return value
     except TypeError:
-        return [m.model_dump() if hasattr(m, "model_dump") else str(m) for m in value]
+        from langchain_core.messages import BaseMessage, convert_to_openai_messages
+
+        return [dict(convert_to_openai_messages(m)) if isinstance(m, BaseMessage) else str(m) for m in value]

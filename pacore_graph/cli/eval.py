@@ -21,6 +21,7 @@ from pacore_graph.cli.options import (
     EngineModelOption,
     MaxKOption,
     MaxModelLenOption,
+    MaxRequestBytesOption,
     MaxRoundsOption,
     MaxTokensOption,
     MinFractionOption,
@@ -238,6 +239,7 @@ def eval_command(
     min_fraction: MinFractionOption = None,
     straggler_grace: StragglerGraceOption = None,
     n_batch: NBatchOption = None,
+    max_request_bytes: MaxRequestBytesOption = None,
     max_k: MaxKOption = DEFAULT_MAX_K,
     max_rounds: MaxRoundsOption = DEFAULT_MAX_ROUNDS,
     debug: Annotated[bool, typer.Option(help="Show tracebacks on errors.")] = False,
@@ -278,6 +280,7 @@ def eval_command(
             min_fraction=min_fraction,
             straggler_grace=straggler_grace,
             n_batch=n_batch,
+            max_request_bytes=max_request_bytes,
         )
         graphs = resolve_eval_graphs(graph or ["pacore-low"], overrides)
         for each in graphs:

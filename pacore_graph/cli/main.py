@@ -25,6 +25,7 @@ from pacore_graph.cli.options import (
     EngineModelOption,
     MaxKOption,
     MaxModelLenOption,
+    MaxRequestBytesOption,
     MaxRoundsOption,
     MaxTokensOption,
     MinFractionOption,
@@ -85,8 +86,23 @@ def _read_problem(problem: str) -> str:
         raise ConfigError(f"standard input is not UTF-8 text (byte {exc.start}); convert it to UTF-8") from exc
 
 
+def _problem_with_images(text: str, images: list[str]) -> str | list[dict[str, Any]]:
+    """The problem as ``pacore run`` sends it: the text alone, or one user message of the text then each image."""
+    if not images:
+        return text
+    from pacore_graph.media import image_part
+
+    parts: list[dict[str, Any]] = [{"type": "text", "text": text}]
+    for source in images:
+        try:
+            parts.append(image_part(source))
+        except ConfigError as exc:
+            raise ConfigError(f"--image: {exc}") from None
+    return [{"role": "user", "content": parts}]
+
+
 async def _run(
-    problem: str,
+    problem: str | list[dict[str, Any]],
     run_graph: RunGraph,
     client: ChatBackend,
     progress: Console,
@@ -145,6 +161,14 @@ async def _run(
 def run(
     ctx: typer.Context,
     problem: Annotated[str, typer.Argument(help="The problem to solve; '-' reads it from standard input.")],
+    image: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--image",
+            metavar="FILE_OR_URL",
+            help="Attach an image (repeatable): a PNG/JPEG/GIF/WebP/BMP/TIFF file, an http(s):// or a data: URL.",
+        ),
+    ] = None,
     graph: Annotated[
         str | None,
         typer.Option("--graph", "-g", help="A graph name (`pacore graphs list`) or a spec .yaml; default pacore-low."),
@@ -165,6 +189,7 @@ def run(
     min_fraction: MinFractionOption = None,
     straggler_grace: StragglerGraceOption = None,
     n_batch: NBatchOption = None,
+    max_request_bytes: MaxRequestBytesOption = None,
     max_k: MaxKOption = DEFAULT_MAX_K,
     max_rounds: MaxRoundsOption = DEFAULT_MAX_ROUNDS,
     json_output: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of the table.")] = False,
@@ -201,6 +226,7 @@ def run(
         text = _read_problem(problem)
         if not text.strip():
             raise ConfigError("the problem is empty; give the question to solve as the first argument")
+        problem_input = _problem_with_images(text, image or [])
         overrides = graph_overrides(
             schedule=schedule,
             max_k=max_k,
@@ -215,6 +241,7 @@ def run(
             min_fraction=min_fraction,
             straggler_grace=straggler_grace,
             n_batch=n_batch,
+            max_request_bytes=max_request_bytes,
         )
         run_graph = resolve_run_graph(graph, overrides, max_k=max_k, max_rounds=max_rounds)
         if run_id is None and (checkpoint_db is not None or "checkpoint_url" in given_options(ctx, "checkpoint_url")):
@@ -228,11 +255,11 @@ def run(
             recorder = TraceRecorder(
                 graph_name=run_graph.spec.name,
                 spec=run_graph.spec.model_dump(mode="json"),
-                problem=text,
+                problem=problem_input,
                 secrets=[api_key] if api_key else [],
             )
         result = asyncio.run(
-            _solve(text, run_graph, server, err, phase, quiet=quiet, recorder=recorder, durable=durable)
+            _solve(problem_input, run_graph, server, err, phase, quiet=quiet, recorder=recorder, durable=durable)
         )
         if recorder is not None and trace is not None:
             _write_trace(recorder, trace)
@@ -275,7 +302,7 @@ class _Phase:
 
 
 async def _solve(
-    text: str,
+    problem: str | list[dict[str, Any]],
     run_graph: RunGraph,
     server: ServerOptions,
     console: Console,
@@ -295,7 +322,7 @@ async def _solve(
         client = await stack.enter_async_context(open_backend(server, console, phase.set))
         phase.set("round 1")
         return await _run(
-            text,
+            problem,
             run_graph,
             client,
             console,

@@ -1,6 +1,7 @@
 """Options shared by the commands that talk to a model server (`run`, `eval`), declared once.
 
-The graph options (``--schedule``, sampling, ``--truncated``, ``--max-model-len``, the quorum, ``--n-batch``)
+The graph options (``--schedule``, sampling, ``--truncated``, ``--max-model-len``, ``--max-request-bytes``, the
+quorum, ``--n-batch``)
 are the core's overrides (:class:`pacore_graph.overrides.Overrides`) spelled as flags: both commands take the
 same ones, :func:`graph_overrides` collects those the user gave, and the graph applies them through
 ``with_overrides``, which checks them. The numeric flags' ranges are read from the settings fields they set,
@@ -24,6 +25,7 @@ __all__ = [
     "EngineModelOption",
     "MaxKOption",
     "MaxModelLenOption",
+    "MaxRequestBytesOption",
     "MaxRoundsOption",
     "MaxTokensOption",
     "MinFractionOption",
@@ -142,6 +144,14 @@ MaxModelLenOption = Annotated[
     int | None,
     typer.Option(
         **_bounds("max_model_len"), help="The model's context in tokens: trim references so every prompt fits it."
+    ),
+]
+MaxRequestBytesOption = Annotated[
+    int | None,
+    typer.Option(
+        **_bounds("max_request_bytes"),
+        show_default=False,
+        help="Largest JSON body of one request (images included); larger fails before it is sent (default 32 MiB).",
     ),
 ]
 MinTrajectoriesOption = Annotated[

@@ -18,6 +18,11 @@ LiveCodeBench writes it; its ``"functional"`` tests are not supported); stdout i
 whitespace is removed (:func:`pacore_graph.tools.normalize_output`). :class:`~pacore_graph.eval.code.CodeGrader`
 grades them in the sandbox.
 
+Either format may add ``"images": ["cat.png", "https://.../dog.jpg", "data:image/png;base64,..."]``: each is
+attached, in order, to the last user message after its text (``[text part, image parts...]``). A file path is
+relative to the dataset file and is read when the dataset is loaded, becoming a data URL with its MIME type (see
+:func:`pacore_graph.media.image_part`); http(s) URLs are left for the model server to fetch.
+
 A line that is not valid fails with :class:`DatasetError` naming the file, the line and what is wrong.
 
 Sources other than a file are named ``SOURCE:NAME?options`` (``pacore eval --list-sources`` lists them):
@@ -43,6 +48,7 @@ from urllib.parse import parse_qsl
 from pydantic import BaseModel, ConfigDict, Field
 
 from pacore_graph.errors import ConfigError
+from pacore_graph.media import image_part
 
 __all__ = [
     "BUILTIN_DATASETS",
@@ -116,8 +122,11 @@ def _code_tests(obj: dict[str, Any]) -> list[dict[str, str]]:
     return checked
 
 
-def parse_dataset_line(obj: Any) -> Problem:
-    """One parsed JSON line as a :class:`Problem`; raises ``ValueError`` saying what is wrong."""
+def parse_dataset_line(obj: Any, base: Path | None = None) -> Problem:
+    """One parsed JSON line as a :class:`Problem`; raises ``ValueError`` saying what is wrong.
+
+    ``base`` is the folder image paths are relative to (the dataset file's); default the working directory.
+    """
     if not isinstance(obj, dict):
         raise ValueError(f"expected a JSON object, got {type(obj).__name__}")
     problem_id = _need_text(obj, "id")
@@ -150,9 +159,26 @@ def parse_dataset_line(obj: Any) -> Problem:
             "each line needs 'messages' and 'ground_truth' (reference format) or 'problem' and 'answer' "
             f"(simple format); got keys {sorted(obj)}"
         )
-    return Problem(
-        id=problem_id, messages=[dict(m) for m in messages], answer=answer, category=category, metadata=metadata
-    )
+    copied = [dict(m) for m in messages]
+    if "images" in obj:
+        _attach_images(copied, obj["images"], base)
+    return Problem(id=problem_id, messages=copied, answer=answer, category=category, metadata=metadata)
+
+
+def _attach_images(messages: list[dict[str, Any]], images: Any, base: Path | None) -> None:
+    """Append each image of a line's ``images`` to its last user message, after the text."""
+    if not isinstance(images, list) or not all(isinstance(i, str) for i in images):
+        raise ValueError(f"'images' must be a list of file paths or URLs (got {images!r})")
+    parts: list[Any] = []
+    for i, source in enumerate(images):
+        try:
+            parts.append(image_part(source, base=base))
+        except ConfigError as exc:
+            raise ValueError(f"images[{i}]: {exc}") from None
+    last = max(i for i, m in enumerate(messages) if m["role"] == "user")
+    content = messages[last]["content"]
+    text = [{"type": "text", "text": content}] if isinstance(content, str) else list(content)
+    messages[last] = {**messages[last], "content": [*text, *parts]}
 
 
 def _load_file(path: Path) -> list[Problem]:
@@ -170,7 +196,7 @@ def _load_file(path: Path) -> list[Problem]:
         if not line.strip():
             continue
         try:
-            problem = parse_dataset_line(json.loads(line))
+            problem = parse_dataset_line(json.loads(line), base=path.parent)
         except json.JSONDecodeError as exc:
             raise DatasetError(f"dataset {path}: line {number}: invalid JSON: {exc.msg} (column {exc.colno})") from None
         except ValueError as exc:

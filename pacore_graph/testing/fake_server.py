@@ -54,7 +54,7 @@ from aiohttp import web
 
 from pacore_graph.clients.base import TokenUsage
 from pacore_graph.errors import ConfigError, PaCoReError
-from pacore_graph.messages import last_user_text, text_of
+from pacore_graph.messages import last_user_text, non_text_parts, text_of
 
 __all__ = [
     "FakeOpenAIServer",
@@ -325,8 +325,9 @@ class FakeOpenAIServer:
     """An OpenAI-compatible chat completions server on ``127.0.0.1`` and a free port.
 
     Routes: ``POST /v1/chat/completions`` (JSON or SSE), ``GET /v1/models``, ``GET /health``; with
-    ``tokenize=True`` also vLLM's ``POST /tokenize`` (the prompt's whitespace words, as the usage counts them;
-    each body is kept in :attr:`tokenize_requests`). Without it, ``/tokenize`` is a 404, as on a server that is
+    ``tokenize=True`` also vLLM's ``POST /tokenize`` (the prompt's whitespace words, as the usage counts them,
+    plus ``media_tokens`` for each non-text part, as a vision model's processor counts an image; each body is
+    kept in :attr:`tokenize_requests`). Without it, ``/tokenize`` is a 404, as on a server that is
     not vLLM. With ``api_key`` set, the ``/v1`` routes require ``Authorization: Bearer <api_key>`` (else 401).
 
     Use ``async with FakeOpenAIServer(...) as server`` on the current event loop, or
@@ -346,12 +347,14 @@ class FakeOpenAIServer:
         max_model_len: int = 8192,
         api_key: str | None = None,
         tokenize: bool = False,
+        media_tokens: int = 0,
     ) -> None:
         self.script: Script = script if script is not None else _default_script
         self.model = model
         self.max_model_len = max_model_len
         self.api_key = api_key
         self.tokenize = tokenize
+        self.media_tokens = media_tokens
         self.requests: list[FakeRequest] = []
         self.tokenize_requests: list[dict[str, Any]] = []
         self.script_errors: list[Exception] = []
@@ -506,7 +509,10 @@ class FakeOpenAIServer:
         if isinstance(body, str):
             return _error_response(400, body, "invalid_request_error")
         self.tokenize_requests.append(body)
-        count = sum(_words(text_of(message.get("content"))) for message in body["messages"])
+        count = sum(
+            _words(text_of(message.get("content"))) + self.media_tokens * len(non_text_parts(message.get("content")))
+            for message in body["messages"]
+        )
         return web.json_response({"count": count, "max_model_len": self.max_model_len, "tokens": []})
 
     async def _handle_chat(self, request: web.Request) -> web.StreamResponse:

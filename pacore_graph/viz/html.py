@@ -6,6 +6,9 @@ and the totals. A synthesis card (the final round, and any round after the first
 was shown its text cites ("Reference 3", "response 2", ...: :func:`pacore_graph.prompts.cited_references`), and
 those references are marked "cited" in the list under the round they came from. The page works without
 JavaScript; the script only highlights cards that share an answer.
+
+The problem's images are shown as the trace's thumbnails (inline data URLs, so still no fetch); a part without
+one (no Pillow when the trace was recorded, an http(s) URL, audio) is a placeholder naming its reference.
 """
 
 from __future__ import annotations
@@ -13,8 +16,9 @@ from __future__ import annotations
 import html
 from collections import Counter
 
+from pacore_graph.messages import text_of
 from pacore_graph.prompts import cited_references
-from pacore_graph.trace import Trace, TraceRound, TraceTrajectory
+from pacore_graph.trace import Trace, TraceMedia, TraceRound, TraceTrajectory
 
 __all__ = ["render_trace_html"]
 
@@ -44,6 +48,10 @@ text-align:right} th{background:#f0f0f0}
 padding:0 .3rem;margin-right:.15rem} .cited summary{font-weight:600}
 .cited summary::after{content:" · cited";color:#D55E00}
 .legend span{display:inline-block;margin-right:.8rem;font-size:.8rem}
+.media{display:flex;gap:.5rem;flex-wrap:wrap;margin:.5rem 0} .media figure{margin:0;font-size:.75rem;color:#555;
+max-width:10rem;word-break:break-all} .media img{display:block;max-width:128px;max-height:128px;border:1px solid #ddd}
+.media .ph{width:128px;height:80px;display:flex;align-items:center;justify-content:center;background:#eee;
+border:1px dashed #aaa;color:#666}
 .legend i{display:inline-block;width:.8rem;height:.8rem;border-radius:2px;margin-right:.25rem;vertical-align:middle}
 """
 
@@ -175,12 +183,42 @@ def _totals(trace: Trace) -> str:
     return f"<table>{head}</tr>{''.join(rows)}</table>"
 
 
+def _media(items: list[TraceMedia]) -> str:
+    """The problem's images: each thumbnail, or a placeholder, captioned with its reference."""
+    if not items:
+        return ""
+    figures = []
+    for item in items:
+        caption = " · ".join(
+            part
+            for part in (
+                item.mime or item.type,
+                f"{item.bytes:,} bytes" if item.bytes is not None else "",
+                f"sha256 {item.sha256[:12]}…" if item.sha256 else "",
+                item.url or "",
+            )
+            if part
+        )
+        if item.thumbnail is not None and item.thumbnail.startswith("data:image/"):
+            picture = f'<img src="{_e(item.thumbnail)}" alt="{_e(caption)}">'
+        else:
+            picture = f'<div class="ph">{_e(item.type)}</div>'
+        figures.append(f"<figure>{picture}<figcaption>{_e(caption)}</figcaption></figure>")
+    return f'<div class="media">{"".join(figures)}</div>'
+
+
+def _problem_text(problem: str | list[dict[str, object]] | None) -> str:
+    if isinstance(problem, str):
+        return problem
+    return "\n\n".join(f"{m.get('role')}: {text_of(m.get('content'))}" for m in problem or [])
+
+
 def render_trace_html(trace: Trace) -> str:
     """The trace as a single HTML page (a string), with everything inline."""
     colours = _colours(trace)
     parallel = sum(1 for r in trace.rounds if not r.final)
     # What each round was shown: the references the round before it handed on.
-    seen = [0] + [len(r.messages_after_compaction or []) for r in trace.rounds[:-1]]
+    seen = [0, *(len(r.messages_after_compaction or []) for r in trace.rounds[:-1])][: len(trace.rounds)]
     cited = [
         frozenset(n for t in row.trajectories for n in _cited(t, shown))
         for row, shown in zip(trace.rounds, seen, strict=True)
@@ -191,7 +229,7 @@ def render_trace_html(trace: Trace) -> str:
     )
     legend = "".join(f'<span><i style="background:{c}"></i>{_e(a)}</span>' for a, c in colours.items())
     legend += f'<span><i style="background:{_NO_ANSWER}"></i>no answer</span>'
-    problem = trace.problem if isinstance(trace.problem, str) else str(trace.problem or "")
+    problem = _problem_text(trace.problem)
     answer = trace.answer if trace.answer is not None else "(the run did not finish)"
     return (
         '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
@@ -200,7 +238,7 @@ def render_trace_html(trace: Trace) -> str:
         f"<h1>{_e(trace.graph.name)}</h1>"
         f'<div class="meta">schedule {_e([r.k for r in trace.rounds if not r.final])} · '
         f"{len(trace.trajectories)} trajectories · finish_reason {_e(trace.finish_reason)}</div>"
-        f'<h2>Problem</h2><div class="answer">{_e(problem)}</div>'
+        f'<h2>Problem</h2><div class="answer">{_e(problem)}</div>{_media(trace.media)}'
         f'<h2>Answer</h2><div class="answer" id="answer">{_e(answer)}</div>'
         f'<h2>Rounds</h2><div class="legend">{legend}</div><div class="rounds">{columns}</div>'
         f"<h2>Request timeline</h2>{_timeline(trace)}"

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 from typing import Any, Literal, Self
 
-import jsonschema
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 __all__ = ["JSONSchemaFormat", "ResponseFormat"]
@@ -35,6 +34,8 @@ class JSONSchemaFormat(BaseModel):
 
     @model_validator(mode="after")
     def _schema_is_valid(self) -> Self:
+        import jsonschema  # here: a CLI start-up (`pacore --help`) should not pay for it
+
         try:
             jsonschema.validators.validator_for(self.schema_).check_schema(self.schema_)
         except jsonschema.SchemaError as exc:

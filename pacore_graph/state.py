@@ -41,16 +41,26 @@ __all__ = [
 
 
 def add_conversation(left: Sequence[Any] | None, right: Sequence[Any] | Any) -> list[Any]:
-    """The ``messages`` reducer: LangGraph's ``add_messages`` (append, or replace by id), with a clear error.
+    """The ``messages`` reducer: LangGraph's ``add_messages`` (append, or replace by id).
 
-    Messages are OpenAI dicts (``{"role": "user", "content": ...}``), LangChain messages or their dict form;
-    anything else is a :class:`~pacore_graph.errors.ConfigError` raised before any request is sent.
+    Messages are OpenAI dicts (``{"role": "user", "content": ...}``), LangChain messages or their dict form. An
+    OpenAI message LangChain cannot represent (a tool call whose arguments are not a JSON object, as a weak model
+    may write them) is kept as the dict it is, appended without the id rules, so the conversation reaches the model
+    server unchanged; anything that is not a chat message at all is a :class:`~pacore_graph.errors.ConfigError`
+    raised before any request is sent.
     """
+    from langchain_core.messages import BaseMessage
     from langgraph.graph.message import add_messages  # imported here: this module loads with the light core
 
     try:
         return list(add_messages(list(left or []), right))  # type: ignore[arg-type]
     except (ValueError, TypeError, KeyError, NotImplementedError) as exc:
+        incoming = list(right) if isinstance(right, Sequence) and not isinstance(right, str | dict) else [right]
+        everything = [*(left or []), *incoming]
+        if all(
+            isinstance(m, BaseMessage) or (isinstance(m, dict) and isinstance(m.get("role"), str)) for m in everything
+        ):
+            return everything
         raise ConfigError(
             f"invalid chat message in messages ({exc}); each message needs a 'role' and a 'content', "
             "e.g. {'role': 'user', 'content': '...'}"

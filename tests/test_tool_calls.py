@@ -338,3 +338,18 @@ async def test_without_parallel_tool_calls_the_answer_has_one_call_and_the_trace
     assert all(call.params.extra["parallel_tool_calls"] is False for call in backend.calls)
     finished = [item for item in items if isinstance(item, TrajectoryFinished)]
     assert [len(item.tool_calls) for item in finished] == [2, 2, 2]
+
+
+async def test_a_tool_call_with_arguments_that_are_not_an_object_reaches_the_server_unchanged():
+    # A weak model may call a tool with a JSON array; LangChain cannot hold that call, the conversation must still run.
+    call = {"id": "c1", "type": "function", "function": {"name": "get_weather", "arguments": "[1, 2]"}}
+    conversation = [
+        {"role": "user", "content": "Weather?"},
+        {"role": "assistant", "content": None, "tool_calls": [call]},
+        {"role": "tool", "tool_call_id": "c1", "content": "sunny"},
+    ]
+    async with FakeOpenAIServer(lambda request: FakeReply(content="It is sunny.")) as server:
+        async with VLLMClient(server.base_url) as client:
+            out = await build_pacore_graph(client, [1]).ainvoke({"messages": conversation})
+        assert out["answer"] == "It is sunny."
+        assert server.requests[0].body["messages"] == conversation

@@ -574,6 +574,34 @@ def test_memory_is_limited_for_the_whole_run():
     assert result.peak_memory_mb is not None and result.peak_memory_mb <= 256 + 1
 
 
+FILL_PAST_THE_LIMIT = """
+import os, time
+read, write = os.pipe()
+if os.fork() == 0:
+    block = bytearray(b'\\x01') * (150 * 1024 * 1024)
+    os.write(write, b'+')
+    time.sleep(30)
+    os._exit(0)
+os.read(read, 1)  # the first child holds 150 MB
+filler = os.fork()
+if filler == 0:
+    block = bytearray(b'\\x01') * (150 * 1024 * 1024)  # another 150 MB: past the run's 256 MB
+    os._exit(0)
+os.waitpid(filler, 0)
+print('the run went on', flush=True)
+"""
+
+
+@needs_cgroup
+def test_reaching_the_memory_limit_ends_the_whole_run():
+    # The kernel alone would kill one child (either) and let the parent go on: the limit ends all of the run.
+    result = run_python(FILL_PAST_THE_LIMIT, limits=SandboxLimits(wall_seconds=20, cpu_seconds=10, memory_mb=256))
+    assert result.memory_exceeded, result
+    assert "the run went on" not in result.stdout, result
+    assert result.exit_code is None
+    assert result.peak_memory_mb is not None and result.peak_memory_mb <= 256 + 1
+
+
 def test_children_under_the_limit_together_are_fine():
     result = run_python(CHILDREN_HOLD_MEMORY.replace("120 * 1024", "20 * 1024"), limits=SandboxLimits(wall_seconds=20))
     assert "4 of 4 children hold their memory" in result.stdout, result

@@ -7,6 +7,13 @@ hierarchies are writable (the run's cgroups are created below this process's own
 ``memory.limit_in_bytes`` (v1, plus ``memsw`` when swap is accounted), ``pids.max``; CPU time is read from
 ``cpu.stat`` / ``cpuacct.usage`` and enforced by the supervisor. Every process of the run is killed through the
 cgroup and the directory is removed afterwards.
+
+Reaching the memory limit ends the whole run, not one process of it. The kernel's default is to OOM-kill a single
+process (the biggest, often one that already did its work) and let the others go on past the limit's purpose: a
+program whose four children each fill 100 MB under a 256 MB limit could still see all four finish. v2 sets
+``memory.oom.group`` (the kernel kills the whole cgroup); v1 has no such switch, so it disables the run's OOM
+killer (``memory.oom_control``): a process that faults at the limit is paused there, an eventfd registered on
+``memory.oom_control`` wakes the supervisor, and the supervisor kills the run (:meth:`RunCgroup.memory_limit_reached`).
 """
 
 from __future__ import annotations
@@ -138,12 +145,31 @@ def cgroup_support() -> CgroupSupport:
     return CgroupSupport(version=None, bases={}, reason="; ".join(reasons))
 
 
+def _oom_eventfd(memory_dir: Path) -> int | None:
+    """A non-blocking eventfd the kernel signals when the v1 memory cgroup ``memory_dir`` hits its limit, or None
+    if the kernel refuses the registration (the supervisor then polls ``under_oom``)."""
+    event = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
+    control = os.open(memory_dir / "memory.oom_control", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        # The registration keeps its own reference to the control file: the descriptor can be closed right away.
+        (memory_dir / "cgroup.event_control").write_text(f"{event} {control}")
+    except OSError:
+        os.close(event)
+        return None
+    finally:
+        os.close(control)
+    return event
+
+
 class RunCgroup:
     """The cgroup(s) of one run; create with :meth:`create`, then :meth:`add`, read, :meth:`close`."""
 
     def __init__(self, version: CgroupVersion, dirs: dict[str, Path]) -> None:
         self.version = version
         self.dirs = dirs
+        #: Readable once the run has hit its memory limit (v1: an eventfd on ``memory.oom_control``), else None.
+        self.memory_event_fd: int | None = None
+        self._limit_reached = False
 
     @classmethod
     def create(cls, support: CgroupSupport, *, memory_bytes: int, max_processes: int) -> RunCgroup:
@@ -162,11 +188,21 @@ class RunCgroup:
                 with contextlib.suppress(OSError):
                     (unified / "memory.swap.max").write_text("0")
                 (unified / "pids.max").write_text(str(max_processes))
-            else:
-                (dirs["memory"] / "memory.limit_in_bytes").write_text(str(memory_bytes))
+                # The limit kills the whole run, not one process (a kernel before 4.19 lacks the file; the limit
+                # still holds, and memory_limit_reached still sees its kills).
                 with contextlib.suppress(OSError):
-                    (dirs["memory"] / "memory.memsw.limit_in_bytes").write_text(str(memory_bytes))
+                    (unified / "memory.oom.group").write_text("1")
+            else:
+                memory = dirs["memory"]
+                (memory / "memory.limit_in_bytes").write_text(str(memory_bytes))
+                with contextlib.suppress(OSError):
+                    (memory / "memory.memsw.limit_in_bytes").write_text(str(memory_bytes))
                 (dirs["pids"] / "pids.max").write_text(str(max_processes))
+                # No OOM killer: a process at the limit waits there until the supervisor ends the whole run. Should
+                # the kernel refuse, the limit still holds and memory_limit_reached still sees the kernel's kills.
+                with contextlib.suppress(OSError):
+                    (memory / "memory.oom_control").write_text("1")
+                    group.memory_event_fd = _oom_eventfd(memory)
         except OSError:
             group.close()
             raise
@@ -186,18 +222,36 @@ class RunCgroup:
             return 0.0
         return int((self.dirs["cpuacct"] / "cpuacct.usage").read_text()) / 1e9
 
-    def oom_killed(self) -> bool:
-        """The kernel killed a process of the run for exceeding the memory limit."""
-        name = "memory.events" if self.version == "v2" else "memory.oom_control"
-        directory = self.dirs["unified" if self.version == "v2" else "memory"]
+    def memory_limit_reached(self) -> bool:
+        """The run hit its memory limit with nothing left to reclaim (once seen, it stays True).
+
+        v1: the OOM eventfd fired or ``under_oom`` is set (a process is paused at the limit), or a kernel that
+        ignored ``oom_kill_disable`` killed a process for it; v2: the kernel OOM-killed the run (``oom_kill``).
+        """
+        if not self._limit_reached:
+            self._limit_reached = self._oom_event_fired() or any(
+                self._oom_counters().get(key, 0) > 0 for key in ("under_oom", "oom_kill")
+            )
+        return self._limit_reached
+
+    def _oom_event_fired(self) -> bool:
+        if self.memory_event_fd is None:
+            return False
         try:
-            for line in (directory / name).read_text().splitlines():
-                key, _, value = line.partition(" ")
-                if key == "oom_kill" and int(value) > 0:
-                    return True
-        except OSError:
-            pass
-        return False
+            return os.eventfd_read(self.memory_event_fd) > 0
+        except OSError:  # EAGAIN: not fired (the eventfd is non-blocking)
+            return False
+
+    def _oom_counters(self) -> dict[str, int]:
+        name = "memory.events" if self.version == "v2" else "memory.oom_control"
+        directory = self.dirs.get("unified" if self.version == "v2" else "memory")
+        counters = {}
+        if directory is not None:
+            with contextlib.suppress(OSError, ValueError):
+                for line in (directory / name).read_text().splitlines():
+                    key, _, value = line.partition(" ")
+                    counters[key] = int(value)
+        return counters
 
     def peak_memory_bytes(self) -> int | None:
         """The run's peak memory use, where the kernel reports it."""
@@ -226,6 +280,9 @@ class RunCgroup:
 
     def close(self, timeout: float = 2.0) -> None:
         """Kill what is left and remove the cgroup directories (retrying while the dying processes exit)."""
+        if self.memory_event_fd is not None:
+            os.close(self.memory_event_fd)
+            self.memory_event_fd = None
         deadline = time.monotonic() + timeout
         while self.dirs:
             self.kill()

@@ -21,7 +21,8 @@ Containment, strongest mode (``isolation="bwrap"``; needs bubblewrap and user na
 * **Processes.** The init (:mod:`pacore_graph.tools._sandbox_init`) is PID 1; when it exits or is killed the
   kernel kills every process of the run, so double-forked ``setsid`` children cannot outlive it.
 * **Whole-run limits.** With a cgroup (v2, or v1 where that is what the host has; :mod:`._cgroup`): aggregate
-  memory, process count and CPU time of everything the run starts. Without one, ``RLIMIT_NPROC`` still bounds
+  memory, process count and CPU time of everything the run starts; reaching the memory or CPU limit ends the
+  whole run, not just one of its processes. Without one, ``RLIMIT_NPROC`` still bounds
   the whole run (it counts the processes of the run's own user namespace), while memory and CPU are bounded per
   process (``RLIMIT_AS``, ``RLIMIT_CPU``, which apply in every mode). Wall-clock time, output size and tmpfs size
   are always whole-run. :attr:`RunResult.limits_enforced` says which held for each run.
@@ -90,6 +91,8 @@ _READ_CHUNK = 65536
 _REAP_SECONDS = 2.0
 #: How often the supervisor reads the run's CPU time from its cgroup.
 _CPU_POLL_SECONDS = 0.1
+#: The selector's mark for the cgroup's memory-limit eventfd.
+_MEMORY_EVENT = object()
 
 
 class SandboxUnavailableError(PaCoReError, RuntimeError):
@@ -122,9 +125,9 @@ class RunResult(BaseModel):
     """How one sandboxed run ended.
 
     ``exit_code`` is negative (``-signal``) when the program was killed by a signal, and None when the
-    sandbox killed it (deadline, CPU time of the run, or output cap) before it reported. ``timed_out`` covers
-    the wall-clock and the CPU-time limit; ``memory_exceeded`` means the program died of the memory limit (a
-    ``MemoryError``, an allocation failure, or the kernel's kill at the run's cgroup limit).
+    sandbox killed it (deadline, CPU time or memory of the run, or output cap) before it reported. ``timed_out``
+    covers the wall-clock and the CPU-time limit; ``memory_exceeded`` means the program died of the memory limit (a
+    ``MemoryError``, an allocation failure, or the run reaching its cgroup limit, which ends the whole run).
     ``limits_enforced`` maps each field of :class:`SandboxLimits` to how far it held in this run.
     """
 
@@ -670,28 +673,38 @@ def _supervise(
     selector.register(process.stderr, selectors.EVENT_READ, stderr)
     if status_fd is not None:
         selector.register(status_fd, selectors.EVENT_READ, None)
+    streams = len(selector.get_map())
+    if cgroup is not None and cgroup.memory_event_fd is not None:
+        # Wakes the loop the moment the run hits its memory limit (read by cgroup.memory_limit_reached).
+        selector.register(cgroup.memory_event_fd, selectors.EVENT_READ, _MEMORY_EVENT)
     poll = _CPU_POLL_SECONDS if cgroup is not None else 0.5
-    timed_out = cpu_exceeded = killed = False
+    timed_out = cpu_exceeded = memory_reached = killed = False
     try:
-        while selector.get_map():
+        while streams:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 timed_out = True
                 break
             for key, _ in selector.select(timeout=min(remaining, poll)):
+                if key.data is _MEMORY_EVENT:
+                    continue
                 chunk = os.read(key.fd, _READ_CHUNK)
                 if not chunk:
                     selector.unregister(key.fileobj)
+                    streams -= 1
                 elif key.data is None:
                     status_lines += chunk
                 else:
                     key.data.feed(chunk)
             if stdout.truncated or stderr.truncated:
                 break
+            if cgroup is not None and cgroup.memory_limit_reached():
+                memory_reached = True  # the whole run's memory: it ends all of the run, not one process
+                break
             if cgroup is not None and cgroup.cpu_seconds() > limits.cpu_seconds:
                 cpu_exceeded = True  # the whole run's CPU time, all processes together
                 break
-        if timed_out or cpu_exceeded or stdout.truncated or stderr.truncated:
+        if timed_out or cpu_exceeded or memory_reached or stdout.truncated or stderr.truncated:
             killed = True
             _kill_group(process)
             if cgroup is not None:
@@ -739,7 +752,7 @@ def _supervise(
     if cgroup is not None:
         with contextlib.suppress(OSError, ValueError):
             cpu = round(cgroup.cpu_seconds(), 3)
-        oom = cgroup.oom_killed()
+        oom = cgroup.memory_limit_reached()
         peak_bytes = cgroup.peak_memory_bytes()
         peak = round(peak_bytes / 2**20, 1) if peak_bytes is not None else None
     # SIGXCPU comes only from RLIMIT_CPU's soft limit; a SIGKILL near the limit is its hard limit.

@@ -27,7 +27,7 @@ import json
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Self
@@ -447,6 +447,39 @@ class PaCoReProxy:
                 completion_id, model, created, {"role": "assistant", "content": ""}, include_usage=parsed.include_usage
             )
         )
+        async with contextlib.aclosing(self._answer(response, graph, inputs)) as answer:
+            async for kind, item in answer:
+                if kind == "text":
+                    await send(delta(item))
+                    continue
+                if isinstance(item, _HTTPError):
+                    await send(error_body(str(item), item.error_type, item.code) | {"status": item.status})
+                    return response
+                result, rest = item
+                if rest:
+                    await send(delta(rest))
+                finish_reason = result.finish_reason
+                if result.tool_calls:  # sent whole once the synthesis is done: calls are decided, not streamed
+                    calls = tool_call_delta(result.tool_calls)
+                    await send(chunk(completion_id, model, created, calls, include_usage=parsed.include_usage))
+                    finish_reason = "tool_calls"
+                await send(chunk(completion_id, model, created, {}, finish_reason, include_usage=parsed.include_usage))
+                if parsed.include_usage:
+                    usage = result.usage.model_dump()
+                    await send(chunk(completion_id, model, created, None, include_usage=True, usage=usage))
+                await send("[DONE]")
+                await response.write_eof()
+        return response
+
+    async def _answer(
+        self, response: web.StreamResponse, graph: CompiledGraph, inputs: dict[str, Any]
+    ) -> AsyncGenerator[tuple[str, Any], None]:
+        """Run the graph for an SSE response: ("text", a piece of the conclusion) as the synthesis streams, then
+        ("done", (result, the rest of the conclusion not yet sent)) or ("error", the HTTP error).
+
+        While the rounds run it writes their progress as SSE comment lines, and a keep-alive comment after every
+        ``heartbeat_seconds`` of silence. Closing it (a client that left, a finished response) stops the run.
+        """
         queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
         runner = asyncio.create_task(_feed(graph, inputs, queue))
         conclusion = ConclusionStream()
@@ -462,32 +495,18 @@ class PaCoReProxy:
                     if isinstance(item, SynthesisDelta):
                         text = conclusion.feed(item.content)
                         if text:
-                            await send(delta(text))
+                            yield "text", text
                     elif isinstance(item, RoundStarted | RoundCompacted):
                         await response.write(f": pacore {_describe(item)}\n\n".encode())
                     continue
                 if kind == "error":
-                    error = _classify(item)
-                    await send(error_body(str(error), error.error_type, error.code) | {"status": error.status})
-                    return response
+                    yield "error", _classify(item)
+                    return
                 result: PaCoReResult = item
-                rest = conclusion.finish(result.answer)
-                if rest:
-                    await send(delta(rest))
-                finish_reason = result.finish_reason
-                if result.tool_calls:  # sent whole once the synthesis is done: calls are decided, not streamed
-                    calls = tool_call_delta(result.tool_calls)
-                    await send(chunk(completion_id, model, created, calls, include_usage=parsed.include_usage))
-                    finish_reason = "tool_calls"
-                await send(chunk(completion_id, model, created, {}, finish_reason, include_usage=parsed.include_usage))
-                if parsed.include_usage:
-                    usage = result.usage.model_dump()
-                    await send(chunk(completion_id, model, created, None, include_usage=True, usage=usage))
-                await send("[DONE]")
-                await response.write_eof()
-                return response
+                yield "done", (result, conclusion.finish(result.answer))
+                return
         finally:
-            # On a client disconnect this handler is cancelled (or a write fails): stop the run with it.
+            # On a client disconnect the handler is cancelled (or a write fails): stop the run with it.
             runner.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await runner
@@ -549,37 +568,18 @@ class PaCoReProxy:
             await response.write(text.encode())
 
         await send(events.start())
-        queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
-        runner = asyncio.create_task(_feed(graph, inputs, queue))
-        conclusion = ConclusionStream()
-        try:
-            while True:
-                try:
-                    async with asyncio.timeout(self.settings.heartbeat_seconds):
-                        kind, item = await queue.get()
-                except TimeoutError:
-                    await response.write(b": keep-alive\n\n")
-                    continue
-                if kind == "event":
-                    if isinstance(item, SynthesisDelta):
-                        text = conclusion.feed(item.content)
-                        if text:
-                            await send(events.delta(text))
-                    elif isinstance(item, RoundStarted | RoundCompacted):
-                        await response.write(f": pacore {_describe(item)}\n\n".encode())
-                    continue
-                if kind == "error":
-                    error = _classify(item)
-                    await send(events.fail(str(error), error.code))
+        async with contextlib.aclosing(self._answer(response, graph, inputs)) as answer:
+            async for kind, item in answer:
+                if kind == "text":
+                    await send(events.delta(item))
+                elif isinstance(item, _HTTPError):
+                    await send(events.fail(str(item), item.code))
                     return response
-                result: PaCoReResult = item
-                await send(events.finish(result, _pacore_meta(spec, result)))
-                await response.write_eof()
-                return response
-        finally:
-            runner.cancel()  # a client that left stops its run
-            with contextlib.suppress(asyncio.CancelledError):
-                await runner
+                else:
+                    result, _ = item  # ResponseEvents keeps its own count of what was sent
+                    await send(events.finish(result, _pacore_meta(spec, result)))
+                    await response.write_eof()
+        return response
 
 
 async def _feed(graph: CompiledGraph, inputs: dict[str, Any], queue: asyncio.Queue[tuple[str, Any]]) -> None:

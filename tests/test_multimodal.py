@@ -6,6 +6,7 @@ import base64
 import hashlib
 import json
 import random
+import re
 from pathlib import Path
 
 import aiohttp
@@ -158,6 +159,57 @@ async def test_the_proxy_takes_an_image_part_and_keeps_it_in_every_round():
     assert [r.messages for r in requests[:2]] == [problem(), problem()]
     assert requests[2].messages[-1]["content"][1:] == [image()]
     assert requests[2].messages[-1]["content"][0]["text"].startswith("You are given a problem")
+
+
+async def test_the_responses_api_takes_input_images_and_keeps_them_in_every_round():
+    """``input_image`` parts of a Responses request reach every round as chat ``image_url`` parts, in order."""
+    import openai
+
+    settings = ProxySettings(port=0, shutdown_grace=2.0)
+    content = [
+        {"type": "input_text", "text": QUESTION},
+        {"type": "input_image", "image_url": PNG_URL, "detail": "low"},
+    ]
+    picture = {"type": "image_url", "image_url": {"url": PNG_URL, "detail": "low"}}
+    async with FakeOpenAIServer(script) as server, VLLMClient(server.base_url, max_retries=0) as client:
+        async with PaCoReProxy(client, settings) as proxy:
+            sdk = openai.AsyncOpenAI(base_url=proxy.base_url, api_key="unused", max_retries=0)
+            response = await sdk.responses.create(
+                model="pacore-low",
+                input=[{"role": "user", "content": content}],
+                extra_body={"pacore": {"schedule": "2"}},
+            )
+            await sdk.close()
+        requests = list(server.requests)
+    assert response.output_text
+    assert len(requests) == 3
+    original = [{"role": "user", "content": [{"type": "text", "text": QUESTION}, picture]}]
+    assert [r.messages for r in requests[:2]] == [original, original]
+    assert requests[2].messages[-1]["content"][1:] == [picture]
+    assert requests[2].messages[-1]["content"][0]["text"].startswith("You are given a problem")
+
+
+@pytest.mark.parametrize(
+    ("part", "message"),
+    [
+        ({"type": "input_image", "image_url": "/etc/hosts"}, "image_url must be an http(s) or a base64 data URL"),
+        ({"type": "input_image", "image_url": "file:///etc/hosts"}, "image_url must be an http(s)"),
+        ({"type": "input_image", "file_id": "file_1"}, "file_id is not supported"),
+        ({"type": "input_image", "image_url": "data:text/plain;base64,aGk="}, "not a base64 image data URL"),
+    ],
+)
+async def test_the_responses_api_refuses_images_it_cannot_send_and_never_reads_a_server_file(part, message):
+    import openai
+
+    settings = ProxySettings(port=0, shutdown_grace=2.0)
+    content = [{"type": "input_text", "text": QUESTION}, part]
+    async with FakeOpenAIServer(script) as server, VLLMClient(server.base_url, max_retries=0) as client:
+        async with PaCoReProxy(client, settings) as proxy:
+            sdk = openai.AsyncOpenAI(base_url=proxy.base_url, api_key="unused", max_retries=0)
+            with pytest.raises(openai.BadRequestError, match=re.escape(message)):
+                await sdk.responses.create(model="pacore-low", input=[{"role": "user", "content": content}])
+            await sdk.close()
+        assert server.requests == []
 
 
 # --- pacore run --image -------------------------------------------------------------------------------------------
@@ -442,3 +494,28 @@ async def test_a_langchain_problem_is_traced_with_its_image_by_reference():
     assert base64.b64encode(PNG).decode() not in trace.model_dump_json()
     assert trace.problem[0]["content"][1]["image_url"]["url"]["sha256"] == hashlib.sha256(PNG).hexdigest()
     assert trace.media[0].bytes == len(PNG)
+
+
+# --- the training export -------------------------------------------------------------------------------------------
+
+
+def test_the_training_export_keeps_the_images_of_an_episode_in_order(tmp_path):
+    """A multimodal episode's TRL and verl rows carry its text as content and its image URLs, in order."""
+    import datasets
+
+    from pacore_graph.training.episode import Episode
+    from pacore_graph.training.export import write_exports
+
+    second = "https://example.com/b.jpg"
+    prompt = [
+        {
+            "role": "user",
+            "content": [{"type": "text", "text": "T"}, image(), {"type": "image_url", "image_url": {"url": second}}],
+        }
+    ]
+    episode = Episode(problem_id="p1", prompt=prompt, answer="12", slots=[3, 1], message_accuracy=0.25)
+    paths = write_exports([episode], tmp_path)
+    for name in ("trl", "verl"):
+        row = datasets.load_dataset("parquet", data_files=str(paths[name]), split="train")[0]
+        assert row["prompt"] == [{"role": "user", "content": "T"}]
+        assert row["images"] == [PNG_URL, second]

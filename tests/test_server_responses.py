@@ -123,10 +123,10 @@ async def test_responses_refusals_name_the_parameter():
                 input=PROBLEM,
                 text={"format": {"type": "json_schema", "name": "x", "schema": {"type": 5}}},
             )
-        with pytest.raises(openai.BadRequestError, match="input_image"):
+        with pytest.raises(openai.BadRequestError, match="input_file"):
             await client.responses.create(
                 model="pacore-low",
-                input=[{"role": "user", "content": [{"type": "input_image", "image_url": "http://x/y.png"}]}],
+                input=[{"role": "user", "content": [{"type": "input_file", "file_id": "file_1"}]}],
             )
     assert server.requests == []
 

@@ -12,7 +12,9 @@ then ``response.completed`` (or ``response.failed``).
 The conversion:
 
 * ``input`` (text, or items) → messages; ``instructions`` → a system message first; message items keep their
-  role (``developer`` becomes ``system``), their ``input_text``/``output_text`` parts are joined;
+  role (``developer`` becomes ``system``), their ``input_text``/``output_text`` parts are joined; with
+  ``input_image`` parts (an http(s) or data URL; ``file_id`` is refused) the content becomes chat's parts, in
+  order (text parts and ``image_url`` parts), which the multimodal rules then keep in every round;
 * ``function_call`` / ``function_call_output`` input items → an assistant message with ``tool_calls`` / a
   ``tool`` message; function ``tools`` and ``tool_choice`` → chat's form (the tool-call support of the chat path
   decides what they do);
@@ -30,8 +32,10 @@ import time
 import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
+from urllib.parse import urlsplit
 
 from pacore_graph.errors import ConfigError
+from pacore_graph.media import image_part
 from pacore_graph.result import PaCoReResult
 from pacore_graph.server.params import RESPONSES_PARAMETERS, check_parameters
 
@@ -107,7 +111,7 @@ def _messages(value: Any) -> list[dict[str, Any]]:
             if role not in ("user", "assistant", "system", "developer"):
                 raise ConfigError(f"input[{index}].role: use user, assistant, system or developer")
             messages.append(
-                {"role": "system" if role == "developer" else role, "content": _text(item.get("content"), index)}
+                {"role": "system" if role == "developer" else role, "content": _content(item.get("content"), index)}
             )
         elif kind == "function_call":
             call = {
@@ -135,20 +139,48 @@ def _messages(value: Any) -> list[dict[str, Any]]:
 
 
 def _text(content: Any, index: int) -> str:
-    """A message's text: a string, or its text parts joined by newlines (other parts are refused)."""
+    """A tool output's text: a string, or its text parts joined by newlines (other parts are refused)."""
+    parts = _content(content, index, images=False)
+    return parts if isinstance(parts, str) else "\n".join(p["text"] for p in parts)
+
+
+def _content(content: Any, index: int, *, images: bool = True) -> str | list[dict[str, Any]]:
+    """A message's content in chat's form: text parts joined by newlines, or, with images, the parts in order."""
     if isinstance(content, str):
         return content
-    texts: list[str] = []
+    parts: list[dict[str, Any]] = []
     for part in _list(content, f"input[{index}].content"):
         kind = part.get("type") if isinstance(part, dict) else None
+        if kind == "input_image" and images:
+            parts.append(_image_part(part, index))
+            continue
         key = _TEXT_PARTS.get(kind) if isinstance(kind, str) else None
         if key is None or not isinstance(part.get(key), str):
+            accepted = "input_text, output_text, input_image" if images else "input_text, output_text"
             raise ConfigError(
-                f"input[{index}].content: parts of type {kind!r} are not supported; PaCoRe reads text "
-                "(input_text, output_text)"
+                f"input[{index}].content: parts of type {kind!r} are not supported; PaCoRe reads {accepted}"
             )
-        texts.append(part[key])
-    return "\n".join(texts)
+        parts.append({"type": "text", "text": part[key]})
+    if all(p["type"] == "text" for p in parts):
+        return "\n".join(p["text"] for p in parts)
+    return parts
+
+
+def _image_part(part: Mapping[str, Any], index: int) -> dict[str, Any]:
+    """An ``input_image`` part as chat's ``image_url`` part: only http(s) and data URLs (never a server file)."""
+    where = f"input[{index}].content: input_image"
+    url = part.get("image_url")
+    if part.get("file_id") is not None and url is None:
+        raise ConfigError(f"{where}: file_id is not supported (nothing is stored); send image_url as a data URL")
+    if not isinstance(url, str) or urlsplit(url).scheme.lower() not in ("http", "https", "data"):
+        raise ConfigError(f"{where}: image_url must be an http(s) or a base64 data URL")
+    try:
+        chat = image_part(url)
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+    if part.get("detail") is not None:
+        chat["image_url"]["detail"] = part["detail"]
+    return chat
 
 
 def _chat_tool(tool: Any) -> Any:

@@ -241,8 +241,9 @@ def test_stage2_samples_syntheses_with_the_policy_and_keeps_the_problems_it_some
     assert len(syntheses) == 4 * 8
     assert {int(r.body["seed"]) for r in syntheses} == {0, 1, 2, 3}
     for request in syntheses:  # each one the official template over 16..24 of that problem's messages
+        pid = pid_of(request)
         original, refs = references_in(request.last_user_content)
-        assert 16 <= len(refs) <= 24 and all(f"\\boxed{{{ANSWER[pid_of(request)]}}}" in r or "999" in r for r in refs)
+        assert original == question(pid) and 16 <= len(refs) <= 24 and all(f" of {pid} " in r for r in refs)
     manifest = json.loads((out / "manifest.json").read_text())
     by_id = {p["id"]: p for p in manifest["problems"]}
     assert {pid: p["synthesis_right"] for pid, p in by_id.items()} == {

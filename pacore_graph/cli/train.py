@@ -257,8 +257,7 @@ def build_command(
     progress = result.progress
     lines = [
         f"{', '.join(counts)}; {len(result.episodes)} episodes with {span.spec} references each.",
-        f"Pool: {progress.total} messages, {progress.generated} generated and {progress.reused} reused "
-        f"({pool.path}).",
+        f"Pool: {progress.total} messages, {progress.generated} generated and {progress.reused} reused ({pool.path}).",
         f"Wrote {', '.join(str(p) for p in paths.values())} in {time.monotonic() - started:.0f} s.",
     ]
     for line in lines:

@@ -20,6 +20,7 @@ def plot_message_accuracy(result: BuildResult, path: Path) -> Path:
 
     matplotlib.use("Agg")  # no display; also safe off the main thread
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     from pacore_graph.training.stages import STAGE1_BOUND_TEXT, STAGE1_UPPER
 
@@ -48,7 +49,7 @@ def plot_message_accuracy(result: BuildResult, path: Path) -> Path:
         axes.set_xlabel(f"right messages of the pool (of {slots})")
         axes.set_ylabel("problems")
         axes.set_title(f"message accuracy of {len(summaries)} problems")
-        axes.yaxis.get_major_locator().set_params(integer=True)
+        axes.yaxis.set_major_locator(MaxNLocator(integer=True))  # problems are counted whole
         axes.legend(fontsize=7, loc="upper right")
         figure.tight_layout()
         figure.savefig(path)

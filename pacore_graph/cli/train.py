@@ -115,6 +115,16 @@ def _fail(err: Console, message: str, code: int = 2) -> typer.Exit:
     return typer.Exit(code)
 
 
+def _require_train_extra() -> None:
+    """Fail before any request when the exports could not be written."""
+    import importlib.util
+
+    from pacore_graph.eval.grading import MissingExtraError
+
+    if importlib.util.find_spec("pyarrow") is None:
+        raise MissingExtraError("pacore train build writes parquet with pyarrow: pip install 'pacore-graph[train]'")
+
+
 def _check_out(out: Path) -> None:
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} is a file; give a folder (it is created if missing)")
@@ -215,6 +225,7 @@ def build_command(
 
         span = MessageRange.parse(messages, pool_size)
         require_eval_extras()
+        _require_train_extra()
         # The round-1 and synthesis params as the graph would send them, so the pool key is the eval's.
         config = PaCoReConfig().with_overrides(
             graph_overrides(max_tokens=max_tokens, temperature=temperature, top_p=top_p, seed=seed, truncated=truncated)

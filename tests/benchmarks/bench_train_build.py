@@ -28,17 +28,17 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from bench_pacore import problem_text, stages_from_log  # noqa: E402
+from bench_pacore import problem_text, stages_from_log
 
-from pacore_graph.clients.base import SamplingParams  # noqa: E402
-from pacore_graph.clients.vllm import VLLMClient  # noqa: E402
-from pacore_graph.compaction import CompactionPolicy  # noqa: E402
-from pacore_graph.eval.datasets import Problem  # noqa: E402
-from pacore_graph.eval.grading import MathVerifyGrader  # noqa: E402
-from pacore_graph.eval.pool import TrajectoryPool  # noqa: E402
-from pacore_graph.eval.runner import ResultsLog, resolve_eval_graphs, run_eval  # noqa: E402
-from pacore_graph.testing.simulator import SimulatorConfig, SimulatorServer, lower_bound  # noqa: E402
-from pacore_graph.training.pool import build_pools  # noqa: E402
+from pacore_graph.clients.base import SamplingParams
+from pacore_graph.clients.vllm import VLLMClient
+from pacore_graph.compaction import CompactionPolicy
+from pacore_graph.eval.datasets import Problem
+from pacore_graph.eval.grading import MathVerifyGrader
+from pacore_graph.eval.pool import TrajectoryPool
+from pacore_graph.eval.runner import ResultsLog, resolve_eval_graphs, run_eval
+from pacore_graph.testing.simulator import SimulatorConfig, SimulatorServer, lower_bound
+from pacore_graph.training.pool import build_pools
 
 
 def problems_of(count: int) -> list[Problem]:

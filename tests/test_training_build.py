@@ -339,3 +339,55 @@ def test_a_filter_that_keeps_nothing_says_so_with_the_histogram_and_writes_nothi
     assert "stage 1 kept none of the 3 problems (0 < message accuracy < 9/24 (math))" in line
     assert "0/24: 1, 12/24: 1, 24/24: 1" in line
     assert sorted(p.name for p in out.iterdir()) == ["pool.jsonl"]  # the pool is kept for the next try
+
+
+# --- code, and the eval's pool ------------------------------------------------------------------------------------
+
+SUM_RIGHT = "a, b = map(int, input().split())\nprint(a + b)\n"
+SUM_WRONG = "a, b = map(int, input().split())\nprint(a - b)\n"
+
+
+def test_code_problems_are_graded_by_their_tests_and_stage1_uses_15_of_24(tmp_path):
+    tests = [{"input": "1 2\n", "output": "3\n"}, {"input": "4 4\n", "output": "8\n"}]
+    rows = [
+        {"id": f"c{right}", "category": "code", "problem": f"Sum two integers (variant {right}).", "tests": tests}
+        for right in (4, 5)
+    ]  # of 8 slots: 4/8 < 15/24 is kept, 5/8 = 15/24 is not
+    dataset = tmp_path / "code.jsonl"
+    dataset.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "out"
+
+    def script(request):
+        right, slot = int(request.last_user_content.split("variant ")[1][0]), int(request.body["seed"])
+        program = SUM_RIGHT if slot < right else SUM_WRONG if slot == right else None
+        return FakeReply(content=f"```python\n{program}```" if program else "I cannot write it.")
+
+    with FakeOpenAIServer(script).in_thread() as server:
+        result = build("--dataset", str(dataset), "--out", str(out), "--base-url", server.base_url,
+                       "--pool-size", "8", "--messages", "4-8", "--domain", "code")  # fmt: skip
+        refused = build("--dataset", str(dataset), "--out", str(tmp_path / "o2"), "--base-url", server.base_url,
+                        "--pool-size", "8", "--messages", "4-8", "--domain", "math")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["message_accuracy"] == {"c4": 0.5, "c5": 0.625}
+    assert [p["id"] for p in manifest["problems"] if p["kept"]] == ["c4"]
+    row = load_parquet(out / "verl.parquet")[0]
+    assert row["data_source"] == "pacore/code" and json.loads(row["reward_model"]["ground_truth"]) == tests
+    assert refused.exit_code == 2 and "is a code problem" in refused.stderr
+
+
+def test_the_pool_of_pacore_eval_is_reused_as_is(tmp_path):
+    dataset = write_dataset(tmp_path / "train.jsonl", ("p2", "p3"))
+    evaluated = tmp_path / "eval"
+    with FakeOpenAIServer(scripted()).in_thread() as server:
+        done = CliRunner().invoke(app, [
+            "eval", "--dataset", str(dataset), "--graph", "self-consistency:24", "--runs", "1",
+            "--out", str(evaluated), "--base-url", server.base_url, "--seed", "0",
+        ], catch_exceptions=False)  # fmt: skip
+        assert done.exit_code == 0, done.output
+        sent = len(server.requests)
+        result = build("--dataset", str(dataset), "--out", str(tmp_path / "out"), "--base-url", server.base_url,
+                       "--pool-file", str(evaluated / "pool.jsonl"))  # fmt: skip
+        assert len(server.requests) == sent == 48  # the eval's 48 round-1 trajectories, no new request
+    assert result.exit_code == 0, result.output
+    assert "0 generated and 48 reused" in result.stdout

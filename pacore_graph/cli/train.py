@@ -106,6 +106,9 @@ class _Reporter:
         )
         self.update("pool", progress.done, progress.total, note)
 
+    def grading(self, done: int, total: int) -> None:
+        self.update("grading", done, total, "problems")
+
     def synthesis(self, done: int, total: int) -> None:
         self.update("stage 2 syntheses", done, total, "syntheses")
 
@@ -153,6 +156,7 @@ async def _build(
                 syntheses=syntheses,
                 model=await client.resolve_model(),
                 on_pool=reporter.pool,
+                on_grade=reporter.grading,
                 on_synthesis=reporter.synthesis,
             )
 

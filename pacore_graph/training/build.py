@@ -152,12 +152,13 @@ async def build_training_data(
     syntheses: TrajectoryPool | None = None,
     model: str | None = None,
     on_pool: Callable[[PoolProgress], None] | None = None,
+    on_grade: Callable[[int, int], None] | None = None,
     on_synthesis: Callable[[int, int], None] | None = None,
 ) -> BuildResult:
     """Build the episodes of ``problems`` (see the module docstring); requests go to ``backend``.
 
-    ``on_pool`` hears pool progress after every slot; ``on_synthesis`` hears (done, total) after every stage-2
-    synthesis.
+    ``on_pool`` hears pool progress after every slot; ``on_grade`` hears (done, total) after every graded problem,
+    ``on_synthesis`` after every stage-2 synthesis.
     """
     check_problems(problems, settings.domain)
     progress = PoolProgress(total=0)
@@ -179,7 +180,11 @@ async def build_training_data(
         parallel=settings.parallel,
         on_progress=seen,
     )
-    grades = [await grade_pool(grader, p) for p in pools]
+    grades: list[PoolGrades] = []
+    for p in pools:
+        grades.append(await grade_pool(grader, p))
+        if on_grade is not None:
+            on_grade(len(grades), len(pools))
     messages = settings.message_range
 
     def episodes_of(p: ProblemPool, g: PoolGrades, count: int, stage: int) -> list[Episode]:

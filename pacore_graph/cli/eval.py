@@ -281,8 +281,8 @@ def eval_command(
     from pacore_graph.eval.runner import POOL_FILE, EvalGraph, resolve_eval_graphs
     from pacore_graph.eval.self_consistency import sc_curve
 
-    out_console = Console()
-    err = Console(stderr=True)
+    out_console = Console(soft_wrap=True)
+    err = Console(stderr=True, soft_wrap=True)
     counters = EvalCounters()
     started = time.monotonic()
     sc: list[SCPoint] = []

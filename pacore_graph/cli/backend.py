@@ -120,11 +120,10 @@ async def open_backend(
 
                 engine = LocalEngine(options.engine_model, progress=progress)
                 await engine.start()
-        else:  # no spinner off a terminal: a line now, then one every few seconds (pacore_graph.progress)
+        else:  # no spinner off a terminal: a line as each phase starts, then one every 5 s (pacore_graph.progress)
             from pacore_graph.progress import ProgressLines
 
             lines = ProgressLines("pacore engine", stream=console.file)
-            lines.line("starting the embedded vLLM engine (about 30-60 s; `pacore engine up` keeps one running)")
             engine = LocalEngine(options.engine_model, progress=lines.phases())
             await engine.start()
     except EngineNotInstalledError as exc:

@@ -59,9 +59,7 @@ def _progress() -> Iterator[Callable[[str, float], None]]:
     if not _err.is_terminal:
         from pacore_graph.progress import ProgressLines
 
-        lines = ProgressLines("pacore engine", stream=_err.file)
-        lines.line("preparing the engine")
-        yield lines.phases()
+        yield ProgressLines("pacore engine", stream=_err.file).phases()
         return
     with _err.status("Preparing the engine…") as status:
 

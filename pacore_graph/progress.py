@@ -37,6 +37,8 @@ class ProgressLines:
         stream: where the lines go (default: ``sys.stderr`` at the time of each line).
         min_interval: the least time between two :meth:`update` lines (``line`` is never held back).
         heartbeat: the quiet time after which :meth:`heartbeat` prints.
+        start_after: seconds during which nothing is written (only the latest line is kept, for the first line
+            after them): work that is over by then (a short eval, an error at once) prints nothing extra.
     """
 
     def __init__(
@@ -46,17 +48,22 @@ class ProgressLines:
         stream: IO[str] | None = None,
         min_interval: float = 0.5,
         heartbeat: float = 10.0,
+        start_after: float = 0.0,
     ) -> None:
         self.label = label
         self.stream = stream
         self.min_interval = min_interval
         self.heartbeat_interval = heartbeat
+        self.start_after = start_after
         self._started = time.monotonic()
         self._last = float("-inf")  # when the last line was written
         self._held: str | None = None  # the latest update() held back by the rate limit
 
     def _write(self, text: str) -> None:
         now = time.monotonic()
+        if now - self._started < self.start_after:
+            self._held = text  # too early: kept, and written by the first update() after the grace
+            return
         self._last = now
         self._held = None
         prefix = f"[{self.label} {now - self._started:.0f} s] " if self.label else ""
@@ -100,8 +107,8 @@ class ProgressLines:
         return report
 
     def close(self) -> None:
-        """Write the last held-back update, if any."""
-        if self._held is not None:
+        """Write the last held-back update, if any (not within ``start_after``)."""
+        if self._held is not None and time.monotonic() - self._started >= self.start_after:
             self._write(self._held)
 
 

@@ -2,6 +2,7 @@
 
 import io
 import os
+import re
 import subprocess
 import sys
 import time
@@ -60,8 +61,9 @@ def test_run_progress_writes_a_line_per_round_event():
 
 
 def test_pacore_eval_prints_progress_lines_to_a_pipe(tmp_path):
+    # 6 runs of ~0.8 s: past the 3 s during which a short eval stays quiet.
     def reply(request):
-        return FakeReply(content=f"The answer is {request.index}.", completion_tokens=3, delay=0.02)
+        return FakeReply(content=f"The answer is {request.index}.", completion_tokens=3, delay=0.8)
 
     with FakeOpenAIServer(reply).in_thread() as server:
         result = pacore(
@@ -70,10 +72,18 @@ def test_pacore_eval_prints_progress_lines_to_a_pipe(tmp_path):
         )  # fmt: skip
     assert result.returncode == 0, result.stderr
     lines = result.stderr.splitlines()
-    assert lines[0].startswith("[pacore eval 0 s] 6 runs to do (3 problems × 2 runs × 1 graphs)")
-    done = [line for line in lines if " runs done (" in line]
-    assert done and done[-1].split("] ")[1].startswith("6/6 runs done (self-consistency:1 ")
+    assert lines and all(re.match(r"\[pacore eval \d+ s\] \d/6 runs done", line) for line in lines), lines
+    assert lines[-1].split("] ")[1].startswith("6/6 runs done (self-consistency:1 ")
     assert "\x1b[" not in result.stderr and "━" not in result.stderr  # no bar frames, no colours
+
+
+def test_lines_within_start_after_are_not_written():
+    stream = io.StringIO()
+    lines = ProgressLines(stream=stream, start_after=60.0)
+    lines.line("starting")
+    lines.update("1/2 done")
+    lines.close()
+    assert stream.getvalue() == ""
 
 
 def test_pacore_run_prints_round_lines_to_a_pipe():

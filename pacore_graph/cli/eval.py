@@ -140,7 +140,9 @@ async def _evaluate(
             transient=True,  # the table replaces it; and an error stays the one line printed
             disable=not err.is_terminal,  # a log file gets the table, not bar frames
         )
-        lines = None if err.is_terminal else ProgressLines("pacore eval", stream=err.file)
+        # Off a terminal: plain lines, from 3 s on (an eval over by then, or failing at once, prints only its
+        # result or its one error line), then a line per finished run and at least one every 10 s.
+        lines = None if err.is_terminal else ProgressLines("pacore eval", stream=err.file, start_after=3.0)
         if lines is not None:
             lines.line(f"{total - already} runs to do ({len(problems)} problems × {runs} runs × {len(graphs)} graphs)")
         with progress:

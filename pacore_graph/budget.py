@@ -52,6 +52,7 @@ __all__ = [
     "MESSAGE_OVERHEAD_TOKENS",
     "ContextReportingBackend",
     "FittedPrompt",
+    "RoundBudget",
     "TokenCountingBackend",
     "check_request_size",
     "completion_budget",
@@ -60,6 +61,7 @@ __all__ = [
     "estimate_tokens",
     "fit_prompt",
     "media_parts",
+    "plan_round",
     "request_bytes",
     "server_context",
 ]
@@ -216,6 +218,64 @@ async def fit_prompt(
         longest = max(range(len(kept)), key=lambda i: (len(kept[i]), i))
         del kept[longest]
         prompt = build_prompt(conversation, kept, template)
+
+
+class RoundBudget(NamedTuple):
+    """One round's prompt fitted to the context (as :class:`FittedPrompt`; ``tokens``/``counted`` None when it was
+    not fitted) and the ``max_tokens`` its requests get (None: the sampling's, as given)."""
+
+    prompt: list[dict[str, Any]]
+    trimmed: int
+    tokens: int | None
+    counted: Counted | None
+    max_tokens: int | None
+
+
+async def plan_round(
+    backend: object,
+    conversation: list[dict[str, Any]],
+    references: Sequence[str],
+    template: str,
+    *,
+    prompt: list[dict[str, Any]],
+    max_model_len: int | None,
+    max_tokens: int | None,
+    token_budget: Literal["fit", "none"],
+    what: str,
+) -> RoundBudget:
+    """Fit a round's prompt and set its completion budget, as the module docstring says (the ``plan`` node's).
+
+    ``max_model_len`` is the one you set (a hard limit), None to use the server's; ``max_tokens`` the round's
+    sampling's; ``token_budget`` the settings' (``"none"``: fit only to a ``max_model_len`` you set, and send
+    ``max_tokens`` as given).
+    """
+    fit = token_budget == "fit"
+    cap = default_max_tokens(backend) if fit else None
+    context, reported, first = max_model_len, False, None
+    if context is None and fit:
+        # The server's context counts only with the server's own count: an estimate could starve the reply.
+        context, reported = await server_context(backend), True
+        if context is not None:
+            first = await count_tokens(backend, prompt)
+            context = context if first[1] == "tokenizer" else None
+    trimmed, tokens, counted = 0, None, None
+    if context is not None:
+        prompt, trimmed, tokens, counted = await fit_prompt(
+            backend,
+            conversation,
+            references,
+            template,
+            max_model_len=context,
+            max_tokens=max_tokens if max_tokens is not None else cap,
+            what=what,
+            prompt=prompt,
+            clamp=reported or max_tokens is None,  # only a max_model_len you set, with your max_tokens, is strict
+            counted=first,
+        )
+    if not fit:
+        return RoundBudget(prompt, trimmed, tokens, counted, max_tokens)
+    room = context - tokens if context is not None and tokens is not None else None
+    return RoundBudget(prompt, trimmed, tokens, counted, completion_budget(max_tokens, cap, room, what=what))
 
 
 def request_bytes(messages: Sequence[ChatMessage]) -> int:

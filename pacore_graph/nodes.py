@@ -35,14 +35,7 @@ from langgraph.config import get_config
 from langgraph.func import task
 from langgraph.runtime import get_runtime
 
-from pacore_graph.budget import (
-    check_request_size,
-    completion_budget,
-    count_tokens,
-    default_max_tokens,
-    fit_prompt,
-    server_context,
-)
+from pacore_graph.budget import check_request_size, plan_round
 from pacore_graph.chat_run import SynthesisRun, answer_message
 from pacore_graph.clients.base import ChatBackend, ChatResult, SamplingParams, TokenUsage
 from pacore_graph.clients.limiter import request_priority
@@ -200,34 +193,17 @@ class PaCoReNodes:
         prompt = state["prompt"]
         self._check_budget(prompt, round_number)
         what = self._round_name(round_number)
-        fit = self.config.token_budget == "fit"
-        cap = default_max_tokens(self.backend) if fit else None
-        trimmed, tokens, counted = 0, None, None
-        context, reported = self.config.max_model_len, False
-        first = None
-        if context is None and fit:
-            # The server's context counts only with the server's own count: an estimate could starve the reply.
-            context, reported = await server_context(self.backend), True
-            if context is not None:
-                first = await count_tokens(self.backend, prompt)
-                context = context if first[1] == "tokenizer" else None
-        if context is not None:
-            prompt, trimmed, tokens, counted = await fit_prompt(
-                self.backend,
-                state["conversation"],
-                state["references"],
-                self.config.template,
-                max_model_len=context,
-                max_tokens=params.max_tokens if params.max_tokens is not None else cap,
-                what=what,
-                prompt=prompt,
-                clamp=reported or params.max_tokens is None,  # only a max_model_len you set is a hard limit
-                counted=first,
-            )
-        budget = None
-        if fit:
-            room = context - tokens if context is not None and tokens is not None else None
-            budget = completion_budget(params.max_tokens, cap, room, what=what)
+        prompt, trimmed, tokens, counted, budget = await plan_round(
+            self.backend,
+            state["conversation"],
+            state["references"],
+            self.config.template,
+            prompt=prompt,
+            max_model_len=self.config.max_model_len,
+            max_tokens=params.max_tokens,
+            token_budget=self.config.token_budget,
+            what=what,
+        )
         k = 1 if final else self.config.schedule.rounds[round_number - 1]
         size = check_request_size(
             prompt,
@@ -245,7 +221,7 @@ class PaCoReNodes:
                 prompt_tokens=tokens,
                 tokens_counted=counted,
                 request_bytes=size,
-                max_tokens=budget if fit else params.max_tokens,
+                max_tokens=budget,
             )
         )
         update: dict[str, Any] = {"budget": budget}

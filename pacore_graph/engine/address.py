@@ -12,8 +12,10 @@ if TYPE_CHECKING:
 __all__ = ["DEFAULT_ENGINE_MAX_TOKENS", "EngineAddress"]
 
 #: The ``max_tokens`` cap of requests to the engine's default model (SmolLM2-135M) whose sampling sets none
-#: (:mod:`pacore_graph.budget`): on 2 CPU cores the model writes ~10-40 tokens/s per sequence and often rambles
-#: to the end of its 8k context, so without a cap one README command can run for minutes.
+#: (:mod:`pacore_graph.budget`): on 2 CPU cores the model writes ~30 tokens/s per sequence (4 explorers together
+#: ~125 tokens/s, the lone synthesis ~33: BENCHMARKS.md) and often rambles to the end of its 8k context, so
+#: without a cap one README command ran for over 10 minutes. With 512, a round lasts ~15-20 s and
+#: ``pacore run ... -s 4,2`` about a minute after the engine's start.
 #: ``--max-tokens N`` (or ``max_tokens=N``) raises it; ``--max-tokens none`` removes every cap.
 DEFAULT_ENGINE_MAX_TOKENS = 512
 

@@ -4,7 +4,7 @@ One home for every plain progress line: ``pacore run --quiet`` (and ``pacore run
 eval``, the embedded engine's start-up and the examples use it, and so can any long job::
 
     lines = ProgressLines("pacore eval")
-    lines.line("20 runs to do")                 # always printed
+    lines.line("20 runs to do")                 # printed now (unless within start_after)
     lines.update(f"{done}/20 runs done")        # at most one every ``min_interval`` seconds; the last one is
     lines.close()                               # ...printed by close() if it was held back
     lines.heartbeat("still starting (12 s)")    # printed only when nothing was for ``heartbeat`` seconds
@@ -12,7 +12,7 @@ eval``, the embedded engine's start-up and the examples use it, and so can any l
 
 :class:`RunProgress` turns a graph run's events (:mod:`pacore_graph.events`) into such lines, a few per round;
 pass it as ``run_graph(..., progress=RunProgress())``. Lines go to standard error, flushed at once, without
-colours or wrapping, each starting with its label and the seconds since the first line.
+colours or wrapping, each starting with its label and the seconds since the ProgressLines was made.
 """
 
 from __future__ import annotations

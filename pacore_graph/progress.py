@@ -17,6 +17,7 @@ colours or wrapping, each starting with its label and the seconds since the Prog
 
 from __future__ import annotations
 
+import asyncio
 import sys
 import time
 from collections import Counter
@@ -47,7 +48,7 @@ class ProgressLines:
         *,
         stream: IO[str] | None = None,
         min_interval: float = 0.5,
-        heartbeat: float = 10.0,
+        heartbeat: float = 5.0,
         start_after: float = 0.0,
     ) -> None:
         self.label = label
@@ -150,12 +151,38 @@ class RunProgress:
 
     Call it with each event (``run_graph(graph, inputs, progress=RunProgress())``). ``rounds`` (the parallel
     rounds, if known) makes round labels read ``round 1/2``. Events of subgraphs (a ``namespace``) count too.
+    Made inside a running event loop, it also checks every ``tick`` seconds and, when the lines have been quiet
+    for their ``heartbeat`` (a long round), writes how far the current round is; it stops at the run's end or
+    at :meth:`close`.
     """
 
-    def __init__(self, lines: ProgressLines | None = None, rounds: int | None = None) -> None:
+    def __init__(self, lines: ProgressLines | None = None, rounds: int | None = None, *, tick: float = 1.0) -> None:
         self.lines = lines if lines is not None else ProgressLines("pacore")
         self.rounds = rounds
         self._rounds: dict[tuple[tuple[str, ...], int], RoundTally] = {}
+        self._current: tuple[str, RoundTally] | None = None  # the round started last, for the heartbeat
+        self._tick = tick
+        self._timer: asyncio.TimerHandle | None = None
+        try:
+            self._loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:  # synchronous use: lines come from events only
+            self._loop = None
+        else:
+            self._timer = self._loop.call_later(tick, self._beat)
+
+    def _beat(self) -> None:
+        if self._current is not None:
+            what, counter = self._current
+            elapsed = time.perf_counter() - counter.started
+            self.lines.heartbeat(f"{what}: {counter.done}/{counter.k} done, {elapsed:.0f} s so far")
+        if self._loop is not None and self._timer is not None:
+            self._timer = self._loop.call_later(self._tick, self._beat)
+
+    def close(self) -> None:
+        """Stop the heartbeat (idempotent; the run's end stops it too)."""
+        timer, self._timer = self._timer, None
+        if timer is not None:
+            timer.cancel()
 
     def _name(self, round_number: int) -> str:
         return f"round {round_number}/{self.rounds}" if self.rounds else f"round {round_number}"
@@ -169,6 +196,7 @@ class RunProgress:
         key = (event.namespace, getattr(event, "round", 0))
         if isinstance(event, RoundStarted):
             self._rounds[key] = RoundTally(event.k)
+            self._current = ("final synthesis" if event.final else self._name(event.round), self._rounds[key])
             what = "final synthesis" if event.final else f"{self._name(event.round)}: K={event.k},"
             budget = f", max_tokens {event.max_tokens:,}" if event.max_tokens is not None else ""
             self.lines.line(f"{what} prompt {event.prompt_chars:,} chars{budget}")
@@ -192,3 +220,5 @@ class RunProgress:
             )
         elif isinstance(event, RunFinished):
             self.lines.line(f"done: {event.usage.get('effective_ttc_tokens', 0):,} completion tokens in all")
+            if not event.namespace:
+                self.close()

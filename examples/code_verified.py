@@ -12,8 +12,9 @@ from __future__ import annotations
 import asyncio
 import os
 
-from pacore_graph import ChatBackend, VLLMClient
+from pacore_graph import ChatBackend, VLLMClient, run_graph
 from pacore_graph.graphs import load_graph
+from pacore_graph.progress import RunProgress
 from pacore_graph.tools import arun_python
 
 PROBLEM = """Read two integers a and b (one line, separated by a space) and print their product.
@@ -34,11 +35,12 @@ Sample Output 2
 async def solve(backend: ChatBackend) -> str:
     """Run the graph (tests are read from the problem's samples) and report the verified program."""
     graph = load_graph("pacore-code-verified", backend, schedule=[3])
-    state = await graph.ainvoke({"problem": PROBLEM})
-    verification = state["verification"]
+    # RunProgress: a plain line on stderr per round, so a slow model is never silent
+    result = await run_graph(graph, {"problem": PROBLEM}, progress=RunProgress(rounds=1))
+    verification, program = result.extra["verification"], result.extra["program"]
     lines = [f"final program: {verification['evidence']}"]
-    if state["program"] is not None:
-        run = await arun_python(state["program"], "17 23\n")
+    if program is not None:
+        run = await arun_python(program, "17 23\n")
         lines.append(f"17 23 -> {run.stdout.strip()} ({run.describe()})")
     return "\n".join(lines)
 

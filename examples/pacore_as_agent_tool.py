@@ -24,6 +24,8 @@ from langgraph.graph import END, START, MessagesState, StateGraph
 from langgraph.prebuilt import ToolNode, tools_condition
 
 from pacore_graph import ChatBackend, SamplingParams, VLLMClient, build_pacore_graph
+from pacore_graph.events import parse_event
+from pacore_graph.progress import RunProgress
 from pacore_graph.tools import make_code_runner_tool, make_deep_reason_tool
 
 
@@ -74,8 +76,21 @@ def build_agent(backend: ChatBackend, model: BaseChatModel | None = None):
 
 
 async def ask(backend: ChatBackend) -> str:
-    """Ask the agent one question; return its final message."""
-    state = await build_agent(backend).ainvoke({"messages": [HumanMessage("What is 17 * 23?")]})
+    """Ask the agent one question; return its final message.
+
+    Streamed rather than ``ainvoke``d so that PaCoRe's events, from inside the tool, show as plain progress lines
+    on stderr (RunProgress); the last top-level ``values`` chunk is the agent's final state.
+    """
+    progress, state = RunProgress(rounds=1), None
+    inputs = {"messages": [HumanMessage("What is 17 * 23?")]}
+    async for namespace, mode, chunk in build_agent(backend).astream(
+        inputs, stream_mode=["custom", "values"], subgraphs=True
+    ):
+        if mode == "custom" and (event := parse_event(chunk)) is not None:
+            progress(event)
+        elif mode == "values" and not namespace:
+            state = chunk
+    assert state is not None
     return str(state["messages"][-1].content)
 
 

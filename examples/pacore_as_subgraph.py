@@ -14,7 +14,8 @@ from typing import TypedDict
 
 from langgraph.graph import END, START, StateGraph
 
-from pacore_graph import ChatBackend, SamplingParams, VLLMClient, build_pacore_graph
+from pacore_graph import ChatBackend, SamplingParams, VLLMClient, build_pacore_graph, run_graph
+from pacore_graph.progress import RunProgress
 
 
 class Workflow(TypedDict, total=False):
@@ -48,14 +49,18 @@ def build_workflow(backend: ChatBackend):
     return graph.compile()
 
 
+async def report(backend: ChatBackend) -> str:
+    """Run the workflow; PaCoRe's rounds show as plain lines on stderr (RunProgress), its report is returned."""
+    result = await run_graph(build_workflow(backend), {"topic": "17 * 23"}, progress=RunProgress(rounds=1))
+    return str(result.extra["report"])
+
+
 async def main(backend: ChatBackend | None = None) -> str:
     """Run the workflow; without a backend, use the server at ``PACORE_BASE_URL``."""
     if backend is not None:
-        state = await build_workflow(backend).ainvoke({"topic": "17 * 23"})
-        return state["report"]
+        return await report(backend)
     async with VLLMClient(os.environ.get("PACORE_BASE_URL", "http://127.0.0.1:8000/v1")) as client:
-        state = await build_workflow(client).ainvoke({"topic": "17 * 23"})
-        return state["report"]
+        return await report(client)
 
 
 if __name__ == "__main__":

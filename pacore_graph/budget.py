@@ -15,6 +15,17 @@ always kept: a round that cannot fit even one, or a problem that does not fit on
 :class:`~pacore_graph.errors.ContextBudgetError` before anything is sent. How many references were dropped is
 reported on the round's ``RoundStarted`` event (``trimmed``).
 
+Completion budget (:func:`completion_budget`, settings ``token_budget``): with ``"fit"`` (the default) every
+request's ``max_tokens`` is what fits, the context minus the prompt's tokens, capped by the sampling's
+``max_tokens`` or, when that is unset, by the backend's default cap (the embedded engine's
+:data:`~pacore_graph.engine.address.DEFAULT_ENGINE_MAX_TOKENS`, so a 135M model on a CPU cannot ramble for
+minutes). The context is ``max_model_len`` when set, else what the server reports (:class:`ContextReportingBackend`,
+vLLM's ``/v1/models`` ``max_model_len``), used only when the server also counts the prompt's tokens: an
+estimate is an upper bound and could starve the completion. A ``max_tokens`` the server's context can never
+hold is sent as what fits (logged at debug); one over a ``max_model_len`` you set is your own contradiction and
+fails as before. With ``"none"`` requests carry the sampling's ``max_tokens`` as given (none: the server's own
+default, usually the rest of its context).
+
 Request size (:func:`check_request_size`): the JSON of a request's messages (images included, base64) may not
 exceed ``max_request_bytes`` (:class:`~pacore_graph.config.PaCoReConfig`, default
 :data:`DEFAULT_MAX_REQUEST_BYTES`); a round that would send a larger one fails with
@@ -26,6 +37,7 @@ one copy of each non-text part (see :mod:`pacore_graph.prompts`).
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Sequence
 from typing import Any, Literal, NamedTuple, Protocol, runtime_checkable
 
@@ -38,15 +50,23 @@ __all__ = [
     "DEFAULT_MAX_REQUEST_BYTES",
     "MEDIA_PART_TOKENS",
     "MESSAGE_OVERHEAD_TOKENS",
+    "ContextReportingBackend",
     "FittedPrompt",
+    "RoundBudget",
     "TokenCountingBackend",
     "check_request_size",
+    "completion_budget",
     "count_tokens",
+    "default_max_tokens",
     "estimate_tokens",
     "fit_prompt",
     "media_parts",
+    "plan_round",
     "request_bytes",
+    "server_context",
 ]
+
+_log = logging.getLogger(__name__)
 
 #: Tokens allowed per message for the chat template's role markers and separators in the estimate.
 MESSAGE_OVERHEAD_TOKENS = 8
@@ -66,6 +86,45 @@ class TokenCountingBackend(Protocol):
     async def count_tokens(self, messages: Sequence[ChatMessage]) -> int | None:
         """The prompt's token count with the chat template applied, or None when the server cannot tell."""
         ...
+
+
+@runtime_checkable
+class ContextReportingBackend(Protocol):
+    """A backend that can tell its model's context length (an optional capability)."""
+
+    async def context_length(self) -> int | None:
+        """The served model's context in tokens (vLLM's ``max_model_len``), or None when the server does not say."""
+        ...
+
+
+async def server_context(backend: object) -> int | None:
+    """The context the backend's server reports, or None (no such capability, or the server does not say)."""
+    if isinstance(backend, ContextReportingBackend):
+        return await backend.context_length()
+    return None
+
+
+def default_max_tokens(backend: object) -> int | None:
+    """The backend's default ``max_tokens`` cap for requests whose sampling sets none (``default_max_tokens``)."""
+    cap = getattr(backend, "default_max_tokens", None)
+    return cap if isinstance(cap, int) and cap > 0 else None
+
+
+def completion_budget(requested: int | None, cap: int | None, room: int | None, *, what: str) -> int | None:
+    """A request's ``max_tokens``: ``requested`` (else ``cap``), at most ``room`` (what fits; None: unknown).
+
+    None when there is nothing to cap with (no request, no cap, unknown room): the server's default applies.
+    """
+    wanted = requested if requested is not None else cap
+    if room is None:
+        return wanted
+    room = max(room, 1)
+    if wanted is None:
+        return room
+    if wanted > room:
+        _log.debug("%s: max_tokens %d does not fit the context; sending max_tokens %d (what fits)", what, wanted, room)
+        return room
+    return wanted
 
 
 def media_parts(messages: Sequence[ChatMessage]) -> int:
@@ -122,12 +181,19 @@ async def fit_prompt(
     max_tokens: int | None,
     what: str,
     prompt: list[dict[str, Any]] | None = None,
+    clamp: bool = False,
+    counted: tuple[int, Counted] | None = None,
 ) -> FittedPrompt:
     """P(x, M) trimmed to fit ``max_model_len - max_tokens`` (see the module docstring); how many were dropped;
     and the count.
 
     ``prompt`` is P(x, M) already rendered, if the caller has it: it is rendered again only when trimming.
+    With ``clamp`` (a context the server reported), a ``max_tokens`` that leaves no room is not an error: the
+    prompt is fitted to the whole context and the completion gets what is left (:func:`completion_budget`).
+    ``counted`` is ``prompt``'s count if the caller already has it.
     """
+    if clamp and max_tokens is not None and max_tokens >= max_model_len:
+        max_tokens = None
     room = max_model_len - (max_tokens if max_tokens is not None else 1)
     if room <= 0:
         raise ContextBudgetError(
@@ -138,7 +204,8 @@ async def fit_prompt(
     if prompt is None:
         prompt = build_prompt(conversation, kept, template)
     while True:
-        count, how = await count_tokens(backend, prompt)
+        count, how = counted if counted is not None else await count_tokens(backend, prompt)
+        counted = None
         if count <= room:
             return FittedPrompt(prompt, len(references) - len(kept), count, how)
         if len(kept) <= 1:
@@ -151,6 +218,64 @@ async def fit_prompt(
         longest = max(range(len(kept)), key=lambda i: (len(kept[i]), i))
         del kept[longest]
         prompt = build_prompt(conversation, kept, template)
+
+
+class RoundBudget(NamedTuple):
+    """One round's prompt fitted to the context (as :class:`FittedPrompt`; ``tokens``/``counted`` None when it was
+    not fitted) and the ``max_tokens`` its requests get (None: the sampling's, as given)."""
+
+    prompt: list[dict[str, Any]]
+    trimmed: int
+    tokens: int | None
+    counted: Counted | None
+    max_tokens: int | None
+
+
+async def plan_round(
+    backend: object,
+    conversation: list[dict[str, Any]],
+    references: Sequence[str],
+    template: str,
+    *,
+    prompt: list[dict[str, Any]],
+    max_model_len: int | None,
+    max_tokens: int | None,
+    token_budget: Literal["fit", "none"],
+    what: str,
+) -> RoundBudget:
+    """Fit a round's prompt and set its completion budget, as the module docstring says (the ``plan`` node's).
+
+    ``max_model_len`` is the one you set (a hard limit), None to use the server's; ``max_tokens`` the round's
+    sampling's; ``token_budget`` the settings' (``"none"``: fit only to a ``max_model_len`` you set, and send
+    ``max_tokens`` as given).
+    """
+    fit = token_budget == "fit"
+    cap = default_max_tokens(backend) if fit else None
+    context, reported, first = max_model_len, False, None
+    if context is None and fit:
+        # The server's context counts only with the server's own count: an estimate could starve the reply.
+        context, reported = await server_context(backend), True
+        if context is not None:
+            first = await count_tokens(backend, prompt)
+            context = context if first[1] == "tokenizer" else None
+    trimmed, tokens, counted = 0, None, None
+    if context is not None:
+        prompt, trimmed, tokens, counted = await fit_prompt(
+            backend,
+            conversation,
+            references,
+            template,
+            max_model_len=context,
+            max_tokens=max_tokens if max_tokens is not None else cap,
+            what=what,
+            prompt=prompt,
+            clamp=reported or max_tokens is None,  # only a max_model_len you set, with your max_tokens, is strict
+            counted=first,
+        )
+    if not fit:
+        return RoundBudget(prompt, trimmed, tokens, counted, max_tokens)
+    room = context - tokens if context is not None and tokens is not None else None
+    return RoundBudget(prompt, trimmed, tokens, counted, completion_budget(max_tokens, cap, room, what=what))
 
 
 def request_bytes(messages: Sequence[ChatMessage]) -> int:

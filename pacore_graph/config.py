@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, field_serializer, field_validator, model_validator
 
@@ -155,6 +155,10 @@ class PaCoReConfig(BaseModel):
     ``max_prompt_chars`` caps the text of any single prompt: a round whose prompt would exceed it fails before
     anything is sent. ``max_model_len`` (the model's context, in tokens) makes every prompt fit
     ``max_model_len - max_tokens``, trimming references as :mod:`pacore_graph.budget` documents.
+    ``token_budget`` is each request's ``max_tokens`` when the sampling leaves it unset or too large: ``fit``
+    (the default) sends what fits, the context (``max_model_len``, else the server's own) minus the prompt's
+    tokens, capped by the backend's default (the embedded engine's 1024 tokens); ``none`` sends the sampling's
+    ``max_tokens`` as given, and none when unset (no cap: the server's default). See :mod:`pacore_graph.budget`.
     ``max_request_bytes`` caps the JSON of one request's messages (images included; default 32 MiB): a round
     whose requests would be larger fails before any is sent, saying how much it would send. ``extraction``
     is how voting graphs read an answer from a conclusion. ``failure`` is the partial-failure policy (a quorum
@@ -191,6 +195,13 @@ class PaCoReConfig(BaseModel):
     extraction: ExtractionPolicy = Field(ExtractionPolicy(), alias="answer")
     max_prompt_chars: int | None = Field(None, gt=0)
     max_model_len: int | None = Field(None, gt=0)
+    token_budget: Literal["fit", "none"] = Field(
+        "fit",
+        description=(
+            "max_tokens when the sampling leaves it unset or too large: 'fit' (default) sends what fits, the context "
+            "minus the prompt, capped by the backend's default (the embedded engine's 1024); 'none' sends it as given"
+        ),
+    )
     max_request_bytes: int = Field(DEFAULT_MAX_REQUEST_BYTES, gt=0)
     failure: FailurePolicy = FailurePolicy()
     n_batch: int | None = Field(None, ge=1)

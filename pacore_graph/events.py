@@ -77,6 +77,9 @@ class RoundStarted(_Event):
         None, description="how prompt_tokens was had: the server's tokenizer, or an estimate (see budget.py)"
     )
     request_bytes: int | None = Field(None, description="the JSON size of one request's messages (images included)")
+    max_tokens: int | None = Field(
+        None, description="the round's max_tokens: what fits the context, or as sampled (see budget.py); None: no cap"
+    )
 
 
 class TrajectoryFinished(_Event):

@@ -35,7 +35,7 @@ from langgraph.config import get_config
 from langgraph.func import task
 from langgraph.runtime import get_runtime
 
-from pacore_graph.budget import check_request_size, fit_prompt
+from pacore_graph.budget import check_request_size, plan_round
 from pacore_graph.chat_run import SynthesisRun, answer_message
 from pacore_graph.clients.base import ChatBackend, ChatResult, SamplingParams, TokenUsage
 from pacore_graph.clients.limiter import request_priority
@@ -119,9 +119,17 @@ async def explore(
     n: int,
     transcripts: Transcripts,
     tool_fields: dict[str, Any] | None = None,
+    budget: int | None = None,
 ) -> list[Trajectory]:
     """Trajectories ``index`` .. ``index + n - 1`` of a round (a task: its result is checkpointed on return)."""
-    return await nodes.sample_trajectories(prompt, round_number, index, n, transcripts, tool_fields)
+    return await nodes.sample_trajectories(prompt, round_number, index, n, transcripts, tool_fields, budget)
+
+
+def _budgeted(params: SamplingParams, budget: int | None) -> SamplingParams:
+    """``params`` with the round's completion budget (``plan`` set it: what fits; None leaves them as they are)."""
+    if budget is None or params.max_tokens == budget:
+        return params
+    return params.model_copy(update={"max_tokens": budget})
 
 
 class PaCoReNodes:
@@ -184,24 +192,24 @@ class PaCoReNodes:
         params = self.config.final_params if final else self.config.params_for_round(round_number)
         prompt = state["prompt"]
         self._check_budget(prompt, round_number)
-        trimmed, tokens, counted = 0, None, None
-        if self.config.max_model_len is not None:
-            prompt, trimmed, tokens, counted = await fit_prompt(
-                self.backend,
-                state["conversation"],
-                state["references"],
-                self.config.template,
-                max_model_len=self.config.max_model_len,
-                max_tokens=params.max_tokens,
-                what=self._round_name(round_number),
-                prompt=prompt,
-            )
+        what = self._round_name(round_number)
+        prompt, trimmed, tokens, counted, budget = await plan_round(
+            self.backend,
+            state["conversation"],
+            state["references"],
+            self.config.template,
+            prompt=prompt,
+            max_model_len=self.config.max_model_len,
+            max_tokens=params.max_tokens,
+            token_budget=self.config.token_budget,
+            what=what,
+        )
         k = 1 if final else self.config.schedule.rounds[round_number - 1]
         size = check_request_size(
             prompt,
             self._requests(k),
             max_request_bytes=self.config.max_request_bytes,
-            what=self._round_name(round_number),
+            what=what,
         )
         event_writer()(
             RoundStarted(
@@ -213,9 +221,11 @@ class PaCoReNodes:
                 prompt_tokens=tokens,
                 tokens_counted=counted,
                 request_bytes=size,
+                max_tokens=budget,
             )
         )
-        return {"prompt": prompt} if trimmed else {}
+        update: dict[str, Any] = {"budget": budget}
+        return {**update, "prompt": prompt} if trimmed else update
 
     def route(self, state: PaCoReState) -> str:
         """After ``plan``: a parallel round goes to the explorers, the last one to the synthesizer."""
@@ -245,6 +255,7 @@ class PaCoReNodes:
                     min(batch, k - index),
                     transcripts,
                     state.get("tool_fields"),
+                    state.get("budget"),
                 ),
             ): index
             for index in range(0, k, batch)
@@ -305,14 +316,17 @@ class PaCoReNodes:
         n: int,
         transcripts: Transcripts,
         tool_fields: dict[str, Any] | None = None,
+        budget: int | None = None,
     ) -> list[Trajectory]:
         """Sample trajectories ``index`` .. ``index + n - 1`` of a parallel round (one request; n > 1 is n-batching).
 
-        ``tool_fields`` (the run's checked tools) are sent with the request. A failure raises when the failure
+        ``tool_fields`` (the run's checked tools) are sent with the request, with ``budget`` (the round's
+        ``max_tokens``, see ``plan``) when set. A failure raises when the failure
         policy is strict, and becomes failed markers when it allows a quorum.
         """
         seed_offset = self.config.schedule.offset(round_number) + index
-        params = with_tools(self.config.params_for_round(round_number).with_seed_offset(seed_offset), tool_fields)
+        params = self.config.params_for_round(round_number).with_seed_offset(seed_offset)
+        params = with_tools(_budgeted(params, budget), tool_fields)
         records = transcripts.setdefault(index, [])
         record: EventWriter = records.append  # type: ignore[assignment]  # records hold TrajectoryFinished only
         started_at = time.time()
@@ -401,7 +415,7 @@ class PaCoReNodes:
         """The final K = 1 round on the stored P(x, M_R): its conclusion is the answer, its tool calls the run's."""
         round_number = state["round"]
         params = self.config.final_params.with_seed_offset(self.config.schedule.total_trajectories - 1)
-        params = with_tools(params, state.get("tool_fields"))
+        params = with_tools(_budgeted(params, state.get("budget")), state.get("tool_fields"))
         prompt = state["prompt"]
         write = event_writer()
         chat = SynthesisRun()

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Mapping
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 from pydantic.fields import FieldInfo
@@ -26,7 +26,7 @@ from pacore_graph.errors import ConfigError
 from pacore_graph.schedule import Schedule
 from pacore_graph.structured import ResponseFormat
 
-__all__ = ["OVERRIDE_TARGETS", "Overrides", "apply_overrides", "check_override", "override_field"]
+__all__ = ["NO_CAP", "OVERRIDE_TARGETS", "Overrides", "apply_overrides", "check_override", "override_field"]
 
 _Config = TypeVar("_Config", bound=PaCoReConfig)
 
@@ -37,9 +37,10 @@ class Overrides(BaseModel):
 
     ``schedule`` takes ``"32,4"``, ``[32, 4]``, ``4``, a preset or a :class:`~pacore_graph.Schedule`; the sampling
     options (``temperature``, ``top_p``, ``max_tokens``, ``seed``, ``stop``, ``presence_penalty``,
-    ``frequency_penalty``) apply to every round; ``response_format`` (OpenAI's, or a pydantic model class) to the
-    final synthesis (:mod:`pacore_graph.structured`); ``truncated``
-    is ``compaction.truncated``; ``min_trajectories``, ``min_fraction`` and ``straggler_grace`` are the
+    ``frequency_penalty``) apply to every round; ``max_tokens="none"`` unsets it in every round and turns the
+    default budget off (``token_budget="none"``: no cap, the server's default); ``response_format`` (OpenAI's,
+    or a pydantic model class) to the final synthesis (:mod:`pacore_graph.structured`); ``truncated`` is
+    ``compaction.truncated``; ``min_trajectories``, ``min_fraction`` and ``straggler_grace`` are the
     ``failure`` quorum; ``max_prompt_chars``, ``max_model_len``, ``max_request_bytes`` and ``n_batch`` are the
     settings of those names.
     Values are checked when applied, by the settings model (see :data:`OVERRIDE_TARGETS`).
@@ -50,7 +51,7 @@ class Overrides(BaseModel):
     schedule: Schedule | str | list[int] | int | None = None
     temperature: float | None = None
     top_p: float | None = None
-    max_tokens: int | None = None
+    max_tokens: int | Literal["none"] | None = None
     seed: int | None = None
     stop: list[str] | None = None
     presence_penalty: float | None = None
@@ -69,6 +70,9 @@ class Overrides(BaseModel):
         """The options that are set."""
         return {name: getattr(self, name) for name in type(self).model_fields if getattr(self, name) is not None}
 
+
+#: The ``max_tokens`` value that means no cap at all (``token_budget="none"``; the CLI's ``--max-tokens none``).
+NO_CAP = "none"
 
 #: The options that set a sampling field in every round (``params``, ``round_params``, ``synthesis_params``).
 _SAMPLING_OPTIONS = ("temperature", "top_p", "max_tokens", "seed", "stop", "presence_penalty", "frequency_penalty")
@@ -144,6 +148,8 @@ def check_override(option: str, value: Any) -> Any:
         return None
     if option == "schedule":
         return value if isinstance(value, Schedule) else Schedule.parse(value)
+    if option == "max_tokens" and value == NO_CAP:
+        return value
     try:
         return _field_adapter(option).validate_python(value)
     except ValidationError as exc:
@@ -217,6 +223,9 @@ def apply_overrides(
     # Every field as it is (derived ones, such as template, are derived again).
     data = {name: getattr(config, name) for name, field in type(config).model_fields.items() if not field.exclude}
     sampling = {name: given[name] for name in _SAMPLING_OPTIONS if name in given}
+    if sampling.get("max_tokens") == NO_CAP:
+        sampling["max_tokens"] = None  # unset in every round, and no default budget either
+        data["token_budget"] = "none"
     if sampling:
         # Each section as the fields it sets, plus the option; validation layers them over `params` again.
         data["params"] = {**config.params.model_dump(exclude_unset=True), **sampling}

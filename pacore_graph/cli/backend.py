@@ -112,12 +112,19 @@ async def open_backend(
     started = time.monotonic()
     on_phase("embedded engine start-up")
     try:
-        with console.status("starting the embedded vLLM engine…") as status:
+        if console.is_terminal:
+            with console.status("starting the embedded vLLM engine…") as status:
 
-            def progress(phase: str, elapsed: float) -> None:
-                status.update(f"{phase} ({elapsed:.0f} s)")
+                def progress(phase: str, elapsed: float) -> None:
+                    status.update(f"{phase} ({elapsed:.0f} s)")
 
-            engine = LocalEngine(options.engine_model, progress=progress)
+                engine = LocalEngine(options.engine_model, progress=progress)
+                await engine.start()
+        else:  # no spinner off a terminal: a line as each phase starts, then one every 5 s (pacore_graph.progress)
+            from pacore_graph.progress import ProgressLines
+
+            lines = ProgressLines("pacore engine", stream=console.file)
+            engine = LocalEngine(options.engine_model, progress=lines.phases())
             await engine.start()
     except EngineNotInstalledError as exc:
         raise EngineNotInstalledError(NO_SERVER_HINT) from exc

@@ -32,8 +32,8 @@ engine_app = typer.Typer(
     add_completion=False,
 )
 
-_out = Console()
-_err = Console(stderr=True)
+_out = Console(soft_wrap=True)
+_err = Console(stderr=True, soft_wrap=True)
 
 
 def _fail(message: str, code: int = 1) -> typer.Exit:
@@ -55,7 +55,12 @@ def _guard() -> Iterator[None]:
 
 @contextmanager
 def _progress() -> Iterator[Callable[[str, float], None]]:
-    """A rich spinner fed by the engine's (phase, elapsed) progress callback."""
+    """A rich spinner fed by the engine's (phase, elapsed) progress callback; plain lines off a terminal."""
+    if not _err.is_terminal:
+        from pacore_graph.progress import ProgressLines
+
+        yield ProgressLines("pacore engine", stream=_err.file).phases()
+        return
     with _err.status("Preparing the engine…") as status:
 
         def update(phase: str, elapsed: float) -> None:

@@ -49,6 +49,7 @@ if TYPE_CHECKING:
     from pacore_graph.eval.report import GraphMetrics
     from pacore_graph.eval.runner import EvalGraph, EvalRecord
     from pacore_graph.eval.self_consistency import SCPoint
+    from pacore_graph.progress import ProgressLines
 
 __all__ = ["PLOT_FILE", "REPORT_FILE", "eval_command"]
 
@@ -61,24 +62,41 @@ SC_CURVE_FILE = "sc_curve.json"
 class _Live:
     """The progress bar's figures: runs done, accuracy so far, and tokens/s the server generated."""
 
-    def __init__(self, progress: Progress, task: Any, counters: EvalCounters) -> None:
+    def __init__(
+        self, progress: Progress, task: Any, counters: EvalCounters, lines: ProgressLines | None, todo: int
+    ) -> None:
         self.progress = progress
         self.task = task
         self.counters = counters
+        self.lines = lines  # off a terminal: plain lines instead of the bar
+        self.todo = todo
         self.started = time.monotonic()
         self.right = 0
         self.done = 0
 
+    def _speed(self) -> str:
+        return f"{self.counters.generated_tokens / max(time.monotonic() - self.started, 1e-6):.0f} tok/s"
+
     def record(self, record: EvalRecord) -> None:
         self.done += 1
         self.right += record.correct
-        elapsed = max(time.monotonic() - self.started, 1e-6)
-        self.progress.update(
-            self.task,
-            advance=1,
-            accuracy=f"acc {100 * self.right / self.done:.1f}%",
-            speed=f"{self.counters.generated_tokens / elapsed:.0f} tok/s",
-        )
+        accuracy = f"acc {100 * self.right / self.done:.1f}%"
+        self.progress.update(self.task, advance=1, accuracy=accuracy, speed=self._speed())
+        if self.lines is not None:
+            outcome = "error" if record.error else "right" if record.correct else "wrong"
+            self.lines.update(
+                f"{self.done}/{self.todo} runs done ({record.graph} {record.problem_id} run {record.run}: "
+                f"{outcome}), {accuracy}, {self._speed()}"
+            )
+
+    async def heartbeat(self, every: float = 2.0) -> None:
+        """Off a terminal: a line when no run has finished for a while, so a long run is never silent."""
+        while self.lines is not None:
+            await asyncio.sleep(every)
+            self.lines.heartbeat(
+                f"{self.done}/{self.todo} runs done, {self.counters.requests} requests, "
+                f"{self.counters.generated_tokens:,} completion tokens so far, {self._speed()}"
+            )
 
 
 async def _evaluate(
@@ -99,6 +117,7 @@ async def _evaluate(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from pacore_graph.eval.runner import ResultsLog, run_eval
+    from pacore_graph.progress import ProgressLines
 
     log = ResultsLog(out)
     log.open(problems, graphs)
@@ -121,24 +140,35 @@ async def _evaluate(
             transient=True,  # the table replaces it; and an error stays the one line printed
             disable=not err.is_terminal,  # a log file gets the table, not bar frames
         )
+        # Off a terminal: plain lines, from 3 s on (an eval over by then, or failing at once, prints only its
+        # result or its one error line), then a line per finished run and at least one every 10 s.
+        lines = None if err.is_terminal else ProgressLines("pacore eval", stream=err.file, start_after=3.0)
+        if lines is not None:
+            lines.line(f"{total - already} runs to do ({len(problems)} problems × {runs} runs × {len(graphs)} graphs)")
         with progress:
             task = progress.add_task("eval", total=total, completed=already, accuracy="acc -", speed="0 tok/s")
-            live = _Live(progress, task, counters)
-            return await run_eval(
-                problems,
-                graphs,
-                client,
-                grader,
-                runs=runs,
-                log=log,
-                pool=pool,
-                pool_size=pool_size,
-                parallel=parallel,
-                seed=seed,
-                model=await client.resolve_model(),
-                counters=counters,
-                on_record=live.record,
-            )
+            live = _Live(progress, task, counters, lines, total - already)
+            beat = asyncio.create_task(live.heartbeat())
+            try:
+                return await run_eval(
+                    problems,
+                    graphs,
+                    client,
+                    grader,
+                    runs=runs,
+                    log=log,
+                    pool=pool,
+                    pool_size=pool_size,
+                    parallel=parallel,
+                    seed=seed,
+                    model=await client.resolve_model(),
+                    counters=counters,
+                    on_record=live.record,
+                )
+            finally:
+                beat.cancel()
+                if lines is not None:
+                    lines.close()
 
 
 class _NoBackend:
@@ -253,8 +283,8 @@ def eval_command(
     from pacore_graph.eval.runner import POOL_FILE, EvalGraph, resolve_eval_graphs
     from pacore_graph.eval.self_consistency import sc_curve
 
-    out_console = Console()
-    err = Console(stderr=True)
+    out_console = Console(soft_wrap=True)
+    err = Console(stderr=True, soft_wrap=True)
     counters = EvalCounters()
     started = time.monotonic()
     sc: list[SCPoint] = []

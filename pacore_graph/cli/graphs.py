@@ -37,7 +37,7 @@ def _fail(exc: PaCoReError, debug: bool) -> typer.Exit:
     """Print a one-line error (no markup, so brackets in the message survive) and pick the exit code."""
     if debug:
         raise exc
-    Console(stderr=True).print(Text.assemble(("error:", "bold red"), " ", str(exc)), soft_wrap=True)
+    Console(stderr=True, soft_wrap=True).print(Text.assemble(("error:", "bold red"), " ", str(exc)), soft_wrap=True)
     return typer.Exit(2 if isinstance(exc, ConfigError) else 1)
 
 
@@ -61,10 +61,10 @@ def list_graphs() -> None:
             continue
         spec = entry.spec
         table.add_row(spec.name, spec.type, str(list(spec.schedule.rounds)), f"{spec.description}{source}")
-    Console().print(table)
+    Console(soft_wrap=True).print(table)
     _, problems = discover_graph_types()
     for problem in problems:
-        Console(stderr=True).print(Text.assemble(("warning:", "yellow"), " ", problem), soft_wrap=True)
+        Console(stderr=True, soft_wrap=True).print(Text.assemble(("warning:", "yellow"), " ", problem), soft_wrap=True)
 
 
 @graphs_app.command("show")
@@ -124,7 +124,7 @@ def draw(
         raise _fail(exc, debug) from None
     except OSError as exc:
         raise _fail(ConfigError(f"cannot write {out}: {exc.strerror or exc}"), debug) from None
-    Console(stderr=True).print(f"wrote {out}", highlight=False)
+    Console(stderr=True, soft_wrap=True).print(f"wrote {out}", highlight=False)
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,8 @@
 
 * :class:`LiveDisplay` (a terminal): one progress bar per round (trajectories done of K, tokens/s, a tally
   of the answers so far), then the synthesis as it is generated.
-* :class:`PlainDisplay` (``--quiet``, or stderr not a terminal): a few plain lines per round.
+* :class:`PlainDisplay` (``--quiet``, or stderr not a terminal): a few plain lines per round
+  (:class:`~pacore_graph.progress.RunProgress`, the one home of plain progress lines).
 
 Both do O(1) work per event. The live view renders at most 8 times a second, from a timer on the running
 event loop rather than rich's refresh thread (starting a thread per run cost more than all the events), so
@@ -13,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import Counter
 from typing import Protocol
 
 from rich.console import Console, ConsoleOptions, Group, RenderResult
@@ -30,6 +30,7 @@ from pacore_graph.events import (
     SynthesisDelta,
     TrajectoryFinished,
 )
+from pacore_graph.progress import ProgressLines, RoundTally, RunProgress, tally
 
 __all__ = ["LiveDisplay", "PlainDisplay", "RunDisplay", "make_display"]
 
@@ -49,35 +50,6 @@ class RunDisplay(Protocol):
     def close(self) -> None:
         """Stop showing (leave the final state on screen)."""
         ...
-
-
-def _tally(answers: Counter[str], width: int = 3) -> str:
-    top = answers.most_common(width)
-    text = " · ".join(f"{a if len(a) <= 16 else a[:15] + '…'}×{n}" for a, n in top)
-    rest = sum(answers.values()) - sum(n for _, n in top)
-    return f"{text} · +{rest}" if rest else text
-
-
-class _RoundCounter:
-    """The running numbers of one round."""
-
-    def __init__(self, k: int) -> None:
-        self.k = k
-        self.done = 0
-        self.tokens = 0
-        self.started = time.perf_counter()
-        self.answers: Counter[str] = Counter()
-
-    def add(self, event: TrajectoryFinished) -> None:
-        self.done += 1
-        self.tokens += event.completion_tokens
-        if event.answer is not None:
-            self.answers[event.answer] += 1
-
-    @property
-    def rate(self) -> float:
-        elapsed = time.perf_counter() - self.started
-        return self.tokens / elapsed if elapsed > 0 else 0.0
 
 
 class _Tail:
@@ -109,7 +81,7 @@ class LiveDisplay:
             console=console,
         )
         self._tail = _Tail()
-        self._counters: dict[int, _RoundCounter] = {}
+        self._counters: dict[int, RoundTally] = {}
         self._tasks: dict[int, TaskID] = {}
         self._parts: list[Progress | _Tail] = [self._progress]
         # No stdout/stderr redirection: stdout belongs to the result (`--json` must stay one object).
@@ -148,7 +120,7 @@ class LiveDisplay:
         """Update the bars (or the synthesis panel) for one event."""
         if isinstance(event, RoundStarted):
             label = "final synthesis" if event.final else f"round {event.round}/{self.rounds}"
-            self._counters[event.round] = _RoundCounter(event.k)
+            self._counters[event.round] = RoundTally(event.k)
             self._tasks[event.round] = self._progress.add_task(label, total=event.k, rate="", tally="")
             if event.final:
                 self._live.update(Group(self._progress, self._tail))
@@ -161,7 +133,7 @@ class LiveDisplay:
                 self._tasks[event.round],
                 completed=counter.done,
                 rate=f"{counter.rate:,.0f} tok/s",
-                tally=_tally(counter.answers),
+                tally=tally(counter.answers),
             )
         elif isinstance(event, RoundCompacted):
             task = self._tasks.get(event.round)
@@ -189,47 +161,13 @@ class LiveDisplay:
         self._live.stop()  # draws the final frame
 
 
-class PlainDisplay:
-    """Plain progress lines (``--quiet``, or stderr is not a terminal)."""
+class PlainDisplay(RunProgress):
+    """Plain progress lines (``--quiet``, or stderr is not a terminal): :class:`~pacore_graph.progress.RunProgress`
+    written straight to the console's stream (plain lines need none of rich's rendering, which costs per call)."""
 
     def __init__(self, console: Console, rounds: int) -> None:
+        super().__init__(ProgressLines(stream=console.file), rounds)
         self.console = console
-        self.rounds = rounds
-        self._counters: dict[int, _RoundCounter] = {}
-
-    def _line(self, text: str) -> None:
-        # Written straight to the stream: plain lines need none of rich's rendering, which costs per call.
-        self.console.file.write(text + "\n")
-        self.console.file.flush()
-
-    def handle(self, event: PaCoReEvent) -> None:
-        """Print a line when a round starts, finishes and is compacted, and when the run ends."""
-        if isinstance(event, RoundStarted):
-            self._counters[event.round] = _RoundCounter(event.k)
-            what = "final synthesis" if event.final else f"round {event.round}/{self.rounds}: K={event.k},"
-            self._line(f"{what} prompt {event.prompt_chars:,} chars")
-        elif isinstance(event, TrajectoryFinished):
-            counter = self._counters.get(event.round)
-            if counter is None:
-                return
-            counter.add(event)
-            if counter.done == counter.k:
-                what = "final synthesis" if event.final else f"round {event.round}/{self.rounds}"
-                tally = f", answers {_tally(counter.answers)}" if counter.answers else ""
-                self._line(
-                    f"{what}: {counter.done}/{counter.k} done, {counter.tokens:,} tok, {counter.rate:,.0f} tok/s{tally}"
-                )
-        elif isinstance(event, RoundCompacted):
-            self._line(
-                f"round {event.round}/{self.rounds}: kept {event.kept} of {event.returned} "
-                f"({event.dropped_empty} empty, {event.dropped_truncated} truncated dropped); "
-                f"next prompt {event.next_prompt_chars:,} chars"
-            )
-        elif isinstance(event, RunFinished):
-            self._line(f"done: {event.usage.get('effective_ttc_tokens', 0):,} completion tokens in all")
-
-    def close(self) -> None:
-        """Nothing to stop."""
 
 
 def make_display(console: Console, rounds: int, *, quiet: bool = False) -> RunDisplay:

@@ -40,7 +40,7 @@ from pacore_graph.cli.options import (
     TruncatedOption,
     graph_overrides,
 )
-from pacore_graph.cli.render import show_result
+from pacore_graph.cli.render import show_result, write_plain
 from pacore_graph.cli.serve import serve_command
 from pacore_graph.cli.trace import trace_app
 from pacore_graph.cli.train import train_app
@@ -221,8 +221,8 @@ def run(
     """Solve PROBLEM with PaCoRe and print the answer and the per-round table."""
     from pacore_graph.trace import TraceRecorder
 
-    out = Console()
-    err = Console(stderr=True)
+    out = Console(soft_wrap=True)
+    err = Console(stderr=True, soft_wrap=True)
     phase = _Phase()
     try:
         text = _read_problem(problem)
@@ -277,7 +277,10 @@ def run(
         )
         raise typer.Exit(130) from None
     if json_output:
-        out.print_json(json.dumps(_json_summary(result)))
+        if out.is_terminal:
+            out.print_json(json.dumps(_json_summary(result)))
+        else:  # a pipe gets plain JSON that no renderer touched
+            write_plain(out, json.dumps(_json_summary(result), indent=2, ensure_ascii=False))
     else:
         show_result(result, out)
         if result.finish_reason == "length":
@@ -350,5 +353,12 @@ def _json_summary(result: PaCoReResult) -> dict[str, Any]:
 
 
 def main() -> None:
-    """Entry point of the ``pacore`` script."""
+    """Entry point of the ``pacore`` script.
+
+    Help goes through rich's panels on a terminal, and through click's plain formatter otherwise (``| less``, a
+    file, a narrow log): rich lays options out in a fixed-width table that cuts long words ("http://127.0.0.1:8…")
+    when there are only 80 columns, where click wraps whole words.
+    """
+    if not sys.stdout.isatty():
+        app.rich_markup_mode = None  # the root's mode is every subcommand's
     app()

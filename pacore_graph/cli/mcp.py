@@ -70,7 +70,7 @@ def mcp_command(
     """Serve PaCoRe as an MCP server with one tool, deep_reason(problem, graph?, schedule?)."""
     from pacore_graph.graphs import DEFAULT_GRAPH, load_spec
 
-    err = Console(stderr=True)  # stdout carries the protocol over stdio: everything else goes to stderr
+    err = Console(stderr=True, soft_wrap=True)  # stdout carries the protocol over stdio: everything else goes to stderr
     try:
         server_module = _import_server()
         if transport is Transport.stdio and http_api_key is not None:

@@ -15,7 +15,8 @@ from typing import Annotated, Any, cast
 import typer
 from annotated_types import Ge, Gt, Le, Lt
 
-from pacore_graph.overrides import Overrides, override_field
+from pacore_graph.engine.address import DEFAULT_ENGINE_MAX_TOKENS
+from pacore_graph.overrides import NO_CAP, Overrides, override_field
 from pacore_graph.schedule import DEFAULT_MAX_K, DEFAULT_MAX_ROUNDS, Schedule
 
 __all__ = [
@@ -40,6 +41,7 @@ __all__ = [
     "TruncatedOption",
     "graph_overrides",
     "parse_concurrency",
+    "parse_max_tokens",
 ]
 
 
@@ -119,8 +121,32 @@ ScheduleOption = Annotated[
 MaxKOption = Annotated[int, typer.Option(min=1, help="Largest K allowed in one round.")]
 MaxRoundsOption = Annotated[int, typer.Option(min=1, help="Most parallel rounds allowed.")]
 MaxTokensOption = Annotated[
-    int | None, typer.Option(**_bounds("max_tokens"), help="Completion token cap per trajectory.")
+    str | None,
+    typer.Option(
+        parser=lambda value: parse_max_tokens(value),
+        metavar="N|none",
+        show_default=False,
+        help=(
+            "Completion token cap per trajectory. Default: what fits, the server's context (max_model_len) minus "
+            f"the prompt, at most {DEFAULT_ENGINE_MAX_TOKENS} on the embedded engine's SmolLM2; a larger N is "
+            "lowered to what fits. 'none': no cap (the server's default)."
+        ),
+    ),
 ]
+
+
+def parse_max_tokens(value: Any) -> str | None:
+    """``--max-tokens``: a whole number of at least 1, or ``none`` (no cap: ``token_budget="none"``)."""
+    if value is None:
+        return None
+    text = str(value).strip().lower()
+    if text == NO_CAP:
+        return NO_CAP
+    if not text.isdigit() or int(text) < 1:
+        raise typer.BadParameter(f"{value!r} is neither 'none' nor a whole number of at least 1")
+    return str(int(text))
+
+
 TemperatureOption = Annotated[
     float | None,
     typer.Option(**_bounds("temperature"), show_default=False, help="Sampling temperature (default: the graph's)."),

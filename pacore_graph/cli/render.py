@@ -10,7 +10,13 @@ from rich.table import Table
 if TYPE_CHECKING:
     from pacore_graph.result import PaCoReResult
 
-__all__ = ["round_table", "show_result"]
+__all__ = ["round_table", "show_result", "write_plain"]
+
+
+def write_plain(console: Console, text: str) -> None:
+    """Write ``text`` (and a newline, unless it ends with one) to the console's stream untouched by rich."""
+    console.file.write(text if text.endswith("\n") else text + "\n")
+    console.file.flush()
 
 
 def round_table(result: PaCoReResult) -> Table:
@@ -36,8 +42,15 @@ def round_table(result: PaCoReResult) -> Table:
 
 
 def show_result(result: PaCoReResult, console: Console) -> None:
-    """Print the answer, then the round table, any tolerated failures, and the effective test-time compute."""
-    console.print(result.answer.strip() or "[yellow](empty answer)[/]", markup=not result.answer.strip())
+    """Print the answer, then the round table, any tolerated failures, and the effective test-time compute.
+
+    The answer is written as it is, byte for byte (no markup, emoji codes, tab expansion or wrapping), so a
+    pipe or file gets exactly the trace's answer, then one newline.
+    """
+    if result.answer.strip():
+        write_plain(console, result.answer)
+    else:
+        console.print("[yellow](empty answer)[/]")
     console.print()
     console.print(round_table(result))
     for row in result.rounds:

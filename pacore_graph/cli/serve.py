@@ -84,7 +84,7 @@ def serve_command(
     """Serve PaCoRe as an OpenAI-compatible API: the request's model names the graph (see /v1/models)."""
     from pacore_graph.server import ProxySettings
 
-    err = Console(stderr=True)
+    err = Console(stderr=True, soft_wrap=True)
     try:
         settings = ProxySettings(
             host=host,

@@ -26,7 +26,7 @@ trace_app = typer.Typer(
 
 
 def _fail(message: str, code: int = 2) -> typer.Exit:
-    Console(stderr=True).print(Text.assemble(("error:", "bold red"), " ", message), soft_wrap=True)
+    Console(stderr=True, soft_wrap=True).print(Text.assemble(("error:", "bold red"), " ", message), soft_wrap=True)
     return typer.Exit(code)
 
 
@@ -62,7 +62,7 @@ def view(
         raise _fail(str(exc)) from None
     except OSError as exc:
         raise _fail(f"cannot write {out}: {exc.strerror or exc}") from None
-    Console(stderr=True).print(f"wrote {out} ({len(trace.trajectories)} trajectories)", highlight=False)
+    Console(stderr=True, soft_wrap=True).print(f"wrote {out} ({len(trace.trajectories)} trajectories)", highlight=False)
 
 
 @trace_app.command("plot")
@@ -79,4 +79,4 @@ def plot(
         raise _fail(str(exc)) from None
     except OSError as exc:
         raise _fail(f"cannot write {out}: {exc.strerror or exc}") from None
-    Console(stderr=True).print(f"wrote {out}", highlight=False)
+    Console(stderr=True, soft_wrap=True).print(f"wrote {out}", highlight=False)

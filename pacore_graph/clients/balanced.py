@@ -152,6 +152,18 @@ class BalancedBackend:
                 return await backend.count_tokens(messages)
         return None
 
+    async def context_length(self) -> int | None:
+        """The smallest context the backends report (all serve the same model), or None if one does not say."""
+        lengths = [await b.context_length() if hasattr(b, "context_length") else None for b in self.backends]
+        known = [length for length in lengths if isinstance(length, int)]
+        return min(known) if known and len(known) == len(lengths) else None
+
+    @property
+    def default_max_tokens(self) -> int | None:
+        """The smallest default ``max_tokens`` cap of the backends (see :mod:`pacore_graph.budget`), if any has one."""
+        caps = [cap for b in self.backends if isinstance(cap := getattr(b, "default_max_tokens", None), int)]
+        return min(caps) if caps else None
+
     async def resolve_model(self) -> str:
         """The model name of the first backend that can name one (a ``VLLMClient``: its own, or its server's first).
 

@@ -69,6 +69,8 @@ class VLLMClient:
         connect_timeout, read_timeout: seconds to connect, and to wait between bytes of a response.
         max_retries: retries after the first attempt on retryable failures.
         backoff_base, backoff_max: the backoff schedule in seconds (see the module docstring).
+        default_max_tokens: the cap a graph's requests get when their sampling sets no ``max_tokens``
+            (:mod:`pacore_graph.budget`; the embedded engine's client sets it); None: what fits the context.
 
     Use it as ``async with VLLMClient(url) as client:`` or call :meth:`aclose` when done.
     """
@@ -88,6 +90,7 @@ class VLLMClient:
         max_retries: int = 3,
         backoff_base: float = 0.5,
         backoff_max: float = 30.0,
+        default_max_tokens: int | None = None,
     ) -> None:
         if not base_url.startswith(("http://", "https://")):
             raise ConfigError(f"invalid base URL {base_url!r}: use http://HOST:PORT/v1")
@@ -116,6 +119,9 @@ class VLLMClient:
         self._timeout = aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout, sock_read=read_timeout)
         self._session: aiohttp.ClientSession | None = None
         self._tokenize_missing = False  # the server has no /tokenize: do not ask again
+        self.default_max_tokens = default_max_tokens
+        self._context: int | None = None  # the server's max_model_len, once asked
+        self._context_asked = False
 
     def __repr__(self) -> str:
         return f"VLLMClient(base_url={self.base_url!r}, model={self.model!r})"
@@ -177,6 +183,27 @@ class VLLMClient:
         body = await self.request_body(messages, params, n=n)
         data = await self._request("POST", "/chat/completions", body, sequences=n)
         return parse_chat_completion(data, n=n)
+
+    async def context_length(self) -> int | None:
+        """The served model's context (``max_model_len`` of its ``GET /models`` entry, as vLLM reports), or None.
+
+        Implements :class:`~pacore_graph.budget.ContextReportingBackend`. Asked once; a server that does not say,
+        or any failure, gives None (the graph then does not fit to a context it does not know).
+        """
+        if not self._context_asked:
+            self._context_asked = True
+            model = await self.resolve_model()
+            try:  # one attempt, as for /tokenize: a failure here only means the context stays unknown
+                async with self._get_session().get(self.base_url + "/models") as response:
+                    data = await response.json(content_type=None) if response.status == 200 else None
+            except (aiohttp.ClientError, TimeoutError, ValueError):
+                data = None
+            entries = data.get("data") if isinstance(data, dict) else None
+            for item in entries if isinstance(entries, list) else []:
+                length = item.get("max_model_len") if isinstance(item, dict) else None
+                if item.get("id") == model and isinstance(length, int) and not isinstance(length, bool) and length > 0:
+                    self._context = length
+        return self._context
 
     async def count_tokens(self, messages: Sequence[ChatMessage]) -> int | None:
         """The prompt's token count from vLLM's ``POST /tokenize`` (chat template applied), or None.

@@ -78,6 +78,17 @@ class WrapperBackend:
             return await self.wrapped.count_tokens(messages)
         return None
 
+    async def context_length(self) -> int | None:
+        """The wrapped backend's context (see :class:`~pacore_graph.budget.ContextReportingBackend`), or None."""
+        length = getattr(self.wrapped, "context_length", None)
+        return await length() if callable(length) else None
+
+    @property
+    def default_max_tokens(self) -> int | None:
+        """The wrapped backend's default ``max_tokens`` cap (see :mod:`pacore_graph.budget`), if it has one."""
+        cap = getattr(self.wrapped, "default_max_tokens", None)
+        return cap if isinstance(cap, int) else None
+
     async def resolve_model(self) -> str:
         """The model the wrapped backend serves; ``ConfigError`` if it cannot name one."""
         if isinstance(self.wrapped, _ModelNaming):

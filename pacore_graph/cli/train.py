@@ -58,9 +58,11 @@ class _Reporter:
     """Progress on stderr: a bar on a terminal; elsewhere a plain line at most every few seconds, and the last."""
 
     def __init__(self, err: Console) -> None:
+        from pacore_graph.progress import ProgressLines
+
         self.err = err
         self.started = time.monotonic()
-        self.last_line = 0.0
+        self.lines = ProgressLines("pacore train", min_interval=PLAIN_INTERVAL)
         self.progress: Progress | None = None
         self.tasks: dict[str, TaskID] = {}
         if err.is_terminal:
@@ -84,6 +86,7 @@ class _Reporter:
     def __exit__(self, *exc: object) -> None:
         if self.progress is not None:
             self.progress.stop()
+        self.lines.close()
 
     def update(self, name: str, done: int, total: int, note: str) -> None:
         if self.progress is not None:
@@ -92,11 +95,11 @@ class _Reporter:
                 task = self.tasks[name] = self.progress.add_task(name, total=total, note=note)
             self.progress.update(task, completed=done, total=total, note=note)
             return
-        now = time.monotonic()
-        if done < total and now - self.last_line < PLAIN_INTERVAL:
-            return
-        self.last_line = now
-        self.err.print(f"{name}: {done}/{total} {note}", markup=False, highlight=False, soft_wrap=True)
+        text = f"{name}: {done}/{total} {note}"
+        if done < total:
+            self.lines.update(text)
+        else:
+            self.lines.line(text)
 
     def pool(self, progress: PoolProgress) -> None:
         elapsed = max(time.monotonic() - self.started, 1e-6)

@@ -135,7 +135,7 @@ def resolve_spec(name_or_path: str | os.PathLike[str]) -> GraphSpec:
         if entry.name == name and entry.error is not None:
             raise GraphSpecError(f"graph {name!r} cannot be loaded: {entry.error}")
     names = [entry.name for entry in entries if entry.spec is not None]
-    close = difflib.get_close_matches(name, names, n=3, cutoff=0.6)
+    close = difflib.get_close_matches(name, names, n=3, cutoff=0.75)
     hint = f"; did you mean {' or '.join(close)}?" if close else ""
     raise GraphSpecError(
         f"unknown graph {name!r}; available: {', '.join(names)} (see `pacore graphs list`), "

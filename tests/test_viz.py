@@ -1,5 +1,6 @@
 """`pacore trace view|plot` and `pacore graphs draw`: files a user can open, made without any network."""
 
+import importlib.util
 import re
 import sys
 
@@ -43,6 +44,17 @@ def test_view_writes_one_self_contained_page_with_a_card_per_trajectory(trace_fi
     assert re.findall(r"https?://[^\"' ]+", page) == ["http://www.w3.org/2000/svg"]  # the SVG namespace only
     # User text is escaped, never markup.
     assert "What is &lt;x&gt; &amp; y?" in page and "<b>&</b>" not in page
+
+
+def test_without_out_the_page_and_the_png_are_named_after_the_trace(trace_file, tmp_path):
+    trace = trace_file.rename(tmp_path / "trace.json")
+    result = cli("trace", "view", str(trace))
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "trace.html").read_text().startswith("<!DOCTYPE html>")
+    assert not (tmp_path / "run.html").exists()
+    if importlib.util.find_spec("matplotlib") is not None:
+        assert cli("trace", "plot", str(trace)).exit_code == 0
+        assert (tmp_path / "trace.png").read_bytes()[:8] == PNG
 
 
 def test_cards_are_coloured_by_agreement(trace_file):

@@ -67,6 +67,22 @@ def test_cards_are_coloured_by_agreement(trace_file):
     assert len(pairs) == len(answers) == len({colour for colour, _ in pairs})  # one colour per answer, distinct
 
 
+def test_the_legend_explains_the_dashed_border_and_the_timeline_has_colours_of_its_own(trace_file):
+    from pacore_graph import Trace
+
+    trace = Trace.read(trace_file)
+    page = render_trace_html(trace)
+    rounds_legend = page.split('<div class="legend">', 1)[1].split("</div>", 1)[0]
+    assert "dashed border: cut off by max_tokens" in rounds_legend
+    answer_colours = set(re.findall(r'style="--c:(#[0-9A-Fa-f]{6})"', page))
+    timeline = page.split("<h2>Request timeline</h2>", 1)[1].split("<h2>", 1)[0]
+    bar_colours = set(re.findall(r'<rect [^>]*fill="(#[0-9A-Fa-f]{6})"', timeline))
+    assert len(bar_colours) == 3  # round 1, round 2, the synthesis
+    assert not bar_colours & (answer_colours | {"#bbbbbb"})  # no bar looks like an answer
+    assert all(f"background:{colour}" in timeline for colour in bar_colours)  # and its legend names each
+    assert "round 1" in timeline and "round 2" in timeline and "final synthesis" in timeline
+
+
 def test_plot_writes_a_png(trace_file, tmp_path):
     pytest.importorskip("matplotlib")
     out = tmp_path / "run.png"

@@ -124,6 +124,20 @@ def test_graphs_draw_mermaid_names_the_nodes(name, tmp_path):
     assert out.read_text() == printed.stdout
 
 
+@pytest.mark.parametrize(
+    ("args", "explorers", "synthesis"),
+    [
+        (["pacore-high"], "K = 32 then 4", True),
+        (["self-consistency"], "K = 16", False),
+        (["sequential"], "K = 1 then 1 then 1 then 1", True),
+    ],
+)
+def test_graphs_draw_shows_each_rounds_k(args, explorers, synthesis):
+    printed = cli("graphs", "draw", *args).stdout
+    assert re.search(rf"^\s*explorers\(explorers<hr/><small><em>{explorers}</em></small>\)$", printed, re.M)
+    assert ("synthesize(synthesize<hr/><small><em>K = 1</em></small>)" in printed) is synthesis
+
+
 def test_graphs_draw_png_is_rendered_locally(tmp_path):
     pytest.importorskip("matplotlib")
     out = tmp_path / "graph.png"

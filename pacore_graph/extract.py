@@ -4,8 +4,9 @@
   ``\\boxed{\\frac{1}{2}}``). An unbalanced ``\\boxed{`` (a reply cut off mid-answer) is skipped in favour of an
   earlier, complete one.
 * **Then a fallback.** With no box, the last match of the first fallback pattern that matches anywhere
-  (default: "The answer is ...", "The answer to the problem is ..." / "Final answer: ...") is used. Fallbacks are regular expressions whose
-  first group is the answer; :class:`ExtractionPolicy` sets them, and an empty list turns them off.
+  (default: "The answer is ...", "The answer to the problem is ..." / "Final answer: ...") is used. Fallbacks
+  are regular expressions whose first group is the answer; :class:`ExtractionPolicy` sets them, and an empty
+  list turns them off.
 * **No answer is ``None``**, never an empty string, so "the model answered nothing" and "the model answered
   ''" cannot be confused.
 

@@ -171,6 +171,12 @@ def test_extraction_reads_marks_languages_and_continuations():
 # --- running blocks -------------------------------------------------------------------------------------
 
 
+def report(line: str) -> str:
+    """Show a timing line at once (past pytest's capture, so a failing run still shows what passed)."""
+    print(line, file=sys.__stderr__, flush=True)
+    return line
+
+
 class _Timeout(Exception):
     pass
 
@@ -200,7 +206,7 @@ def run_python_blocks(blocks: list[Block], namespace: dict[str, Any], replace: d
                 raise AssertionError(f"{block.id} failed: {type(error).__name__}: {error}\n{code}") from error
             finally:
                 signal.setitimer(signal.ITIMER_REAL, 0)
-            timings.append(f"{block.id} python {time.monotonic() - started:.1f} s")
+            timings.append(report(f"{block.id} python {time.monotonic() - started:.1f} s"))
     finally:
         signal.signal(signal.SIGALRM, previous)
     return timings
@@ -231,7 +237,7 @@ def run_shell_blocks(blocks: list[Block], cwd: Path, env: dict[str, str], replac
             assert done.returncode == 0, (
                 f"{block.id}: {command!r} exited {done.returncode}\nstdout:\n{done.stdout}\nstderr:\n{done.stderr}"
             )
-            timings.append(f"{block.id} {seconds:6.1f} s  {command}")
+            timings.append(report(f"{block.id} {seconds:6.1f} s  {command}"))
     return timings
 
 
@@ -308,10 +314,8 @@ def test_readme_python_and_shell_blocks_run_against_the_fake_server(fake_world, 
     shell = [b for b in runnable("fake-server") if b.lang in SHELL]
     env = shell_env(PACORE_BASE_URL=upstream, PACORE_CACHE_DIR=str(folder / "cache"))  # runs.sqlite goes there
     timings += run_shell_blocks(shell, folder, env, replace)
-    out = capsys.readouterr().out
-    with capsys.disabled():
-        print("\n" + "\n".join(timings))
-    assert "391" in out
+    assert "391" in capsys.readouterr().out
+    assert len(timings) == len(runnable("fake-server")) + 1  # a line per Python block, per command
     assert (folder / "run.json").is_file()  # the record_run fragment wrote its trace
     assert (folder / "cache" / "runs.sqlite").is_file()  # the durable run's checkpoints
 
@@ -338,7 +342,7 @@ def engine_world(engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tup
 
 
 @pytest.mark.engine
-def test_readme_blocks_run_on_the_engine(engine, engine_world, capsys):
+def test_readme_blocks_run_on_the_engine(engine, engine_world):
     env, work = engine_world
     replace = {SERVER: engine.base_url}
     timings = run_shell_blocks([b for b in runnable("engine") if b.lang in SHELL], work, env, replace)
@@ -347,13 +351,12 @@ def test_readme_blocks_run_on_the_engine(engine, engine_world, capsys):
         timings += run_python_blocks([b for b in runnable("engine") if b.lang == "python"], namespace, replace)
     finally:
         close_clients(namespace, [])
-    with capsys.disabled():
-        print("\n" + "\n".join(timings))
+    assert timings
 
 
 @pytest.mark.engine
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
-def test_example_runs_as_a_script_on_the_engine(engine, engine_world, path, capsys):
+def test_example_runs_as_a_script_on_the_engine(engine, engine_world, path):
     env, work = engine_world
     started = time.monotonic()
     done = subprocess.run(
@@ -364,7 +367,6 @@ def test_example_runs_as_a_script_on_the_engine(engine, engine_world, path, caps
         text=True,
         timeout=TIME_BOUND,
     )
+    report(f"{path.name} on the engine: {time.monotonic() - started:.1f} s")
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip()
-    with capsys.disabled():
-        print(f"\n{path.name} on the engine: {time.monotonic() - started:.1f} s")

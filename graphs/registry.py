@@ -16,6 +16,7 @@ Built-in names win: an entry point cannot replace a built-in spec, and ``pacore 
 
 from __future__ import annotations
 
+import difflib
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -133,7 +134,10 @@ def resolve_spec(name_or_path: str | os.PathLike[str]) -> GraphSpec:
     for entry in entries:
         if entry.name == name and entry.error is not None:
             raise GraphSpecError(f"graph {name!r} cannot be loaded: {entry.error}")
-    known = ", ".join(entry.name for entry in entries if entry.spec is not None)
+    names = [entry.name for entry in entries if entry.spec is not None]
+    close = difflib.get_close_matches(name, names, n=3, cutoff=0.75)
+    hint = f"; did you mean {' or '.join(close)}?" if close else ""
     raise GraphSpecError(
-        f"unknown graph {name!r}; available: {known} (see `pacore graphs list`), or give a path to a .yaml spec"
+        f"unknown graph {name!r}; available: {', '.join(names)} (see `pacore graphs list`), "
+        f"or give a path to a .yaml spec{hint}"
     )

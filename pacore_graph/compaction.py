@@ -4,7 +4,10 @@ Rules (the PaCoRe spec, plus this project's explicit policy for truncation):
 
 * **Conclusion.** Only the text after the last ``</think>`` is kept; with no ``</think>`` the whole content is
   kept. A separate reasoning field (vLLM's ``reasoning``/``reasoning_content``) is never forwarded.
-* **Empty.** A trajectory whose conclusion is empty or whitespace is not turned into a message.
+* **Empty.** A trajectory whose conclusion is empty or whitespace is not turned into a message (policy
+  ``empty="drop"``, the default), so the references are renumbered without it. The authors' code keeps it, as a
+  blank ``Reference N:`` entry, and shuffles a failed explorer (with a quorum) in as an empty placeholder too;
+  ``empty="keep"`` does both, for prompts laid out exactly as theirs.
 * **Truncated mid-thought.** A trajectory that hit ``max_tokens`` (``finish_reason == "length"``) before
   writing ``</think>`` has no conclusion: its content is unfinished reasoning. The authors' code forwards it
   whole, which can flood the next round's context. Policy ``"drop"`` (the default) drops it; ``"keep"``
@@ -96,6 +99,7 @@ class CompactionPolicy(BaseModel):
     keep: Literal["conclusion", "full"] = "conclusion"
     truncated: Literal["drop", "keep"] = "drop"
     order_seed: int = 42
+    empty: Literal["drop", "keep"] = "drop"
 
 
 class Compacted(BaseModel):
@@ -173,7 +177,7 @@ def select(trajectories: Sequence[Trajectory], policy: CompactionPolicy | None =
     for trajectory in ordered:
         if trajectory["cut_mid_thought"] and policy.truncated == "drop":
             dropped_truncated += 1
-        elif not reference_text(trajectory, policy).strip():
+        elif policy.empty == "drop" and not reference_text(trajectory, policy).strip():
             dropped_empty += 1
         else:
             kept.append(trajectory)

@@ -4,8 +4,9 @@
   ``\\boxed{\\frac{1}{2}}``). An unbalanced ``\\boxed{`` (a reply cut off mid-answer) is skipped in favour of an
   earlier, complete one.
 * **Then a fallback.** With no box, the last match of the first fallback pattern that matches anywhere
-  (default: "The answer is ..." / "Final answer: ...") is used. Fallbacks are regular expressions whose
-  first group is the answer; :class:`ExtractionPolicy` sets them, and an empty list turns them off.
+  (default: "The answer is ...", "The answer to the problem is ..." / "Final answer: ...") is used. Fallbacks
+  are regular expressions whose first group is the answer; :class:`ExtractionPolicy` sets them, and an empty
+  list turns them off.
 * **No answer is ``None``**, never an empty string, so "the model answered nothing" and "the model answered
   ''" cannot be confused.
 
@@ -34,9 +35,11 @@ __all__ = [
 
 BOXED_COMMAND = "\\boxed"
 
-#: "The answer is 391." / "**Final answer:** 391": the rest of the line after the phrase.
+#: "The answer is 391." / "The answer to the problem is 391." / "**Final answer:** 391": the rest of the line after
+#: the phrase. "to the problem" is one of a few fixed objects, so "the answer to 3 + 4 is" is not read as "is".
 DEFAULT_FALLBACK_PATTERNS: tuple[str, ...] = (
-    r"(?im)(?:the\s+)?(?:final\s+)?answer\s+is\s*[:=]?\s*(.+?)\s*$",
+    r"(?im)(?:the\s+)?(?:final\s+)?answer(?:\s+to\s+(?:the|this|your|our)\s+(?:problem|question|puzzle|exercise))?"
+    r"\s+is\s*[:=]?\s*(.+?)\s*$",
     r"(?im)final\s+answer\s*\**\s*[:=]\s*\**\s*(.+?)\s*$",
 )
 
@@ -72,7 +75,7 @@ def extract_boxed(text: str) -> str | None:
 def _clean_fallback(answer: str) -> str:
     # "**391**." and "$391$." are the same answer as "391".
     answer = answer.strip().strip("*").strip()
-    answer = answer.rstrip(".").strip()
+    answer = answer.rstrip(".").strip().strip("*").strip()  # "**391**." too
     if len(answer) >= 2 and answer[0] == answer[-1] == "$":
         answer = answer[1:-1].strip()
     return answer

@@ -377,7 +377,7 @@ class PaCoReNodes:
             dropped_empty=selection.dropped_empty,
             dropped_truncated=selection.dropped_truncated,
         )
-        if not references:
+        if not any(reference.strip() for reference in references):  # blank ones too (compaction empty="keep")
             raise EmptyRoundError(
                 f"round {round_number} left no usable conclusion: K={k}, {stats['returned']} returned, "
                 f"{stats['dropped_empty']} empty, {stats['dropped_truncated']} cut off by max_tokens before "
@@ -409,7 +409,10 @@ class PaCoReNodes:
     def selection(self, round_number: int, trajectories: Sequence[Trajectory]) -> Selection:
         """The trajectories C(Ω_r) keeps, in reference order, once the round's quorum is met."""
         k = self.config.schedule.rounds[round_number - 1]
-        return select(self.admit(round_number, k, trajectories), self.config.compaction)
+        returned = self.admit(round_number, k, trajectories)
+        if self.config.compaction.empty == "keep":  # the authors' layout: a failed explorer is an empty placeholder
+            returned = list(trajectories)
+        return select(returned, self.config.compaction)
 
     async def synthesize(self, state: PaCoReState) -> dict[str, Any]:
         """The final K = 1 round on the stored P(x, M_R): its conclusion is the answer, its tool calls the run's."""

@@ -40,9 +40,9 @@ class Overrides(BaseModel):
     ``frequency_penalty``) apply to every round; ``max_tokens="none"`` unsets it in every round and turns the
     default budget off (``token_budget="none"``: no cap, the server's default); ``response_format`` (OpenAI's,
     or a pydantic model class) to the final synthesis (:mod:`pacore_graph.structured`); ``truncated`` is
-    ``compaction.truncated``; ``min_trajectories``, ``min_fraction`` and ``straggler_grace`` are the
-    ``failure`` quorum; ``max_prompt_chars``, ``max_model_len``, ``max_request_bytes`` and ``n_batch`` are the
-    settings of those names.
+    ``compaction.truncated`` and ``empty`` ``compaction.empty``; ``min_trajectories``, ``min_fraction`` and
+    ``straggler_grace`` are the ``failure`` quorum; ``max_prompt_chars``, ``max_model_len``,
+    ``max_request_bytes`` and ``n_batch`` are the settings of those names.
     Values are checked when applied, by the settings model (see :data:`OVERRIDE_TARGETS`).
     """
 
@@ -58,6 +58,7 @@ class Overrides(BaseModel):
     frequency_penalty: float | None = None
     response_format: ResponseFormat | dict[str, Any] | type[BaseModel] | None = None
     truncated: str | None = None
+    empty: str | None = None
     max_prompt_chars: int | None = None
     max_model_len: int | None = None
     max_request_bytes: int | None = None
@@ -82,6 +83,7 @@ OVERRIDE_TARGETS: dict[str, str] = {
     "schedule": "schedule",
     **{name: f"sampling.{name}" for name in _SAMPLING_OPTIONS},
     "truncated": "compaction.truncated",
+    "empty": "compaction.empty",
     "max_prompt_chars": "max_prompt_chars",
     "max_model_len": "max_model_len",
     "max_request_bytes": "max_request_bytes",

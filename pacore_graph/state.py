@@ -175,6 +175,7 @@ class PaCoReContext(TypedDict, total=False):
     seed: int
     stop: list[str]
     truncated: str
+    empty: str
     max_prompt_chars: int
     max_model_len: int
     max_request_bytes: int

@@ -144,6 +144,7 @@ def pacore(*args: str, env: dict | None = None, stdin: bytes | None = None) -> s
         (["run", "Q", "--schedule", "abc", "--base-url", "http://127.0.0.1:9/v1"], "'abc' is not an integer"),
         (["run", "Q", "--truncated", "maybe", "--base-url", "http://127.0.0.1:9/v1"], "use 'drop' or 'keep'"),
         (["run", "Q", "--base-url", "http://127.0.0.1:9/v1"], "cannot reach the model server"),
+        (["run", "Q", "--base-url", "http://127.0.0.1:9/v1"], "run `pacore engine up` for the embedded engine"),
         (["run", "Q", "--base-url", "localhost:8000"], "invalid base URL"),
         (["run", "Q"], "no model server configured and the embedded engine is not installed"),
     ],

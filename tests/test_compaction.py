@@ -1,4 +1,5 @@
 import random
+import re
 
 import pytest
 
@@ -89,3 +90,113 @@ def test_conclusion_stream_holds_back_thinking(pieces, answer, live):
     sent = [conclusion.feed(piece) for piece in pieces]
     assert len([s for s in sent if s]) == live
     assert "".join(sent) + conclusion.finish(answer) == answer
+
+
+# -- compaction empty="keep": the prompt laid out exactly as the authors' code lays it out ----------------------------
+
+#: The reference template of /work/shared/pacore-spec.md, rendered as the authors' code renders it (jinja2's default
+#: Template), over their reference list: every response's conclusion, an empty one as "" and a failed request as an
+#: empty placeholder, sorted by content length, then shuffled with random.Random(42).
+OFFICIAL_TEMPLATE = """You are given a problem and a list of reference responses. Your job is to analyze these \
+references and provide your own response.
+
+Original Problem:
+{{ original_prompt }}
+
+Reference Responses:
+{% for response in ref_responses %}
+Reference {{ loop.index }}:
+{{ response }}
+{% endfor %}
+
+Now, based on the original problem and reference responses above, please provide your own comprehensive solution."""
+
+#: Round 1 of K = 5 by seed: two with conclusions, two with empty conclusions, and seed 3's request fails.
+ROUND_ONE = {0: "<think>a</think>A: 391", 1: "<think>long thinking</think>", 2: "B: 390", 4: "<think>x</think>  "}
+
+
+def official_prompt(problem: str, contents: dict[int, str], k: int) -> str:
+    import jinja2
+
+    responses = [contents.get(i, "") for i in range(k)]  # a failed request: an empty placeholder
+    responses.sort(key=len)
+    random.Random(42).shuffle(responses)
+    conclusions = [r.rpartition("</think>")[2] if "</think>" in r else r for r in responses]
+    return jinja2.Template(OFFICIAL_TEMPLATE).render(original_prompt=problem, ref_responses=conclusions)
+
+
+def round_one_backend():
+    from pacore_graph import UpstreamError
+    from pacore_graph.testing import FunctionBackend
+
+    def reply(messages, params):
+        if "Reference Responses" in messages[-1]["content"]:
+            return "The answer is 391."
+        if params.seed == 3:
+            raise UpstreamError("HTTP 500 from the model server", status=500, body="boom")
+        return ROUND_ONE[params.seed]
+
+    return FunctionBackend(reply)
+
+
+async def test_empty_keep_lays_the_prompt_out_as_the_authors_code_does():
+    from pacore_graph import PaCoReConfig, build_pacore_graph, run_graph
+
+    backend = round_one_backend()
+    config = PaCoReConfig().with_overrides(schedule=[5], seed=0, min_trajectories=4, empty="keep")
+    result = await run_graph(build_pacore_graph(backend, config=config), {"problem": "What is 17 * 23?"})
+    synthesis = backend.calls[-1].last_user_content
+    assert synthesis == official_prompt("What is 17 * 23?", ROUND_ONE, 5)
+    assert [line for line in synthesis.split("\n") if re.fullmatch(r"Reference \d+:", line)] == [
+        f"Reference {n}:" for n in range(1, 6)
+    ]
+    assert "Reference 5:" in synthesis and synthesis.count(":\n\n\n") + synthesis.count(":\n  \n") >= 2  # blanks
+    row = result.rounds[0]
+    assert (row.k, row.returned, row.messages, row.dropped_empty, row.failed) == (5, 4, 5, 0, 1)
+
+
+async def test_by_default_empty_conclusions_and_failures_are_dropped_and_the_rest_renumbered():
+    from pacore_graph import PaCoReConfig, build_pacore_graph, run_graph
+
+    backend = round_one_backend()
+    config = PaCoReConfig().with_overrides(schedule=[5], seed=0, min_trajectories=4)
+    result = await run_graph(build_pacore_graph(backend, config=config), {"problem": "What is 17 * 23?"})
+    synthesis = backend.calls[-1].last_user_content
+    assert synthesis != official_prompt("What is 17 * 23?", ROUND_ONE, 5)
+    assert "Reference 2:" in synthesis and "Reference 3:" not in synthesis  # two left, numbered 1 and 2
+    assert {"A: 391", "B: 390"} <= set(synthesis.split("\n"))
+    row = result.rounds[0]
+    assert (row.returned, row.messages, row.dropped_empty, row.failed) == (4, 2, 2, 1)
+
+
+def test_empty_keep_is_an_option_of_every_face():
+    from typer.testing import CliRunner
+
+    from pacore_graph import ConfigError, PaCoReConfig
+    from pacore_graph.cli.main import app
+    from pacore_graph.graphs import parse_spec
+    from pacore_graph.server.protocol import PaCoReOptions
+
+    assert PaCoReConfig().compaction.empty == "drop"
+    assert PaCoReConfig().with_overrides(empty="keep").compaction.empty == "keep"
+    assert (
+        parse_spec(
+            {"name": "x", "type": "pacore", "schedule": [2], "compaction": {"empty": "keep"}}, source="x.yaml"
+        ).compaction.empty
+        == "keep"
+    )
+    assert PaCoReOptions(empty="keep").given() == {"empty": "keep"}
+    with pytest.raises(ConfigError, match="invalid option empty='maybe': use 'drop' or 'keep'"):
+        PaCoReConfig().with_overrides(empty="maybe")
+    help_text = CliRunner().invoke(app, ["run", "--help"], env={"COLUMNS": "200"}).output
+    assert "--empty" in help_text
+
+
+async def test_an_all_empty_round_still_fails_with_empty_keep():
+    from pacore_graph import EmptyRoundError, PaCoReConfig, build_pacore_graph, run_graph
+    from pacore_graph.testing import FunctionBackend
+
+    backend = FunctionBackend(lambda messages, params: "<think>nothing to say</think>")
+    config = PaCoReConfig().with_overrides(schedule=[3], empty="keep")
+    with pytest.raises(EmptyRoundError):
+        await run_graph(build_pacore_graph(backend, config=config), {"problem": "Q"})

@@ -409,3 +409,19 @@ def test_graph_argument_with_schedule():
     assert list(parse_graph_arg("pacore-high:16,4")[1].rounds) == [16, 4]
     assert parse_graph_arg("pacore-low") == ("pacore-low", None)
     assert parse_graph_arg("my:graph.yaml") == ("my:graph.yaml", None)
+
+
+def test_the_plot_of_a_zero_percent_run_spans_zero_to_a_hundred(tmp_path):
+    """A 0 % run once got matplotlib's automatic axis around 0 (-0.04 to 0.04); the axis is always 0-100 %."""
+    pytest.importorskip("matplotlib")
+    from pacore_graph.eval import plot_accuracy_vs_ttc
+    from pacore_graph.eval.report import GraphMetrics
+
+    zero = GraphMetrics(
+        graph="pacore-low", schedule=[4], problems=5, runs=4, records=20, mean_accuracy=0.0, stderr=0.0,
+        majority_accuracy=0.0, mean_ttc_tokens=821.0, mean_seconds=37.7, failed=1, pool_served=0, pool_generated=0,
+    )  # fmt: skip
+    svg = plot_accuracy_vs_ttc([zero], tmp_path / "plot.svg").read_text()
+    tick_labels = re.findall(r"<!-- (-?[\d.−]+) -->", svg)  # matplotlib writes each text as a comment
+    assert {"0", "20", "40", "60", "80", "100"} <= set(tick_labels)
+    assert not any("." in label or "−" in label for label in tick_labels)

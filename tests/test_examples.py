@@ -1,11 +1,17 @@
-"""Every file in examples/ runs against the in-process fake backend."""
+"""Every file in examples/ runs against the in-process fake backend, and as a script against the fake server.
+
+tests/integration/test_readme_snippets.py runs them as scripts on the embedded engine too.
+"""
 
 import importlib.util
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from pacore_graph.testing import FunctionBackend
+from pacore_graph.testing import FakeOpenAIServer, FakeReply, FakeRequest, FunctionBackend
 
 EXAMPLES = sorted((Path(__file__).parent.parent / "examples").glob("*.py"))
 
@@ -61,3 +67,26 @@ async def test_code_verified_example_verifies_and_runs_the_final_program():
     assert report == "final program: passed 2/2 sample tests\n17 23 -> 391 (exit code 0)"
     synthesis = backend.calls[-1].last_user_content
     assert synthesis.count("[Verification of the program above on the sample tests: passed 2/2 sample tests]") == 3
+
+
+def fake_server_reply(request: FakeRequest) -> FakeReply:
+    return FakeReply(content=fake_reply(request.messages, None))
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
+def test_example_runs_as_a_script_against_the_fake_server(path, tmp_path):
+    """``python examples/X.py`` as the README says, with PACORE_BASE_URL naming the server, within 120 s."""
+    with FakeOpenAIServer(fake_server_reply).in_thread() as server:
+        env = {key: value for key, value in os.environ.items() if not key.startswith("PACORE_")}
+        done = subprocess.run(
+            [sys.executable, str(path)],
+            cwd=tmp_path,
+            env={**env, "PACORE_BASE_URL": server.base_url},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        requests = len(server.requests)
+    assert done.returncode == 0, done.stderr
+    assert "391" in done.stdout
+    assert requests

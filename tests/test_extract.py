@@ -46,6 +46,24 @@ def test_fallback_phrases(text, expected):
     assert extract_answer(text) == expected
 
 
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("The answer to the problem is 12.", "12"),
+        ("So the final answer to this question is **391**.", "391"),
+        ("The answer to your question is: $x = 2$.", "x = 2"),
+        ("Thinking aloud.\nThe answer to the puzzle is 7\n", "7"),
+    ],
+)
+def test_the_answer_to_the_problem_is(text, expected):
+    assert extract_answer(text) == expected
+
+
+def test_an_answer_to_anything_else_is_not_read_as_one():
+    assert extract_answer("The answer to this depends on x.") is None
+    assert extract_answer("The answer to 3 + 4 is unclear.") is None  # no fixed object: not the phrase
+
+
 def test_boxed_wins_over_the_fallback_and_fallbacks_are_configurable():
     assert extract_answer(r"The answer is 3. \boxed{4}") == "4"
     custom = ExtractionPolicy(boxed=False, fallback=(r"ANSWER=(\w+)",))

@@ -127,3 +127,24 @@ async def test_load_graph_finds_registered_graphs_in_process(demo_installed):
     state = await load_graph("demo-wide", backend, schedule="2").ainvoke({"problem": "Q?"})
     assert state["answer"] == "fine"
     assert [c.params.temperature for c in backend.calls] == [1.0, 1.0, 0.3]
+
+
+def test_a_misspelt_graph_name_gets_a_did_you_mean():
+    from pacore_graph.graphs import GraphSpecError
+    from pacore_graph.graphs.registry import resolve_spec
+
+    with pytest.raises(GraphSpecError, match=r"available: .*; did you mean pacore-high\?$"):
+        resolve_spec("pacore-hihg")
+    with pytest.raises(GraphSpecError) as caught:
+        resolve_spec("nope")
+    assert "did you mean" not in str(caught.value)
+
+
+def test_the_cli_suggests_the_graph_name_too():
+    from typer.testing import CliRunner
+
+    from pacore_graph.cli.main import app
+
+    result = CliRunner().invoke(app, ["graphs", "show", "self-consistensy"])
+    assert result.exit_code == 2
+    assert "did you mean self-consistency?" in result.output

@@ -70,3 +70,23 @@ def test_custom_templates_are_sandboxed_and_errors_are_config_errors():
         render_references("Q", [], "{% for %}")
     with pytest.raises(ConfigError):
         render_references("Q", [], "{{ ''.__class__.__mro__[1].__subclasses__() }}")
+
+
+async def test_text_parts_are_joined_with_a_newline_in_every_later_round_as_vllm_joins_them():
+    """vLLM joins a message's text parts with "\\n" in round 1; rounds 2.. and the synthesis quote the same text."""
+    from pacore_graph import build_pacore_graph, run_graph
+    from pacore_graph.testing import FunctionBackend
+
+    backend = FunctionBackend(lambda messages, params: "<think>x</think>391")
+    parts = [{"type": "text", "text": "Compute 17 * 23."}, {"type": "text", "text": "Give the number only."}]
+    await run_graph(build_pacore_graph(backend, "2,2"), {"messages": [{"role": "user", "content": parts}]})
+    first, later = backend.calls[:2], backend.calls[2:]
+    from pacore_graph.messages import text_of
+
+    # round 1: the text vLLM sees, its parts joined by a newline
+    assert [text_of(call.messages[-1]["content"]) for call in first] == ["Compute 17 * 23.\nGive the number only."] * 2
+    assert len(later) == 3  # round 2 and the synthesis
+    for call in later:
+        content = call.messages[-1]["content"]
+        assert isinstance(content, str)  # a text-only message stays a plain string
+        assert "Original Problem:\nCompute 17 * 23.\nGive the number only.\n\nReference Responses:" in content

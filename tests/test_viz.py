@@ -1,5 +1,6 @@
 """`pacore trace view|plot` and `pacore graphs draw`: files a user can open, made without any network."""
 
+import importlib.util
 import re
 import sys
 
@@ -45,6 +46,17 @@ def test_view_writes_one_self_contained_page_with_a_card_per_trajectory(trace_fi
     assert "What is &lt;x&gt; &amp; y?" in page and "<b>&</b>" not in page
 
 
+def test_without_out_the_page_and_the_png_are_named_after_the_trace(trace_file, tmp_path):
+    trace = trace_file.rename(tmp_path / "trace.json")
+    result = cli("trace", "view", str(trace))
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "trace.html").read_text().startswith("<!DOCTYPE html>")
+    assert not (tmp_path / "run.html").exists()
+    if importlib.util.find_spec("matplotlib") is not None:
+        assert cli("trace", "plot", str(trace)).exit_code == 0
+        assert (tmp_path / "trace.png").read_bytes()[:8] == PNG
+
+
 def test_cards_are_coloured_by_agreement(trace_file):
     from pacore_graph import Trace
 
@@ -53,6 +65,22 @@ def test_cards_are_coloured_by_agreement(trace_file):
     answers = {answer for _, answer in pairs}
     assert len(answers) >= 2
     assert len(pairs) == len(answers) == len({colour for colour, _ in pairs})  # one colour per answer, distinct
+
+
+def test_the_legend_explains_the_dashed_border_and_the_timeline_has_colours_of_its_own(trace_file):
+    from pacore_graph import Trace
+
+    trace = Trace.read(trace_file)
+    page = render_trace_html(trace)
+    rounds_legend = page.split('<div class="legend">', 1)[1].split("</div>", 1)[0]
+    assert "dashed border: cut off by max_tokens" in rounds_legend
+    answer_colours = set(re.findall(r'style="--c:(#[0-9A-Fa-f]{6})"', page))
+    timeline = page.split("<h2>Request timeline</h2>", 1)[1].split("<h2>", 1)[0]
+    bar_colours = set(re.findall(r'<rect [^>]*fill="(#[0-9A-Fa-f]{6})"', timeline))
+    assert len(bar_colours) == 3  # round 1, round 2, the synthesis
+    assert not bar_colours & (answer_colours | {"#bbbbbb"})  # no bar looks like an answer
+    assert all(f"background:{colour}" in timeline for colour in bar_colours)  # and its legend names each
+    assert "round 1" in timeline and "round 2" in timeline and "final synthesis" in timeline
 
 
 def test_plot_writes_a_png(trace_file, tmp_path):
@@ -94,6 +122,20 @@ def test_graphs_draw_mermaid_names_the_nodes(name, tmp_path):
     out = tmp_path / "graph.mmd"
     assert cli("graphs", "draw", name, "--out", str(out)).exit_code == 0
     assert out.read_text() == printed.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "explorers", "synthesis"),
+    [
+        (["pacore-high"], "K = 32 then 4", True),
+        (["self-consistency"], "K = 16", False),
+        (["sequential"], "K = 1 then 1 then 1 then 1", True),
+    ],
+)
+def test_graphs_draw_shows_each_rounds_k(args, explorers, synthesis):
+    printed = cli("graphs", "draw", *args).stdout
+    assert re.search(rf"^\s*explorers\(explorers<hr/><small><em>{explorers}</em></small>\)$", printed, re.M)
+    assert ("synthesize(synthesize<hr/><small><em>K = 1</em></small>)" in printed) is synthesis
 
 
 def test_graphs_draw_png_is_rendered_locally(tmp_path):

@@ -148,7 +148,9 @@ def status() -> None:
         _describe(st.engine)
         return
     if st.state == "starting" and st.engine is not None:
-        _out.print("[yellow]starting[/] (not answering yet; start-up usually takes about a minute)")
+        from pacore_graph.engine.launcher import START_SECONDS
+
+        _out.print(f"[yellow]starting[/] (not answering yet; start-up usually takes {START_SECONDS})")
         _describe(st.engine)
     elif st.state == "orphaned" and st.engine is not None:
         _out.print(

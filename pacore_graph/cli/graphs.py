@@ -109,6 +109,9 @@ def draw(
     try:
         spec = load_spec(name)
         topology = build_graph(spec, _NoBackend()).get_graph()
+        ks = _round_ks(topology.nodes, list(spec.schedule.rounds))
+        for node_id, k in ks.items():  # Mermaid shows a node's metadata under its name
+            topology.nodes[node_id] = topology.nodes[node_id]._replace(metadata={"K": k})
         if out is None or out.suffix.lower() in (".mmd", ".mermaid", ".md"):
             text = topology.draw_mermaid()
             if out is None:
@@ -117,7 +120,9 @@ def draw(
             out.write_text(text, encoding="utf-8")
         elif out.suffix.lower() == ".png":
             edges = [(e.source, e.target, bool(e.conditional)) for e in topology.edges]
-            draw_graph_png(list(topology.nodes), edges, out, title=f"{spec.name} ({spec.type})")
+            labels = {node_id: f"{node_id}\nK = {k}" for node_id, k in ks.items()}
+            title = f"{spec.name} ({spec.type}), schedule {list(spec.schedule.rounds)}"
+            draw_graph_png(list(topology.nodes), edges, out, title=title, labels=labels)
         else:
             raise ConfigError(f"cannot draw to {out.name!r}: use a .mmd (Mermaid) or .png file name")
     except PaCoReError as exc:
@@ -125,6 +130,17 @@ def draw(
     except OSError as exc:
         raise _fail(ConfigError(f"cannot write {out}: {exc.strerror or exc}"), debug) from None
     Console(stderr=True, soft_wrap=True).print(f"wrote {out}", highlight=False)
+
+
+def _round_ks(nodes: Mapping[str, object], schedule: list[int]) -> dict[str, str]:
+    """What to write under the round nodes: each parallel round's K on ``explorers`` ("32 then 4": round 1, then
+    round 2), and K = 1 on ``synthesize``."""
+    ks = {}
+    if "explorers" in nodes:
+        ks["explorers"] = " then ".join(str(k) for k in schedule)
+    if "synthesize" in nodes:
+        ks["synthesize"] = "1"
+    return ks
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ __all__ = [
     "ApiKeyOption",
     "BaseUrlOption",
     "ConcurrencyOption",
+    "EmptyOption",
     "EngineModelOption",
     "MaxKOption",
     "MaxModelLenOption",
@@ -164,6 +165,14 @@ TruncatedOption = Annotated[
     typer.Option(
         show_default=False,
         help="Trajectories cut off before concluding: 'drop' them or 'keep' them whole (default: the graph's).",
+    ),
+]
+EmptyOption = Annotated[
+    str | None,
+    typer.Option(
+        show_default=False,
+        help="Empty conclusions: 'drop' them (the references renumbered) or 'keep' them as blank references, as the "
+        "authors' code does (default: the graph's).",
     ),
 ]
 MaxModelLenOption = Annotated[

@@ -50,11 +50,15 @@ def load_trace(path: Path) -> Trace:
 @trace_app.command("view")
 def view(
     trace_file: Annotated[Path, typer.Argument(help="A trace JSON file from `pacore run --trace`.")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="The HTML file to write.")] = Path("run.html"),
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", "-o", show_default=False, help="The HTML file to write (default: the trace's, .html)."),
+    ] = None,
 ) -> None:
     """Write the trace as one self-contained HTML page (no network access needed to open it)."""
     from pacore_graph.viz.html import render_trace_html
 
+    out = out or trace_file.with_suffix(".html")
     try:
         trace = load_trace(trace_file)
         out.write_text(render_trace_html(trace), encoding="utf-8")
@@ -68,11 +72,15 @@ def view(
 @trace_app.command("plot")
 def plot(
     trace_file: Annotated[Path, typer.Argument(help="A trace JSON file from `pacore run --trace`.")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="The PNG file to write.")] = Path("run.png"),
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", "-o", show_default=False, help="The PNG file to write (default: the trace's, .png)."),
+    ] = None,
 ) -> None:
     """Write a PNG summary: tokens per round and the answers per round (needs the `viz` extra)."""
     from pacore_graph.viz.plot import plot_trace
 
+    out = out or trace_file.with_suffix(".png")
     try:
         plot_trace(load_trace(trace_file), out)
     except ConfigError as exc:

@@ -102,7 +102,8 @@ def _give_up(url: str, base_url: str) -> Callable[[RetryCallState], NoReturn]:
         raise ConnectError(
             f"cannot reach the model server at {base_url} after {attempts} attempts "
             f"({type(exc).__name__}: {exc}); start one (e.g. `vllm serve MODEL`) and pass its URL "
-            "with --base-url or PACORE_BASE_URL"
+            "with --base-url or PACORE_BASE_URL, or run `pacore engine up` for the embedded engine and leave "
+            "--base-url out"
         ) from exc
 
     return give_up

@@ -59,6 +59,7 @@ __all__ = [
     "DEFAULT_SERVED_NAME",
     "DEFAULT_STARTUP_TIMEOUT",
     "START_PHASE",
+    "START_SECONDS",
     "EngineProcess",
     "LocalEngine",
     "start_engine",
@@ -72,8 +73,10 @@ DEFAULT_TOOL_CALL_PARSER = "hermes"
 DEFAULT_MAX_MODEL_LEN = 8192
 #: Seconds to wait for ``/v1/models``; start-up takes ~30-60 s here, slower on a cold disk cache.
 DEFAULT_STARTUP_TIMEOUT = 300.0
+#: How long a start usually takes: measured 20-64 s for SmolLM2-135M on a shared 2-core machine (README says so).
+START_SECONDS = "20 s to a minute"
 #: Progress text while the server starts.
-START_PHASE = "Starting the vLLM engine (usually takes about a minute)"
+START_PHASE = f"Starting the vLLM engine (start-up usually takes {START_SECONDS})"
 
 _PORT_RETRIES = 3
 _LIVE: dict[int, EngineProcess] = {}

@@ -25,6 +25,9 @@ __all__ = ["render_trace_html"]
 # Colour-blind friendly (Okabe-Ito); answers get them in order of how many trajectories gave them.
 _PALETTE = ["#009E73", "#0072B2", "#E69F00", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442"]
 _NO_ANSWER = "#bbbbbb"
+# The timeline colours rounds, not answers: greys, so no bar reads as an answer's colour.
+_ROUND_SHADES = ["#333333", "#666666", "#8c8c8c", "#4d4d4d", "#7a7a7a"]
+_FINAL_SHADE = "#000000"
 _CITED = ' class="cited"'
 
 _CSS = """
@@ -53,6 +56,7 @@ max-width:10rem;word-break:break-all} .media img{display:block;max-width:128px;m
 .media .ph{width:128px;height:80px;display:flex;align-items:center;justify-content:center;background:#eee;
 border:1px dashed #aaa;color:#666}
 .legend i{display:inline-block;width:.8rem;height:.8rem;border-radius:2px;margin-right:.25rem;vertical-align:middle}
+.legend i.dashed{width:.5rem;background:#fff;border-left:4px dashed #666}
 """
 
 # Hovering a card outlines every card with the same answer, across rounds.
@@ -131,8 +135,25 @@ def _round_column(
     )
 
 
+def _round_shade(round_: int, final: bool) -> str:
+    return _FINAL_SHADE if final else _ROUND_SHADES[(round_ - 1) % len(_ROUND_SHADES)]
+
+
+def _timeline_legend(trace: Trace) -> str:
+    rounds = sorted({(t.final, t.round) for t in trace.trajectories})
+    return (
+        '<div class="legend">'
+        + "".join(
+            f'<span><i style="background:{_round_shade(r, final)}"></i>{"final synthesis" if final else f"round {r}"}'
+            "</span>"
+            for final, r in rounds
+        )
+        + "</div>"
+    )
+
+
 def _timeline(trace: Trace) -> str:
-    """An inline SVG: one bar per request, from its start to its end, coloured by round."""
+    """An inline SVG: one bar per request, from its start to its end, shaded by round (a legend names them)."""
     trajectories = trace.trajectories
     if not trajectories:
         return "<p>no requests</p>"
@@ -145,7 +166,7 @@ def _timeline(trace: Trace) -> str:
         x = left + (t.started_at - t0) / span * width
         w = max(1.0, t.seconds / span * width)
         y = i * bar
-        colour = _PALETTE[(t.round - 1) % len(_PALETTE)]
+        colour = _round_shade(t.round, t.final)
         label = "final" if t.final else f"r{t.round} #{t.index}"
         parts.append(
             f'<rect x="{x:.1f}" y="{y}" width="{w:.1f}" height="{bar - 1}" fill="{colour}">'
@@ -229,6 +250,7 @@ def render_trace_html(trace: Trace) -> str:
     )
     legend = "".join(f'<span><i style="background:{c}"></i>{_e(a)}</span>' for a, c in colours.items())
     legend += f'<span><i style="background:{_NO_ANSWER}"></i>no answer</span>'
+    legend += '<span><i class="dashed"></i>dashed border: cut off by max_tokens (finish_reason length)</span>'
     problem = _problem_text(trace.problem)
     answer = trace.answer if trace.answer is not None else "(the run did not finish)"
     return (
@@ -241,7 +263,7 @@ def render_trace_html(trace: Trace) -> str:
         f'<h2>Problem</h2><div class="answer">{_e(problem)}</div>{_media(trace.media)}'
         f'<h2>Answer</h2><div class="answer" id="answer">{_e(answer)}</div>'
         f'<h2>Rounds</h2><div class="legend">{legend}</div><div class="rounds">{columns}</div>'
-        f"<h2>Request timeline</h2>{_timeline(trace)}"
+        f"<h2>Request timeline</h2>{_timeline_legend(trace)}{_timeline(trace)}"
         f"<h2>Totals</h2>{_totals(trace)}"
         f"<script>{_JS}</script></body></html>"
     )

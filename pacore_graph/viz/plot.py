@@ -6,6 +6,7 @@ Both render locally with the Agg backend: no display, no web service.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -68,8 +69,16 @@ def plot_trace(trace: Trace, path: str | Path) -> Path:
     return target
 
 
-def draw_graph_png(nodes: list[str], edges: list[tuple[str, str, bool]], path: str | Path, title: str = "") -> Path:
+def draw_graph_png(
+    nodes: list[str],
+    edges: list[tuple[str, str, bool]],
+    path: str | Path,
+    title: str = "",
+    labels: Mapping[str, str] | None = None,
+) -> Path:
     """Draw a small DAG (``edges`` are ``(source, target, conditional)``) as a PNG, top to bottom.
+
+    ``labels`` gives a node's text where it is not just its name (e.g. its K).
 
     Layers are the longest path from the first node once back edges (loops, found by a depth-first search)
     are set aside; back edges curve, conditional edges are dashed. This replaces LangGraph's
@@ -125,7 +134,7 @@ def draw_graph_png(nodes: list[str], edges: list[tuple[str, str, bool]], path: s
         axes.text(
             x,
             y,
-            name,
+            (labels or {}).get(name, name),
             ha="center",
             va="center",
             fontsize=10,

@@ -13,7 +13,7 @@ import asyncio
 import os
 
 from pacore_graph import ChatBackend, VLLMClient, run_graph
-from pacore_graph.graphs import load_graph
+from pacore_graph.graphs import load_graph, load_spec
 from pacore_graph.progress import RunProgress
 from pacore_graph.tools import arun_python
 
@@ -34,7 +34,9 @@ Sample Output 2
 
 async def solve(backend: ChatBackend) -> str:
     """Run the graph (tests are read from the problem's samples) and report the verified program."""
-    graph = load_graph("pacore-code-verified", backend, schedule=[3])
+    # 3 explorers, then the synthesis; 512 tokens each keeps a small CPU model quick (drop it on a real server)
+    spec = load_spec("pacore-code-verified").with_overrides(schedule=[3], max_tokens=512)
+    graph = load_graph(spec, backend)
     # RunProgress: a plain line on stderr per round, so a slow model is never silent
     result = await run_graph(graph, {"problem": PROBLEM}, progress=RunProgress(rounds=1))
     verification, program = result.extra["verification"], result.extra["program"]

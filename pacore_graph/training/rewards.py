@@ -19,7 +19,8 @@ Two entry points, one per framework:
 * :func:`compute_score` is verl's custom reward function (``custom_reward_function.path:
   pkg://pacore_graph.training.rewards``, ``name: compute_score``): verl's reward manager calls it once per
   response with the row's ``data_source`` (``pacore/math`` or ``pacore/code``), the decoded response and
-  ``reward_model.ground_truth``.
+  ``reward_model.ground_truth``. verl decodes responses with ``skip_special_tokens=True``: with a tokenizer that
+  marks ``</think>`` as a special token (Qwen3's does not), the tag is gone and the whole response is graded.
 
 **Code execution.** Rewarding a code episode runs the policy's program. As everywhere in the project, a face
 the operator runs locally executes code in the sandbox when the operator chose code work (``pacore eval`` on a

@@ -11,6 +11,8 @@ third are wrong) so you can watch the loop run: ``python examples/train_grpo.py 
 model is the packaged SmolLM2-135M-Instruct (the embedded engine's converted folder), trained on the CPU for
 ``--max-steps`` optimizer steps with tiny generations: about a minute a step on two cores. It prints one line per
 step (rewards through ``pacore_graph.training.rewards.correctness``, loss) and saves the model under ``--out``.
+On a machine other processes keep busy, ``--threads 1`` is much faster than torch's default of one thread per
+core (its threads wait on each other whenever one is descheduled).
 
 Scaling up (the settings are GRPOConfig's; see TRL's documentation):
 
@@ -174,7 +176,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-completion-length", type=int, default=24)
     parser.add_argument("--learning-rate", type=float, default=1e-5)
     parser.add_argument("--gpu", action="store_true", help="train on the GPU (default: the CPU)")
+    parser.add_argument("--threads", type=int, help="torch's CPU threads (default: one per core)")
     args = parser.parse_args(argv)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
 
     if args.data is None:
         args.data = args.out / "data"

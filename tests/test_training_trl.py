@@ -52,6 +52,19 @@ def smollm2() -> Path:
         pytest.skip(f"the packaged SmolLM2 (the embedded engine's model) is not installed: {exc}")
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """One intra-op thread: on 2 shared cores, torch's OpenMP threads wait on each other whenever another process
+    holds a core (measured with two busy processes beside it: a forward and backward pass 91 s with two threads,
+    19 s with one; 16 generated tokens 258 s against 10 s). Alone on the machine one thread costs about 15%."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def trl_classes():
     with warnings.catch_warnings():

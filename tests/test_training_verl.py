@@ -2,7 +2,8 @@
 
 verl pins an older transformers than the embedded vLLM needs, so it lives in a venv of its own (``make verl``
 creates ``.venv-verl``; ``PACORE_VERL_PYTHON`` points at another interpreter). tests/fixtures/verl_check.py runs
-there: it composes the shipped ``verl_ppo.yaml`` over verl's ``ppo_trainer`` defaults with Hydra, loads the
+there: it composes the shipped ``verl_ppo.yaml`` over verl's ``ppo_trainer`` defaults with Hydra (and runs
+verl's ``validate_config`` on it), loads the
 export with verl's ``RLHFDataset``, and scores responses with verl's reward loop worker (naive reward manager)
 and its legacy naive reward manager, both loading ``compute_score`` from ``pkg://pacore_graph.training.rewards``.
 Marked ``train``; without the venv it skips, except on CI, where ``make test`` creates it.
@@ -68,6 +69,9 @@ def report(tmp_path_factory) -> dict:
 
 def test_the_shipped_config_uses_only_verl_keys_and_the_paper_hyperparameters(report):
     assert report["unknown_keys"] == []
+    # verl's own validation passed; PPO with GAE trains a critic, and without a KL term needs no reference model.
+    assert report["validated"] is True
+    assert report["needs"] == {"critic": True, "reference_policy": False}
     assert report["config"] == {
         "algorithm.adv_estimator": "gae",
         "algorithm.gamma": 1.0,

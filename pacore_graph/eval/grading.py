@@ -85,9 +85,13 @@ class Grader(Protocol):
 
 
 class MathVerifyGrader:
-    """Math answers compared with math-verify (``parse`` + ``verify``) against the reference answer."""
+    """Math answers compared with math-verify (``parse`` + ``verify``) against the reference answer.
 
-    def __init__(self, extraction: ExtractionPolicy | None = None) -> None:
+    ``timeout``: math-verify's per-call time limit in seconds. It is enforced with ``SIGALRM``, which works in
+    the main thread only; a grader used from worker threads (verl's reward loop) needs ``timeout=None``.
+    """
+
+    def __init__(self, extraction: ExtractionPolicy | None = None, *, timeout: int | None = 5) -> None:
         try:
             # Through importlib: math-verify ships no type information.
             self._math_verify: Any = importlib.import_module("math_verify")
@@ -95,11 +99,15 @@ class MathVerifyGrader:
             raise MissingExtraError(f"grading math answers needs math-verify: {EVAL_INSTALL_HINT}") from exc
         self.extraction = extraction or ExtractionPolicy()
         self._gold: dict[str, Any] = {}
+        self._timeout = timeout
+
+    def _mv_parse(self, text: str) -> Any:
+        return self._math_verify.parse(text, parsing_timeout=self._timeout)
 
     def _parse(self, text: str) -> Any:
-        parsed = self._math_verify.parse(text)
+        parsed = self._mv_parse(text)
         if not parsed and not text.lstrip().startswith("$"):
-            parsed = self._math_verify.parse(f"${text}$")  # bare LaTeX such as \frac{1}{2}
+            parsed = self._mv_parse(f"${text}$")  # bare LaTeX such as \frac{1}{2}
         return parsed
 
     def grade(self, problem: Problem, answer: str | None) -> Grade:
@@ -112,18 +120,19 @@ class MathVerifyGrader:
         extracted = extract_answer(answer, self.extraction)
         predicted = self._parse(extracted) if extracted else []
         if not predicted:
-            predicted = self._math_verify.parse(answer)  # its own extraction: boxed, then the last expression
+            predicted = self._mv_parse(answer)  # its own extraction: boxed, then the last expression
         if not predicted:
             return Grade(correct=False, extracted=extracted)
         shown = extracted if extracted is not None else str(predicted[-1])
-        return Grade(correct=bool(self._math_verify.verify(gold, predicted)), extracted=shown)
+        verified = self._math_verify.verify(gold, predicted, timeout_seconds=self._timeout)
+        return Grade(correct=bool(verified), extracted=shown)
 
     def same_answer(self, problem: Problem, a: str, b: str) -> bool:
         """Whether math-verify finds the two extracted answers equal (or they are the same text)."""
         if normalize_answer(a) == normalize_answer(b):
             return True
         left, right = self._parse(a), self._parse(b)
-        return bool(left and right and self._math_verify.verify(left, right))
+        return bool(left and right and self._math_verify.verify(left, right, timeout_seconds=self._timeout))
 
 
 async def grade_async(grader: Grader, problem: Problem, answer: str | None) -> Grade:

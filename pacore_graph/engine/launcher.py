@@ -199,6 +199,9 @@ def _plan(env_info: EngineEnvironment, model_path: str, options: _Options) -> _P
         child_env["HF_HUB_OFFLINE"] = "1"
         child_env.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
         args += ["--dtype", "float32", "--enforce-eager"]
+        # Seeded requests (`--seed`, train build's pool) crash vllm-cpu 0.32's engine when their prompt is
+        # prefilled in chunks ("CPU Generator does not use offset"): schedule each prompt whole instead.
+        args += ["--no-enable-chunked-prefill"]
         max_model_len = max_model_len or DEFAULT_MAX_MODEL_LEN
     if max_model_len:
         args += ["--max-model-len", str(max_model_len)]

@@ -119,6 +119,15 @@ async def test_concurrent_requests_are_all_served(engine: EngineInfo) -> None:
     assert len({r["id"] for r in results}) == 4
 
 
+async def test_many_seeded_requests_at_once_are_all_served(engine: EngineInfo) -> None:
+    """More seeded prompts than one step prefills: with chunked prefill the CPU engine died on them."""
+    text = "Compute {i} + 3 * 7 and explain each step of the computation in detail. " * 3
+    results = await asyncio.gather(
+        *(_post(engine, {"messages": _messages(text.format(i=i)), "max_tokens": 8, "seed": i}) for i in range(96))
+    )
+    assert all(len(r["choices"]) == 1 for r in results)
+
+
 async def test_engine_client_talks_to_the_engine(engine: EngineInfo) -> None:
     # The library path: engine.client() builds a VLLMClient for base_url/model.
     from pacore_graph.clients.base import SamplingParams

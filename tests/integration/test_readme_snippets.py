@@ -146,7 +146,7 @@ def test_every_runnable_block_is_run_or_skipped_with_a_reason():
     run = {b.id for b in [*runnable("engine"), *runnable("fake-server")]}
     skipped = {b.id for b in runnable("skip")}
     assert run | skipped == {b.id for b in blocks if b.lang in RUNNABLE}
-    assert len(skipped) <= 10, "only the few blocks that need a GPU or an outside server may be skipped"
+    assert len(skipped) <= 12, "only the few blocks that need a GPU or an outside server may be skipped"
 
 
 def test_every_snippet_comment_is_on_the_line_before_a_block():

@@ -228,7 +228,7 @@ def build_command(
         from pacore_graph.eval.pool import TrajectoryPool
         from pacore_graph.eval.runner import POOL_FILE
         from pacore_graph.training.build import SYNTHESES_FILE, BuildSettings, check_problems, write_outputs
-        from pacore_graph.training.episodes import MessageRange
+        from pacore_graph.training.sampling import MessageRange
 
         span = MessageRange.parse(messages, pool_size)
         require_eval_extras()

@@ -3,7 +3,7 @@
 :func:`build_training_data` fills every problem's message pool (:mod:`pacore_graph.training.pool`), grades every
 message (:mod:`pacore_graph.training.accuracy`), applies the stage filter (:mod:`pacore_graph.training.stages`;
 stage 2 samples syntheses with the given backend, the current policy) and samples the kept problems' episodes
-(:mod:`pacore_graph.training.episodes`). :func:`write_outputs` writes them under the output folder: the TRL and verl
+(:mod:`pacore_graph.training.sampling`). :func:`write_outputs` writes them under the output folder: the TRL and verl
 files (:func:`pacore_graph.training.export.write_exports`), ``manifest.json`` and the accuracy histogram, each under
 a temporary name first, then renamed.
 
@@ -34,7 +34,7 @@ from pacore_graph.eval.grading import Grader
 from pacore_graph.eval.pool import TrajectoryPool
 from pacore_graph.training.accuracy import PoolGrades, grade_pool
 from pacore_graph.training.episode import Domain, Episode
-from pacore_graph.training.episodes import MessageRange, problem_domain, sample_episode
+from pacore_graph.training.sampling import MessageRange, problem_domain, sample_episode
 from pacore_graph.training.pool import PoolProgress, ProblemPool, build_pools
 from pacore_graph.training.stages import STAGE1_BOUND_TEXT, keeps_stage1, keeps_stage2, sample_syntheses
 

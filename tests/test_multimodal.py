@@ -515,7 +515,8 @@ def test_the_training_export_keeps_the_images_of_an_episode_in_order(tmp_path):
     ]
     episode = Episode(problem_id="p1", prompt=prompt, answer="12", slots=[3, 1], message_accuracy=0.25)
     paths = write_exports([episode], tmp_path)
-    for name in ("trl", "verl"):
+    # verl's dataset class wants an <image> placeholder per image after the text; TRL reads the text alone
+    for name, content in (("trl", "T"), ("verl", "T<image><image>")):
         row = datasets.load_dataset("parquet", data_files=str(paths[name]), split="train")[0]
-        assert row["prompt"] == [{"role": "user", "content": "T"}]
+        assert row["prompt"] == [{"role": "user", "content": content}]
         assert row["images"] == [PNG_URL, second]

@@ -145,7 +145,7 @@ class Stage:
 
     ``prompt_tokens`` is what the prompt costs to prefill at best: its tokens that no earlier prompt can have
     left in the prefix cache (prefilled once, with n-batching or a prefix cache). ``output_tokens`` is each
-    sample's length; ``request_n`` the most choices any one of its requests asks for (the simulator runs a
+    sample's length (or ``lengths``, one per sample, when they vary); ``request_n`` the most choices any one of its requests asks for (the simulator runs a
     request larger than its batch alone, so such a step holds more than ``max_num_seqs`` sequences).
     """
 
@@ -153,6 +153,22 @@ class Stage:
     sequences: int
     output_tokens: int
     request_n: int = 1
+    #: each sample's own length, when they differ (then ``sequences == len(lengths)``; ``output_tokens`` is ignored)
+    lengths: tuple[int, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.lengths and len(self.lengths) != self.sequences:
+            raise ValueError(f"a stage of {self.sequences} sequences was given {len(self.lengths)} lengths")
+
+    @property
+    def tokens(self) -> int:
+        """Every sample's output tokens together."""
+        return sum(self.lengths) if self.lengths else self.sequences * self.output_tokens
+
+    @property
+    def longest(self) -> int:
+        """The longest sample's length: the stage takes at least that many decode steps."""
+        return max(self.lengths) if self.lengths else self.output_tokens
 
 
 @dataclass(frozen=True)
@@ -191,7 +207,7 @@ def lower_bound(config: SimulatorConfig, chains: Sequence[Sequence[Stage]]) -> L
         sequences = sum(s.sequences for s in stages)
         widest = max([config.max_num_seqs, *(s.request_n for s in stages)])
         m = max(1, min(sequences, widest))
-        tokens = sum(s.sequences * s.output_tokens for s in stages)
+        tokens = sum(s.tokens for s in stages)
         return sum(s.prompt_tokens for s in stages) * config.prefill_seconds_per_token + tokens * (
             config.step_seconds(m) / m
         )
@@ -210,7 +226,7 @@ def lower_bound(config: SimulatorConfig, chains: Sequence[Sequence[Stage]]) -> L
         work=set_seconds(everything),
         critical_path=max((path_seconds(chain) for chain in chains), default=0.0),
         barrier=barrier,
-        decode_tokens=sum(s.sequences * s.output_tokens for s in everything),
+        decode_tokens=sum(s.tokens for s in everything),
         prefill_tokens=sum(s.prompt_tokens for s in everything),
     )
 

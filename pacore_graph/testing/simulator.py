@@ -145,8 +145,9 @@ class Stage:
 
     ``prompt_tokens`` is what the prompt costs to prefill at best: its tokens that no earlier prompt can have
     left in the prefix cache (prefilled once, with n-batching or a prefix cache). ``output_tokens`` is each
-    sample's length (or ``lengths``, one per sample, when they vary); ``request_n`` the most choices any one of its requests asks for (the simulator runs a
-    request larger than its batch alone, so such a step holds more than ``max_num_seqs`` sequences).
+    sample's length (or ``lengths``, one per sample, when they vary); ``request_n`` the most choices any one of its
+    requests asks for (the simulator runs a request larger than its batch alone, so such a step holds more than
+    ``max_num_seqs`` sequences).
     """
 
     prompt_tokens: int

@@ -119,9 +119,10 @@ async def explore(
     n: int,
     transcripts: Transcripts,
     tool_fields: dict[str, Any] | None = None,
+    order: int = 0,
 ) -> list[Trajectory]:
     """Trajectories ``index`` .. ``index + n - 1`` of a round (a task: its result is checkpointed on return)."""
-    return await nodes.sample_trajectories(prompt, round_number, index, n, transcripts, tool_fields)
+    return await nodes.sample_trajectories(prompt, round_number, index, n, transcripts, tool_fields, order)
 
 
 class PaCoReNodes:
@@ -165,6 +166,7 @@ class PaCoReNodes:
             "reply_in_messages": problem is None,
             "conversation": conversation,
             "round": 1,
+            "run_order": time.time_ns(),
             "references": [],
             "prompt": build_prompt(conversation, []),
             "omega": [],
@@ -245,6 +247,7 @@ class PaCoReNodes:
                     min(batch, k - index),
                     transcripts,
                     state.get("tool_fields"),
+                    state.get("run_order", 0),
                 ),
             ): index
             for index in range(0, k, batch)
@@ -305,11 +308,13 @@ class PaCoReNodes:
         n: int,
         transcripts: Transcripts,
         tool_fields: dict[str, Any] | None = None,
+        order: int = 0,
     ) -> list[Trajectory]:
         """Sample trajectories ``index`` .. ``index + n - 1`` of a parallel round (one request; n > 1 is n-batching).
 
         ``tool_fields`` (the run's checked tools) are sent with the request. A failure raises when the failure
-        policy is strict, and becomes failed markers when it allows a quorum.
+        policy is strict, and becomes failed markers when it allows a quorum. ``order`` (when the run started)
+        ranks the request among others of its round in a shared client (see clients.limiter).
         """
         seed_offset = self.config.schedule.offset(round_number) + index
         params = with_tools(self.config.params_for_round(round_number).with_seed_offset(seed_offset), tool_fields)
@@ -318,8 +323,8 @@ class PaCoReNodes:
         started_at = time.time()
         try:
             # Later rounds go first when a shared client is full: a problem in round 2 finishes sooner than
-            # one that has not started (see clients.limiter).
-            with request_priority(round_number):
+            # one that has not started; within a round, the problem that started first (see clients.limiter).
+            with request_priority(round_number, order):
                 clock = time.perf_counter()
                 # n is passed only when batching, so a backend without `n` still serves one request per trajectory
                 result = await (self.backend.chat(prompt, params, n=n) if n > 1 else self.backend.chat(prompt, params))
@@ -409,7 +414,7 @@ class PaCoReNodes:
         clock = time.perf_counter()
         await chat.start(prompt, params.model_dump(mode="json", exclude_none=True))
         try:
-            with request_priority(round_number):
+            with request_priority(round_number, state.get("run_order", 0)):
                 result = await self._stream_synthesis(prompt, params, round_number, write, chat)
             if not result.completions:
                 raise ProtocolError(

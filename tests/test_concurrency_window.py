@@ -312,7 +312,8 @@ async def test_a_failed_metrics_reading_is_skipped_not_taken_for_a_server_withou
 async def test_later_rounds_overtake_first_rounds_in_a_full_client() -> None:
     # Two problems share a client that holds one request: once problem 0's round 1 is done, its synthesis
     # (round 2) must go before problem 1's remaining round-1 explorers.
-    config = SimulatorConfig(max_num_seqs=64, time_scale=0.01)  # a request of 100 tokens takes ~20 ms
+    # A request of 100 tokens takes ~80 ms: longer than the first synthesis takes to be sent (~30 ms, cold).
+    config = SimulatorConfig(max_num_seqs=64, time_scale=0.04)
     async with (
         SimulatorServer(config) as server,
         VLLMClient(server.base_url, max_concurrency=1, adaptive_concurrency=False) as client,

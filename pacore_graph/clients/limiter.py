@@ -4,7 +4,9 @@ A model server runs sequences, not requests: a request with ``n`` choices puts `
 limiter counts them that way, and when it is full, queues requests by priority (higher first), then by arrival.
 The priority is ambient, so graphs set it without threading it through every backend: PaCoRe runs each round
 under :func:`request_priority` with the round's number, so when many problems share one client, a problem's
-later rounds (and its synthesis) overtake other problems' first rounds and it finishes sooner.
+later rounds (and its synthesis) overtake other problems' first rounds and it finishes sooner. Among requests of
+one priority, an ``order`` (PaCoRe passes when its run started) goes before arrival: the problem that started
+first is served first, so problems finish in the order they started rather than all together at the end.
 """
 
 from __future__ import annotations
@@ -17,19 +19,28 @@ from contextlib import asynccontextmanager, contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 
-__all__ = ["SequenceLimiter", "current_request_priority", "request_priority"]
+__all__ = ["SequenceLimiter", "current_request_order", "current_request_priority", "request_priority"]
 
 _PRIORITY: ContextVar[int] = ContextVar("pacore_request_priority", default=0)
+_ORDER: ContextVar[int] = ContextVar("pacore_request_order", default=0)
 
 
 @contextmanager
-def request_priority(priority: int) -> Iterator[None]:
-    """Requests started inside this block queue with ``priority`` (higher goes first; the default is 0)."""
+def request_priority(priority: int, order: int | None = None) -> Iterator[None]:
+    """Requests started inside this block queue with ``priority`` (higher goes first; the default is 0).
+
+    ``order`` breaks ties among equal priorities before arrival does (lower goes first; the default is 0, or the
+    enclosing block's): PaCoRe passes when its run started, so of two problems in the same round, the older one's
+    requests go first.
+    """
     token = _PRIORITY.set(priority)
+    order_token = _ORDER.set(order) if order is not None else None
     try:
         yield
     finally:
         _PRIORITY.reset(token)
+        if order_token is not None:
+            _ORDER.reset(order_token)
 
 
 def current_request_priority() -> int:
@@ -37,15 +48,20 @@ def current_request_priority() -> int:
     return _PRIORITY.get()
 
 
+def current_request_order() -> int:
+    """The order set by the innermost :func:`request_priority` block that set one, or 0."""
+    return _ORDER.get()
+
+
 @dataclass(order=True)
 class _Waiter:
-    rank: tuple[int, int]  # (-priority, arrival): the smallest goes first
+    rank: tuple[int, int, int]  # (-priority, order, arrival): the smallest goes first
     sequences: int = field(compare=False)
     future: asyncio.Future[None] = field(compare=False)
 
 
 class SequenceLimiter:
-    """At most ``limit`` sequences in flight; waiting requests go in by priority, then in arrival order.
+    """At most ``limit`` sequences in flight; waiting requests go in by priority, then order, then arrival.
 
     A request larger than the limit goes in alone once nothing else is in flight, so no request waits forever.
     ``limit`` can be changed at any time (adaptive concurrency does); raising it admits waiters at once.
@@ -97,7 +113,8 @@ class SequenceLimiter:
         if not self._waiters and self._fits(sequences):
             self.in_flight += sequences
             return
-        waiter = _Waiter((-priority, next(self._arrivals)), sequences, asyncio.get_running_loop().create_future())
+        rank = (-priority, current_request_order(), next(self._arrivals))
+        waiter = _Waiter(rank, sequences, asyncio.get_running_loop().create_future())
         heapq.heappush(self._waiters, waiter)
         self._queued += sequences
         self._wake()  # it may outrank a head that does not fit, and fit itself

@@ -11,7 +11,13 @@ versions: ``vllm:gpu_cache_usage_perc``). :class:`AdaptiveWindow` turns successi
   in priority order;
 * the KV cache is nearly full: hold;
 * otherwise, if requests wait for room in the client (or in front of it, at a balancer): grow, doubling until
-  the server first queues, then by an eighth per reading.
+  the server first queues (with ``jump_start``, straight to the demand if that is more), then by an eighth per
+  reading.
+
+vLLM does not export its batch size (``max_num_seqs``) on ``/metrics`` (0.32 shows the KV cache's size in
+``vllm:cache_config_info``, not the sequence cap), so the window finds it: ``VLLMClient`` jumps to its demand at
+the first readings, taken quickly while the window is still growing, and the server's queue then shows how many
+it runs at once.
 """
 
 from __future__ import annotations
@@ -65,12 +71,17 @@ class AdaptiveWindow:
         start: the first window, used until readings arrive.
         floor, ceiling: the window stays within these.
         kv_high: KV-cache use at or above which the window stops growing.
+        jump_start: before the server first queues, grow straight to the client's demand (sequences in flight
+            and waiting) when that is more than double: a server with room runs all of it at once.
     """
 
-    def __init__(self, start: int, *, floor: int = 1, ceiling: int = 1024, kv_high: float = 0.95) -> None:
+    def __init__(
+        self, start: int, *, floor: int = 1, ceiling: int = 1024, kv_high: float = 0.95, jump_start: bool = False
+    ) -> None:
         self.floor = max(1, floor)
         self.ceiling = max(self.floor, ceiling)
         self.kv_high = kv_high
+        self.jump_start = jump_start
         self.limit = min(max(start, self.floor), self.ceiling)
         self.slow_start = True  # double until the server first queues
         self._queued_before = False
@@ -89,5 +100,7 @@ class AdaptiveWindow:
             pass
         elif queued > 0 and load.waiting == 0:
             step = self.limit if self.slow_start else max(1, self.limit // 8)
+            if self.slow_start and self.jump_start:
+                step = max(step, in_flight + queued - self.limit)
             self.limit = min(self.ceiling, self.limit + step)
         return self.limit

@@ -48,6 +48,8 @@ __all__ = ["VLLMClient"]
 
 T = TypeVar("T")
 _METRICS_MAX_BYTES = 4 << 20  # a vLLM /metrics page is ~50 KB; read no more than this of any page
+_RAMP_INTERVAL = 0.05  # seconds between readings while the window is still doubling towards the server's size
+_RAMP_READINGS = 8  # the first readings come at that pace too, while a burst of requests may still be arriving
 #: The longest line of an upstream SSE stream, and so the largest event, the client reads (aiohttp's own limit,
 #: twice its read buffer, is 128 KiB); a longer one fails the stream with ``ProtocolError``.
 MAX_SSE_LINE_BYTES = 16 << 20
@@ -104,6 +106,7 @@ class VLLMClient:
                 max_concurrency,
                 floor=min(max_concurrency, 8),  # a co-tenant's queue must not squeeze this client to nothing
                 ceiling=max(max_concurrency, max_adaptive_concurrency),
+                jump_start=True,
             )
             if adaptive_concurrency
             else None
@@ -316,8 +319,11 @@ class VLLMClient:
         url = self.base_url.removesuffix("/v1") + "/metrics"  # vLLM serves it at the root, not under /v1
         timeout = aiohttp.ClientTimeout(total=max(1.0, 4 * self.metrics_interval))
         seen_vllm = False
+        interval = 0.0  # the first reading at once: the window should not wait to reach the server's size
+        readings = 0
         while self._watcher is asyncio.current_task():  # a client reused on another loop has a new watcher
-            await asyncio.sleep(self.metrics_interval)
+            await asyncio.sleep(interval)
+            interval = self.metrics_interval
             if self.limiter.in_flight == 0 and self.limiter.queued == 0:
                 continue
             try:
@@ -335,7 +341,12 @@ class VLLMClient:
                 continue
             seen_vllm = True
             demand = self.limiter.queued + self.limiter.backlog
+            before = self.limiter.limit
             self.limiter.limit = window.update(load, self.limiter.in_flight, demand)
+            readings += 1
+            if window.slow_start and (self.limiter.limit > before or readings < _RAMP_READINGS):
+                # Still finding the server's size (and the demand may still be arriving): read again soon.
+                interval = min(self.metrics_interval, _RAMP_INTERVAL)
 
 
 def _preview(data: Any) -> str:

@@ -298,11 +298,14 @@ class SimulatorServer:
         self.completion_tokens = completion_tokens
         self.stats = SimulatorStats()
         self.requests: list[SimRequest] = []
+        #: each logged request's choice lengths, by request id
+        self.completion_lengths: dict[int, list[int]] = {}
         self._cache = _PrefixCache(self.config.block_size, self.config.cache_blocks)
         self._waiting: collections.deque[_Pending] = collections.deque()
         self._running: list[_Sequence] = []
         self._wake = asyncio.Event()
         self._virtual = 0.0  # the simulated clock when time_scale == 0
+        self._clock = 0.0  # the real time at which the engine's last step ends (time_scale > 0)
         self._t0 = 0.0
         self._engine: asyncio.Task[None] | None = None
         self._runner: web.AppRunner | None = None
@@ -323,6 +326,7 @@ class SimulatorServer:
         """Zero the counters and the request log (the prefix cache is kept: call between measured phases)."""
         self.stats = SimulatorStats()
         self.requests = []
+        self.completion_lengths = {}
 
     def clear_cache(self) -> None:
         """Empty the prefix cache."""
@@ -342,7 +346,7 @@ class SimulatorServer:
         sock.bind((_HOST, 0))
         self._port = sock.getsockname()[1]
         await web.SockSite(self._runner, sock, backlog=4096).start()
-        self._t0 = time.monotonic()
+        self._t0 = self._clock = time.monotonic()
         self._engine = asyncio.create_task(self._engine_loop(), name="simulator-engine")
 
     async def close(self) -> None:
@@ -376,6 +380,7 @@ class SimulatorServer:
             if not self._running and not self._waiting:
                 self._wake.clear()
                 await self._wake.wait()
+                self._clock = time.monotonic()  # idle until now: the next step starts now
                 continue
             uncached = self._admit()
             step = config.step_seconds(len(self._running))
@@ -434,7 +439,18 @@ class SimulatorServer:
             self._virtual += seconds
             await asyncio.sleep(0)  # let the HTTP handlers run between steps
         else:
-            await asyncio.sleep(seconds * self.config.time_scale)
+            await self._sleep_until(self._clock + seconds * self.config.time_scale)
+
+    async def _sleep_until(self, deadline: float) -> None:
+        """Sleep until the real ``deadline`` and make it the engine's clock; only yield if it has passed.
+
+        Steps follow each other on this planned clock, not on when the sleep happened to end: the event loop
+        the simulator shares with its client may wake it late, and a real engine's steps do not stretch when
+        its client is busy (only the answers reach the client later).
+        """
+        delay = deadline - time.monotonic()
+        await asyncio.sleep(max(0.0, delay))
+        self._clock = deadline
 
     async def _decode_steps(self, steps: int, step: float) -> int:
         """Run up to ``steps`` decode steps of ``step`` seconds; stop after the step in progress when woken."""
@@ -448,17 +464,19 @@ class SimulatorServer:
             return steps
         self._wake.clear()
         real_step = step * self.config.time_scale
-        started = time.monotonic()
+        started = self._clock
+        remaining = started + steps * real_step - time.monotonic()
         try:
-            await asyncio.wait_for(self._wake.wait(), steps * real_step)
+            if remaining <= 0:
+                raise TimeoutError  # running late: these steps are already due
+            await asyncio.wait_for(self._wake.wait(), remaining)
         except TimeoutError:
+            await self._sleep_until(started + steps * real_step)
             self.stats.busy_seconds += steps * step
             return steps
         # A request arrived: finish the step in progress, as an engine would, then admit it.
         done = min(steps, math.floor((time.monotonic() - started) / real_step) + 1)
-        rest = started + done * real_step - time.monotonic()
-        if rest > 0:
-            await asyncio.sleep(rest)
+        await self._sleep_until(started + done * real_step)
         self.stats.busy_seconds += done * step
         return done
 
@@ -522,6 +540,7 @@ class SimulatorServer:
         self.stats.prompt_tokens += len(tokens)
         self.requests.append(sim_request)
         lengths = [self._length(sim_request, i) for i in range(n)]
+        self.completion_lengths[sim_request.id] = lengths
         pending = _Pending(sim_request, tokens, lengths, asyncio.get_running_loop().create_future())
         self._waiting.append(pending)
         self.stats.max_waiting = max(self.stats.max_waiting, len(self._waiting))

@@ -33,6 +33,7 @@ import contextlib
 import itertools
 import json
 import os
+import random
 import re
 import resource
 import statistics
@@ -52,7 +53,10 @@ from pacore_graph.compaction import CompactionPolicy
 from pacore_graph.config import PaCoReConfig
 from pacore_graph.graph import build_pacore_graph
 from pacore_graph.prompts import build_prompt
+from pacore_graph.testing.bound import StepBound, step_lower_bound
+from pacore_graph.testing.lengths import LengthDistribution, ScriptedLengths
 from pacore_graph.testing.simulator import (
+    SimRequest,
     SimulatorConfig,
     SimulatorServer,
     Stage,
@@ -69,7 +73,7 @@ def problem_text(i: int, words: int = 120) -> str:
     return f"problem #{i}: " + " ".join(f"fact{i}_{j}" for j in range(words)) + " What is the answer?"
 
 
-def stages_from_log(server: SimulatorServer) -> list[list[Stage]]:
+def stages_from_log(server: SimulatorServer, varied: bool = False) -> list[list[Stage]]:
     """The workload the simulator saw, as one chain per problem: distinct prompts in arrival order.
 
     A prompt's cost is what an unbounded prefix cache, fed every prompt in arrival order, would still compute
@@ -89,7 +93,13 @@ def stages_from_log(server: SimulatorServer) -> list[list[Stage]]:
         entry[1] += request.n
         entry[2] = max(entry[2], request.max_tokens or config.default_max_tokens)
         entry[3] = max(entry[3], request.n)
-    return [[Stage(p, k, out, n) for p, k, out, n in prompts.values()] for prompts in by_problem.values()]
+        entry.extend(server.completion_lengths[request.id])
+    if varied:  # each sample's own length, as the simulator drew it
+        return [
+            [Stage(p, k, out, n, lengths=tuple(rest)) for p, k, out, n, *rest in prompts.values()]
+            for prompts in by_problem.values()
+        ]
+    return [[Stage(p, k, out, n) for p, k, out, n, *_ in prompts.values()] for prompts in by_problem.values()]
 
 
 # --- a ---------------------------------------------------------------------------------------------------
@@ -171,6 +181,176 @@ def lockstep_ideal(config: SimulatorConfig, chains: list[list[Stage]]) -> float:
         prefill = sum(s.prompt_tokens for s in stages) * config.prefill_seconds_per_token
         total += prefill + tokens * config.step_seconds(b) / b
     return total
+
+
+# --- w ---------------------------------------------------------------------------------------------------
+
+REFERENCE_LINE = re.compile(r"^Reference \d+:$", re.MULTILINE)
+
+#: w's output lengths: the issue's uniform range, and a long tail (median 320, a few 5-10× longer)
+DISTRIBUTIONS = {
+    "uniform": LengthDistribution(kind="uniform", low=128, high=896, seed=1),
+    "longtail": LengthDistribution(kind="lognormal", median=320, sigma=0.75, low=16, high=4096, seed=1),
+    "fixed": LengthDistribution(kind="fixed", high=512),
+}
+
+
+def workload_key(request: SimRequest) -> tuple[int, int]:
+    """A request's (problem, round): its problem's id and how many references its prompt carries.
+
+    Both clients render the same template, so the j-th sequence of a problem's round gets the same length from
+    either, whatever the order of arrival: they run the same workload.
+    """
+    text = request.last_user_content
+    match = PROBLEM_ID.search(text)
+    return (int(match.group(1)) if match else -1, len(REFERENCE_LINE.findall(text)))
+
+
+async def official_pipeline(
+    base_url: str,
+    model: str,
+    problems: Sequence[str],
+    schedule: Sequence[int],
+    max_tokens: int,
+    max_concurrent: int = 1024,
+    stream: bool = True,
+) -> None:
+    """The request pattern of the official pipeline, stepfun-ai/PaCoRe ``pacore/batch_inference/base_exp.py``
+    (commit 98e846f), with its example's settings (``playground/example_batch_inference_pacore_low_1210.py``:
+    ``max_concurrent`` 1024, ``stream`` on).
+
+    Every problem at once (``asyncio.gather``); one FIFO semaphore of ``max_concurrent`` requests; each round's K
+    requests created together and collected with ``as_completed``; a new aiohttp session (no keep-alive) per
+    request; conclusions after the last ``</think>``, sorted by length and shuffled with ``Random(42)``; the
+    synthesis prompt replaces the last user message. ``max_tokens`` is set (the example leaves it to the server's
+    context length) so both clients ask for the same lengths.
+    """
+    semaphore = asyncio.Semaphore(max_concurrent)
+    url = base_url + "/chat/completions"
+
+    async def call(messages: list[dict[str, Any]]) -> str:
+        payload = {
+            "model": model,
+            "messages": messages,
+            "max_tokens": max_tokens,
+            "temperature": 1.0,
+            "top_p": 1.0,
+            "stream": stream,
+        }
+        async with semaphore:
+            timeout = aiohttp.ClientTimeout(total=7200, connect=60, sock_connect=20, sock_read=1000)
+            connector = aiohttp.TCPConnector(keepalive_timeout=0)
+            async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
+                async with session.post(url, json=payload) as response:
+                    if not stream:
+                        data = await response.json()
+                        return str(data["choices"][0]["message"]["content"])
+                    content = ""
+                    async for raw in response.content:
+                        line = raw.decode().strip()
+                        if not line.startswith("data: "):
+                            continue
+                        line = line[6:].strip()
+                        if line == "[DONE]":
+                            break
+                        piece = json.loads(line)
+                        for choice in piece.get("choices") or []:
+                            content += choice.get("delta", {}).get("content") or ""
+                    return content
+
+    async def process_single(messages: list[dict[str, Any]]) -> None:
+        previous: list[str] = []
+        for round_index, num in enumerate([*schedule, 1]):
+            current = messages if round_index == 0 else build_prompt(messages, previous)
+            tasks = [asyncio.create_task(call(current)) for _ in range(num)]
+            responses = [await task for task in asyncio.as_completed(tasks)]
+            responses.sort(key=len)
+            random.Random(42).shuffle(responses)
+            previous = [r.split("</think>")[-1] for r in responses if r]
+
+    await asyncio.gather(*(process_single([{"role": "user", "content": p}]) for p in problems))
+
+
+async def workload_once(
+    config: SimulatorConfig,
+    distribution: LengthDistribution,
+    client: str,
+    schedule: list[int],
+    problems: int,
+) -> dict[str, Any]:
+    """One run of P problems × ``schedule`` with scripted lengths, by ``client``; its figures and the bound."""
+    lengths = ScriptedLengths(distribution, key=workload_key)
+    max_tokens = distribution.high
+    async with SimulatorServer(config, completion_tokens=lengths) as server:
+        texts = [problem_text(i) for i in range(problems)]
+        window = 0
+        if client == "official":
+            start = server.sim_now()
+            await official_pipeline(server.base_url, config.model, texts, schedule, max_tokens)
+        else:
+            async with VLLMClient(server.base_url, **CLIENT_VARIANTS[client]) as c:
+                graph = build_pacore_graph(c, config=graph_config(schedule, max_tokens, 1, None))
+                await c.resolve_model()
+                start = server.sim_now()
+                await asyncio.gather(*(graph.ainvoke({"problem": text}) for text in texts))
+                window = c.limiter.limit
+        wall = server.sim_now() - start
+        stats = server.stats
+        bound = step_lower_bound(config, stages_from_log(server, varied=True))
+    return {
+        "wall": wall,
+        "bound": bound,
+        "steps": stats.steps,
+        "busy": stats.busy_seconds,
+        "occupancy": stats.completion_tokens / max(1, stats.steps),
+        "window": window,
+        "max_running": stats.max_running,
+    }
+
+
+#: w's own clients: keyword arguments of VLLMClient
+CLIENT_VARIANTS: dict[str, dict[str, Any]] = {
+    "ours": {},
+    "start256": {"max_concurrency": 256},
+    "fixed256": {"max_concurrency": 256, "adaptive_concurrency": False},
+    "fixed288": {"max_concurrency": 288, "adaptive_concurrency": False},
+}
+
+
+async def scenario_w(
+    problem_counts: Sequence[int],
+    schedules: Sequence[list[int]],
+    distributions: Sequence[str],
+    clients: Sequence[str],
+    time_scale: float,
+    repeats: int,
+) -> None:
+    config = SimulatorConfig(time_scale=time_scale, max_num_seqs=256)
+    print(
+        f"\n## w. realistic workloads: time_scale {time_scale}, max_num_seqs {config.max_num_seqs}, {repeats} repeats"
+    )
+    for name in distributions:
+        print(f"lengths {name}: {DISTRIBUTIONS[name].label}")
+    for name, problems, schedule in itertools.product(distributions, problem_counts, schedules):
+        walls: dict[str, list[float]] = defaultdict(list)
+        for repeat in range(repeats):
+            order = list(clients) if repeat % 2 == 0 else list(reversed(clients))
+            for client in order:
+                run = await workload_once(config, DISTRIBUTIONS[name], client, schedule, problems)
+                bound: StepBound = run["bound"]
+                walls[client].append(run["wall"])
+                print(
+                    f"  {name} {problems} × {schedule} {client:9s} wall {run['wall']:7.2f} s, bound "
+                    f"{bound.seconds:7.2f} s (steps: capacity {bound.capacity_steps}, path {bound.path_steps}, "
+                    f"window {bound.window_steps}; prefill {bound.prefill:.2f} + per-token {bound.token_seconds:.2f} "
+                    f"+ base × {bound.steps}), wall/bound {run['wall'] / bound.seconds:.3f}; {run['steps']} steps "
+                    f"(at no idle time {bound.seconds_at(run['steps']) / bound.seconds:.3f}× the bound), "
+                    f"idle {run['wall'] - run['busy']:.2f} s, mean batch {run['occupancy']:.0f}, "
+                    f"max running {run['max_running']}, window {run['window']}",
+                    flush=True,
+                )
+        summary = ", ".join(f"{c} {statistics.median(w):.2f} s ({min(w):.2f}-{max(w):.2f})" for c, w in walls.items())
+        print(f"{name} {problems} × {schedule}: median wall {summary}", flush=True)
 
 
 # --- b ---------------------------------------------------------------------------------------------------
@@ -506,6 +686,14 @@ def main() -> None:
     parser.add_argument("--max-tokens-f", type=int, default=256)
     parser.add_argument("--time-scale-f", type=float, default=0.04, help="real seconds per simulated second in f")
     parser.add_argument("--max-num-seqs-f", type=int, default=64, help="each simulator's max_num_seqs in f")
+    parser.add_argument("--problems-w", default="16,64", help="w: problem counts")
+    parser.add_argument("--schedules-w", default="16;32,4", help="w: schedules, separated by ';'")
+    parser.add_argument(
+        "--lengths-w", default="uniform,longtail", help=f"w: length distributions {list(DISTRIBUTIONS)}"
+    )
+    parser.add_argument("--clients-w", default="official,ours", help=f"w: clients, official or {list(CLIENT_VARIANTS)}")
+    parser.add_argument("--time-scale-w", type=float, default=0.1)
+    parser.add_argument("--repeats-w", type=int, default=1)
     parser.add_argument("--child-d", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child_d:
@@ -516,6 +704,17 @@ def main() -> None:
     if "a" in only:
         modes = ("fixed", "adaptive") if args.window == "both" else (args.window,)
         asyncio.run(scenario_a(args.problems, args.max_tokens, args.concurrency, args.time_scale, args.n_batch, modes))
+    if "w" in only:
+        asyncio.run(
+            scenario_w(
+                [int(p) for p in args.problems_w.split(",")],
+                [[int(k) for k in schedule.split(",")] for schedule in args.schedules_w.split(";")],
+                args.lengths_w.split(","),
+                args.clients_w.split(","),
+                args.time_scale_w,
+                args.repeats_w,
+            )
+        )
     if "b" in only:
         asyncio.run(scenario_b(args.k_overhead, 3, 16))
     if "c" in only:

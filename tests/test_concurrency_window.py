@@ -333,3 +333,67 @@ async def test_later_rounds_overtake_first_rounds_in_a_full_client() -> None:
     first_synthesis = sequence.index("synthesis")
     assert sequence[:first_synthesis].count("A") == 3
     assert "B" in sequence[first_synthesis + 1 :]  # B's explorers waited behind A's synthesis
+
+
+# --- filling the batch (issue 20) ----------------------------------------------------------------------------
+
+
+async def test_equal_priorities_go_in_by_order_before_arrival() -> None:
+    limiter = SequenceLimiter(1)
+    order: list[str] = []
+    first, gate = await _fill(limiter)
+
+    async def job(name: str, priority: int, run_order: int) -> None:
+        with request_priority(priority, run_order):
+            async with limiter.hold():
+                order.append(name)
+
+    tasks = []
+    for name, priority, run_order in (("late run", 1, 20), ("early run", 1, 10), ("later round", 2, 30)):
+        tasks.append(asyncio.create_task(job(name, priority, run_order)))
+        await asyncio.sleep(0)
+    gate.set()
+    await asyncio.gather(first, *tasks)
+    assert order == ["later round", "early run", "late run"]
+
+
+def test_jump_start_grows_straight_to_the_demand_until_the_server_first_queues() -> None:
+    window = AdaptiveWindow(64, ceiling=1024, jump_start=True)
+    idle = ServerLoad(running=64, waiting=0)
+    assert window.update(idle, in_flight=64, queued=448) == 512  # the demand, not 128
+    assert window.update(idle, in_flight=512, queued=4000) == 1024  # never past the ceiling
+    queueing = ServerLoad(running=256, waiting=768)
+    window.update(queueing, in_flight=1024, queued=100)
+    assert window.update(queueing, in_flight=1024, queued=100) == 512  # halved at most, as before
+    assert not window.slow_start
+    assert window.update(ServerLoad(running=256, waiting=0), in_flight=512, queued=600) == 576  # then + 1/8
+    plain = AdaptiveWindow(64, ceiling=1024)
+    assert plain.update(idle, in_flight=64, queued=448) == 128  # without it: doubling
+
+
+async def test_the_window_reaches_the_servers_batch_size_within_a_fraction_of_the_reading_interval() -> None:
+    # The default client (window 64, a reading every 0.5 s) on a server of 256 slots, 256 requests at once:
+    # the first reading comes at once and jumps to the demand, so all 256 run long before 0.5 s.
+    config = SimulatorConfig(max_num_seqs=256, time_scale=0.01)
+    async with SimulatorServer(config) as server, VLLMClient(server.base_url) as client:
+        await client.resolve_model()
+        flood = asyncio.create_task(_flood(client, 256, 2000))  # ~1.5 s each at this time scale
+        await asyncio.sleep(0.3)
+        assert server.stats.max_running == 256
+        assert client.limiter.limit >= 256
+        flood.cancel()
+        await asyncio.gather(flood, return_exceptions=True)
+
+
+async def test_a_run_records_when_it_started_so_older_runs_go_first() -> None:
+    from langgraph.checkpoint.memory import InMemorySaver
+
+    config = PaCoReConfig(schedule=[2], params=SamplingParams(max_tokens=8))
+    async with SimulatorServer(SimulatorConfig(time_scale=0)) as server, VLLMClient(server.base_url) as client:
+        graph = build_pacore_graph(client, config=config, checkpointer=InMemorySaver())
+        orders = []
+        for thread in ("a", "b"):
+            run = {"configurable": {"thread_id": thread}}
+            await graph.ainvoke({"problem": f"Problem {thread}: 1 + 1?"}, run)
+            orders.append((await graph.aget_state(run)).values["run_order"])
+    assert 0 < orders[0] < orders[1]

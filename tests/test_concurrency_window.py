@@ -397,3 +397,14 @@ async def test_a_run_records_when_it_started_so_older_runs_go_first() -> None:
             await graph.ainvoke({"problem": f"Problem {thread}: 1 + 1?"}, run)
             orders.append((await graph.aget_state(run)).values["run_order"])
     assert 0 < orders[0] < orders[1]
+
+
+def test_a_window_alone_on_its_server_does_not_shrink_below_the_batch_size_it_saw() -> None:
+    window = AdaptiveWindow(288)
+    full = ServerLoad(running=256, waiting=32)  # everything on the server is ours: 256 is its batch size
+    window.update(full, in_flight=288, queued=50)
+    assert window.update(full, in_flight=288, queued=50) == 256 and window.capacity == 256
+    # A reading between steps: finished sequences' slots not yet refilled, the newcomers waiting for the step.
+    between = ServerLoad(running=233, waiting=23)
+    window.update(between, in_flight=256, queued=50)
+    assert window.update(between, in_flight=256, queued=50) == 256  # not 233: the server did not get smaller

@@ -74,6 +74,8 @@ class SequenceLimiter:
         self.backlog = 0
         #: called after every change of ``limit`` (a BalancedBackend resizes its own window from them)
         self.on_limit_change: list[Callable[[], None]] = []
+        #: called when a request has to wait for room (an adaptive window takes a reading sooner)
+        self.on_queue: list[Callable[[], None]] = []
         self._waiters: list[_Waiter] = []
         self._queued = 0  # kept, not summed: read on every request by a balancer
         self._arrivals = itertools.count()
@@ -117,6 +119,8 @@ class SequenceLimiter:
         waiter = _Waiter(rank, sequences, asyncio.get_running_loop().create_future())
         heapq.heappush(self._waiters, waiter)
         self._queued += sequences
+        for callback in self.on_queue:
+            callback()
         self._wake()  # it may outrank a head that does not fit, and fit itself
         try:
             await waiter.future

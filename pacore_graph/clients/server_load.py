@@ -8,7 +8,9 @@ versions: ``vllm:gpu_cache_usage_perc``). :class:`AdaptiveWindow` turns successi
 
 * the server queues (waiting > 0 in two readings in a row; one may be a request between two steps): shrink the
   window to this client's share of what runs (at most by half per reading), so the excess waits here instead,
-  in priority order;
+  in priority order. When everything the server holds is this client's, what it runs then is its batch size,
+  and the window never shrinks below the largest such size seen (a reading taken while finished sequences'
+  slots wait for the next step shows fewer running, not a smaller server);
 * the KV cache is nearly full: hold;
 * otherwise, if requests wait for room in the client (or in front of it, at a balancer): grow, doubling until
   the server first queues (with ``jump_start``, straight to the demand if that is more), then by an eighth per
@@ -84,6 +86,8 @@ class AdaptiveWindow:
         self.jump_start = jump_start
         self.limit = min(max(start, self.floor), self.ceiling)
         self.slow_start = True  # double until the server first queues
+        #: the most sequences the server was seen to run while it queued only this client's: its batch size
+        self.capacity = 0
         self._queued_before = False
 
     def update(self, load: ServerLoad, in_flight: int, queued: int) -> int:
@@ -95,7 +99,11 @@ class AdaptiveWindow:
             # This client's share of what runs, if the server's requests are partly someone else's; never more
             # than half the window at once, so a co-tenant's burst cannot squeeze it to the floor in one reading.
             ours = in_flight * load.running // max(1, load.running + load.waiting)
+            before = self.limit
             self.limit = max(self.floor, self.limit // 2, min(self.limit, ours))
+            if in_flight >= load.running + load.waiting:  # all the server holds is ours (or on its way to it)
+                self.capacity = max(self.capacity, load.running)
+                self.limit = max(self.limit, min(before, self.capacity))
         elif load.kv_usage is not None and load.kv_usage >= self.kv_high:
             pass
         elif queued > 0 and load.waiting == 0:

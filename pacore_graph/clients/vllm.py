@@ -23,6 +23,7 @@ already handed to the caller cannot be unsent.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -50,6 +51,7 @@ T = TypeVar("T")
 _METRICS_MAX_BYTES = 4 << 20  # a vLLM /metrics page is ~50 KB; read no more than this of any page
 _RAMP_INTERVAL = 0.05  # seconds between readings while the window is still doubling towards the server's size
 _RAMP_READINGS = 8  # the first readings come at that pace too, while a burst of requests may still be arriving
+_BURST_SETTLE = 0.01  # seconds from a request queueing in a growing window to the reading it brings forward
 #: The longest line of an upstream SSE stream, and so the largest event, the client reads (aiohttp's own limit,
 #: twice its read buffer, is 128 KiB); a longer one fails the stream with ``ProtocolError``.
 MAX_SSE_LINE_BYTES = 16 << 20
@@ -318,16 +320,36 @@ class VLLMClient:
         """
         url = self.base_url.removesuffix("/v1") + "/metrics"  # vLLM serves it at the root, not under /v1
         timeout = aiohttp.ClientTimeout(total=max(1.0, 4 * self.metrics_interval))
+        demand = asyncio.Event()  # set when a request has to wait for room in the window
+        self.limiter.on_queue.append(demand.set)
+        try:
+            await self._follow_readings(window, url, timeout, demand)
+        finally:
+            self.limiter.on_queue.remove(demand.set)
+
+    async def _follow_readings(
+        self, window: AdaptiveWindow, url: str, page_timeout: aiohttp.ClientTimeout, demand: asyncio.Event
+    ) -> None:
+        """``_watch_load``'s loop: read the load, resize the window, wait for the next reading."""
         seen_vllm = False
         interval = 0.0  # the first reading at once: the window should not wait to reach the server's size
         readings = 0
         while self._watcher is asyncio.current_task():  # a client reused on another loop has a new watcher
-            await asyncio.sleep(interval)
+            if window.slow_start and interval > 0:
+                # Still finding the server's size: a request that has to wait for room brings the next reading
+                # forward (after a moment, so the rest of its burst has arrived).
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(demand.wait(), interval)
+                if demand.is_set():
+                    await asyncio.sleep(_BURST_SETTLE)
+            else:
+                await asyncio.sleep(interval)
+            demand.clear()
             interval = self.metrics_interval
             if self.limiter.in_flight == 0 and self.limiter.queued == 0:
                 continue
             try:
-                async with self._get_session().get(url, timeout=timeout) as response:
+                async with self._get_session().get(url, timeout=page_timeout) as response:
                     status = response.status
                     page = (await response.content.read(_METRICS_MAX_BYTES)).decode("utf-8", "replace")
             except (aiohttp.ClientError, TimeoutError):
@@ -340,9 +362,9 @@ class VLLMClient:
                     return
                 continue
             seen_vllm = True
-            demand = self.limiter.queued + self.limiter.backlog
+            waiting = self.limiter.queued + self.limiter.backlog
             before = self.limiter.limit
-            self.limiter.limit = window.update(load, self.limiter.in_flight, demand)
+            self.limiter.limit = window.update(load, self.limiter.in_flight, waiting)
             readings += 1
             if window.slow_start and (self.limiter.limit > before or readings < _RAMP_READINGS):
                 # Still finding the server's size (and the demand may still be arriving): read again soon.

@@ -44,7 +44,7 @@ async def test_each_problem_stays_on_one_server_and_is_prefilled_there_once() ->
 
 
 async def test_a_full_home_sends_the_rest_to_the_least_loaded_backend() -> None:
-    def script(request):  # noqa: ANN001, ANN202
+    def script(request):
         return FakeReply(content="<think>t</think>ok", delay=0.05)
 
     async with FakeOpenAIServer(script) as one, FakeOpenAIServer(script) as two:

@@ -172,3 +172,14 @@ async def test_no_client_beats_the_step_bound_with_varied_lengths() -> None:
     bound = step_lower_bound(config, chains)
     assert bound.path_steps > bound.capacity_steps  # long tails: the bound is set by the longest trajectories
     assert elapsed >= bound.seconds * 0.999
+
+
+def test_over_two_servers_the_bound_is_half_the_work_or_the_longest_chain() -> None:
+    config = SimulatorConfig(
+        max_num_seqs=4, prefill_seconds_per_token=0.0, decode_step_base=1.0, decode_step_per_seq=0.0
+    )
+    wide = [[Stage(0, 8, 10)]] * 4  # 320 tokens: 80 steps on one server, 40 each on two
+    assert step_lower_bound(config, wide).seconds == 80
+    assert step_lower_bound(config, wide, servers=2).seconds == 40
+    narrow = [[Stage(0, 1, 30), Stage(0, 1, 30)]]  # one chain: two servers do not shorten it
+    assert step_lower_bound(config, narrow, servers=2).seconds == 60 == step_lower_bound(config, narrow).seconds

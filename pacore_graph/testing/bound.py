@@ -39,6 +39,11 @@ wall time. Client time is not counted (it only adds idle time). It is never belo
 charges a set of ``S`` sequences ``P + per_seq × N + base × N / min(S, W)``, a chain's critical path only its own
 prefill and tokens, and ``N / S`` (the mean length) is at most the longest; the two agree on a single round of
 equal lengths, where both are exact.
+
+**Several servers** (``servers=S``, identical, each with its own prefix cache): the busiest server is busy at
+least the average, ``(P + per_seq × N + base × ceil(N / W)) / S`` (each prompt computed at least once somewhere);
+and a chain's stage still waits for its longest sequence, decoded on one server in steps that each cost at least
+``base + per_seq`` (that sequence's own token), after its prompt was prefilled there. The bound is the larger.
 """
 
 from __future__ import annotations
@@ -63,15 +68,20 @@ class StepBound:
     path_steps: int
     window_steps: int
     decode_tokens: int
+    servers: int = 1
+    path_seconds: float = 0.0  # servers > 1: the longest chain, each stage's longest sequence on one server
 
     @property
     def steps(self) -> int:
-        """The fewest decode steps any schedule needs: the largest of the three terms."""
+        """The fewest decode steps any schedule needs on one server: the largest of the three terms."""
         return max(self.capacity_steps, self.path_steps, self.window_steps)
 
     @property
     def seconds(self) -> float:
         """The bound on the wall time, in simulated seconds."""
+        if self.servers > 1:
+            work = self.prefill + self.token_seconds + self.step_base * self.capacity_steps
+            return max(work / self.servers, self.path_seconds)
         return self.prefill + self.token_seconds + self.step_base * self.steps
 
     def seconds_at(self, steps: int) -> float:
@@ -79,17 +89,27 @@ class StepBound:
         return self.prefill + self.token_seconds + self.step_base * steps
 
 
-def step_lower_bound(config: SimulatorConfig, chains: Sequence[Sequence[Stage]]) -> StepBound:
+def step_lower_bound(config: SimulatorConfig, chains: Sequence[Sequence[Stage]], servers: int = 1) -> StepBound:
     """The lower bound on the simulated time to run ``chains`` (one chain of stages per problem), in steps.
 
-    A stage's ``lengths`` (or ``output_tokens`` for all its samples) give the steps it needs; see the module
-    docstring for why every term is a bound.
+    A stage's ``lengths`` (or ``output_tokens`` for all its samples) give the steps it needs; ``servers``
+    identical servers share the work. See the module docstring for why every term is a bound.
     """
     stages = [stage for chain in chains for stage in chain]
     width = max([config.max_num_seqs, *(s.request_n for s in stages)])
     tokens = sum(s.tokens for s in stages)
     path = max((sum(_alone(s, width) for s in chain) for chain in chains), default=0)
+    one_sequence = config.step_seconds(1)
+    path_seconds = max(
+        (
+            sum(s.prompt_tokens * config.prefill_seconds_per_token + s.longest * one_sequence for s in chain)
+            for chain in chains
+        ),
+        default=0.0,
+    )
     return StepBound(
+        servers=max(1, servers),
+        path_seconds=path_seconds,
         prefill=sum(s.prompt_tokens for s in stages) * config.prefill_seconds_per_token,
         token_seconds=tokens * config.decode_step_per_seq,
         step_base=config.decode_step_base,

@@ -74,7 +74,11 @@ class AdaptiveWindow:
         floor, ceiling: the window stays within these.
         kv_high: KV-cache use at or above which the window stops growing.
         jump_start: before the server first queues, grow straight to the client's demand (sequences in flight
-            and waiting) when that is more than double: a server with room runs all of it at once.
+            and waiting) when that is more than double: a server with room runs all of it at once. And if the
+            first reading finds the server idle (nothing running or waiting: no one else uses it), open the
+            window to the ceiling at once, as a client without a window would: the server's own queue then
+            shows its batch size, and the window shrinks to it (a burst's first requests are all alike, so
+            their order in the server's queue does not matter).
     """
 
     def __init__(
@@ -86,12 +90,17 @@ class AdaptiveWindow:
         self.jump_start = jump_start
         self.limit = min(max(start, self.floor), self.ceiling)
         self.slow_start = True  # double until the server first queues
+        self.readings = 0
         #: the most sequences the server was seen to run while it queued only this client's: its batch size
         self.capacity = 0
         self._queued_before = False
 
     def update(self, load: ServerLoad, in_flight: int, queued: int) -> int:
         """The new window, given a reading and the client's sequences in flight and waiting for room."""
+        first, self.readings = self.readings == 0, self.readings + 1
+        if first and self.jump_start and load.running == 0 and load.waiting == 0:
+            self.limit = self.ceiling
+            return self.limit
         queueing = load.waiting > 0 and self._queued_before
         self._queued_before = load.waiting > 0
         if queueing:

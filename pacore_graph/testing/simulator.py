@@ -463,6 +463,9 @@ class SimulatorServer:
             await self._spend(steps * step)
             return steps
         self._wake.clear()
+        head = self._waiting[0] if self._waiting else None
+        if head is not None and len(self._running) + len(head.lengths) <= self.config.max_num_seqs:
+            return 0  # it arrived during the last step (its wake-up is spent): admit it at this boundary
         real_step = step * self.config.time_scale
         started = self._clock
         remaining = started + steps * real_step - time.monotonic()

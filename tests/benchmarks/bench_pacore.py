@@ -73,16 +73,22 @@ def problem_text(i: int, words: int = 120) -> str:
     return f"problem #{i}: " + " ".join(f"fact{i}_{j}" for j in range(words)) + " What is the answer?"
 
 
-def stages_from_log(server: SimulatorServer, varied: bool = False) -> list[list[Stage]]:
-    """The workload the simulator saw, as one chain per problem: distinct prompts in arrival order.
+def stages_from_log(server: SimulatorServer | Sequence[SimulatorServer], varied: bool = False) -> list[list[Stage]]:
+    """The workload the simulator(s) saw, as one chain per problem: distinct prompts in arrival order.
 
     A prompt's cost is what an unbounded prefix cache, fed every prompt in arrival order, would still compute
     (prompts share the template's opening and a problem's later rounds share more), so the bound stays a bound.
     """
-    config = server.config
+    servers = [server] if isinstance(server, SimulatorServer) else list(server)
+    config = servers[0].config
     cache = _PrefixCache(config.block_size, capacity=1 << 40)
     by_problem: dict[int, dict[str, list[Any]]] = defaultdict(dict)
-    for request in server.requests:
+    # Every server's requests, in the order they arrived (each server's clock starts when it does).
+    log = sorted(
+        ((s._t0 + r.arrived * (s.config.time_scale or 1), r, s) for s in servers for r in s.requests),
+        key=lambda item: (item[0], item[1].id),
+    )
+    for _, request, origin in log:
         text = json.dumps(request.messages)
         match = PROBLEM_ID.search(text)
         problem = int(match.group(1)) if match else -1
@@ -93,7 +99,7 @@ def stages_from_log(server: SimulatorServer, varied: bool = False) -> list[list[
         entry[1] += request.n
         entry[2] = max(entry[2], request.max_tokens or config.default_max_tokens)
         entry[3] = max(entry[3], request.n)
-        entry.extend(server.completion_lengths[request.id])
+        entry.extend(origin.completion_lengths[request.id])
     if varied:  # each sample's own length, as the simulator drew it
         return [
             [Stage(p, k, out, n, lengths=tuple(rest)) for p, k, out, n, *rest in prompts.values()]
@@ -667,6 +673,133 @@ async def scenario_f(max_tokens: int, time_scale: float, max_num_seqs: int) -> N
             )
 
 
+# --- g ---------------------------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def router_binary() -> str:
+    """The ``vllm-router`` executable of the installed package (``pip install vllm-router``)."""
+    import importlib.metadata
+    import shutil
+
+    try:
+        dist = importlib.metadata.distribution("vllm-router")
+    except importlib.metadata.PackageNotFoundError:
+        raise SystemExit("scenario g's vllm-router runs need `pip install vllm-router`") from None
+    for file in dist.files or []:
+        if str(file).endswith("bin/vllm-router"):
+            return str(dist.locate_file(file))
+    return shutil.which("vllm-router") or "vllm-router"
+
+
+@contextlib.asynccontextmanager
+async def vllm_router(workers: Sequence[str], policy: str) -> Any:
+    """vLLM's own router (``vllm-router`` from PyPI, a Rust binary) in front of ``workers``; yields its /v1 URL."""
+    binary = router_binary()
+    port = free_port()
+    command = [binary, "--host", "127.0.0.1", "--port", str(port), "--policy", policy]
+    command += ["--prometheus-host", "127.0.0.1", "--prometheus-port", str(free_port()), "--log-level", "warning"]
+    command += ["--worker-urls", *workers]
+    process = await asyncio.create_subprocess_exec(
+        *command, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        async with aiohttp.ClientSession() as session:
+            for _ in range(200):
+                if process.returncode is not None:
+                    err = (await process.stderr.read()).decode() if process.stderr else ""
+                    raise RuntimeError(f"vllm-router exited with {process.returncode}: {err[-2000:]}")
+                with contextlib.suppress(aiohttp.ClientError):
+                    async with session.get(url + "/v1/models") as response:
+                        if response.status == 200:
+                            break
+                await asyncio.sleep(0.05)
+            else:
+                raise RuntimeError("vllm-router did not answer /v1/models within 10 s")
+        yield url + "/v1"
+    finally:
+        process.terminate()
+        with contextlib.suppress(ProcessLookupError):
+            await asyncio.wait_for(process.wait(), 5)
+
+
+async def routing_once(
+    config: SimulatorConfig, routing: str, problems: int, schedule: list[int], words: int, repeat: int
+) -> dict[str, Any]:
+    """P problems at once over two simulators, routed by ``routing``; wall, prefill computed, bound."""
+    lengths = ScriptedLengths(DISTRIBUTIONS["uniform"], key=workload_key)
+    async with contextlib.AsyncExitStack() as stack:
+        servers = [
+            await stack.enter_async_context(SimulatorServer(config, completion_tokens=lengths)) for _ in range(2)
+        ]
+        if routing.startswith("vllm-router"):
+            url = await stack.enter_async_context(
+                vllm_router([s.base_url.removesuffix("/v1") for s in servers], routing.split()[-1])
+            )
+            # The router serves no vLLM gauges: a fixed window as large as both servers' batches together.
+            backend: Any = await stack.enter_async_context(
+                VLLMClient(url, max_concurrency=2 * config.max_num_seqs, adaptive_concurrency=False)
+            )
+        else:
+            clients = [await stack.enter_async_context(VLLMClient(s.base_url)) for s in servers]
+            backend = BalancedBackend(clients, prefix_affinity=routing == "prefix affinity")
+        await backend.resolve_model()
+        graph = build_pacore_graph(backend, config=graph_config(schedule, DISTRIBUTIONS["uniform"].high, 1, None))
+        texts = [problem_text(1000 * repeat + i, words=words) for i in range(problems)]
+        start = time.perf_counter()
+        await asyncio.gather(*(graph.ainvoke({"problem": text}) for text in texts))
+        wall = (time.perf_counter() - start) / config.time_scale
+        bound = step_lower_bound(config, stages_from_log(servers, varied=True), servers=2)
+        return {
+            "wall": wall,
+            "bound": bound,
+            "prefill": sum(s.stats.prefill_tokens for s in servers),
+            "sent": sum(s.stats.prompt_tokens for s in servers),
+            "sequences": [s.stats.sequences for s in servers],
+        }
+
+
+ROUTINGS = ("least outstanding", "prefix affinity", "vllm-router cache_aware", "vllm-router round_robin")
+
+
+async def scenario_g(
+    problems: int, schedule: list[int], words: int, time_scale: float, repeats: int, routings: Sequence[str]
+) -> None:
+    config = SimulatorConfig(time_scale=time_scale, max_num_seqs=128)
+    print(
+        f"\n## g. two simulators with prefix caches ({config.max_num_seqs} slots each, time_scale {time_scale}): "
+        f"{problems} problems of ~{words} words × {schedule}, lengths {DISTRIBUTIONS['uniform'].label}"
+    )
+    figures: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for repeat in range(repeats):
+        order = list(routings) if repeat % 2 == 0 else list(reversed(routings))
+        for routing in order:
+            run = await routing_once(config, routing, problems, schedule, words, repeat)
+            figures[routing].append(run)
+            print(
+                f"  {routing:24s} wall {run['wall']:6.2f} s, bound {run['bound'].seconds:6.2f} s, wall/bound "
+                f"{run['wall'] / run['bound'].seconds:.3f}; prefill computed {run['prefill']} of {run['sent']} "
+                f"prompt tokens sent; sequences per server {run['sequences']}",
+                flush=True,
+            )
+    for routing, runs in figures.items():
+        ratios = [r["wall"] / r["bound"].seconds for r in runs]
+        prefill = [r["prefill"] for r in runs]
+        print(
+            f"{routing:24s} wall/bound median {statistics.median(ratios):.3f} ({min(ratios):.3f}-{max(ratios):.3f}), "
+            f"prefill computed median {statistics.median(prefill):.0f} ({min(prefill)}-{max(prefill)})"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", default="a,b,c,d", help="scenarios to run, e.g. a,c or e (default a,b,c,d)")
@@ -694,6 +827,12 @@ def main() -> None:
     parser.add_argument("--clients-w", default="official,ours", help=f"w: clients, official or {list(CLIENT_VARIANTS)}")
     parser.add_argument("--time-scale-w", type=float, default=0.1)
     parser.add_argument("--repeats-w", type=int, default=1)
+    parser.add_argument("--problems-g", type=int, default=8)
+    parser.add_argument("--schedule-g", default="32,4")
+    parser.add_argument("--words-g", type=int, default=1000, help="g: problem length in words (tokens)")
+    parser.add_argument("--time-scale-g", type=float, default=0.1)
+    parser.add_argument("--repeats-g", type=int, default=2)
+    parser.add_argument("--routings-g", default=",".join(ROUTINGS), help=f"g: routings, from {list(ROUTINGS)}")
     parser.add_argument("--child-d", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child_d:
@@ -713,6 +852,17 @@ def main() -> None:
                 args.clients_w.split(","),
                 args.time_scale_w,
                 args.repeats_w,
+            )
+        )
+    if "g" in only:
+        asyncio.run(
+            scenario_g(
+                args.problems_g,
+                [int(k) for k in args.schedule_g.split(",")],
+                args.words_g,
+                args.time_scale_g,
+                args.repeats_g,
+                args.routings_g.split(","),
             )
         )
     if "b" in only:

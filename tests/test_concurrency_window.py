@@ -418,3 +418,14 @@ def test_jump_start_opens_the_window_on_an_idle_server_at_the_first_reading_only
     busy = AdaptiveWindow(64, ceiling=1024, jump_start=True)  # someone else's requests run: grow as usual
     assert busy.update(ServerLoad(running=10, waiting=0), in_flight=0, queued=100) == 128
     assert busy.update(ServerLoad(running=0, waiting=0), in_flight=100, queued=0) == 128  # not a first reading
+
+
+def test_a_later_round_gets_a_head_start_but_older_requests_still_go_first() -> None:
+    from pacore_graph.clients.limiter import LATER_ROUND_HEAD_START
+    from pacore_graph.nodes import queue_order
+
+    head_start = int(LATER_ROUND_HEAD_START * 1e9)
+    explorers_made_just_now = queue_order(1)
+    assert queue_order(2) < explorers_made_just_now  # a synthesis overtakes explorers made just before it
+    explorers_made_long_ago = explorers_made_just_now - 3 * head_start
+    assert explorers_made_long_ago < queue_order(2) and explorers_made_long_ago < queue_order(3)

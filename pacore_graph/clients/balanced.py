@@ -10,7 +10,7 @@ each backend retries on its own.
 With ``prefix_affinity``, requests that share a prompt prefix go to the same backend while it has room, so its
 prefix cache computes the prefix once: a PaCoRe round's K explorers share one prompt, and a problem's later
 rounds share the instruction and the problem, so the key is the run (every request of one PaCoRe problem; see
-:func:`~pacore_graph.clients.limiter.request_priority`'s ``order``), or the whole prompt for requests outside a
+:func:`~pacore_graph.clients.limiter.request_priority`'s ``group``), or the whole prompt for requests outside a
 run. The first request of a key goes to the least loaded backend, which becomes the key's home; later ones go
 home while its window has room (without windows: while it holds at most ``affinity_slack`` sequences more than
 the least loaded backend), else to the least loaded.
@@ -27,7 +27,7 @@ from typing import Protocol, runtime_checkable
 
 from pacore_graph.budget import TokenCountingBackend
 from pacore_graph.clients.base import ChatBackend, ChatMessage, ChatResult, SamplingParams
-from pacore_graph.clients.limiter import SequenceLimiter, current_request_order
+from pacore_graph.clients.limiter import SequenceLimiter, current_request_group
 from pacore_graph.clients.streaming import ChatChunk, StreamingChatBackend, chunks_of
 from pacore_graph.errors import ConfigError
 
@@ -143,9 +143,9 @@ class BalancedBackend:
         """The request's prefix key: its PaCoRe run, else its prompt; None without prefix affinity."""
         if not self.prefix_affinity:
             return None
-        order = current_request_order()
-        if order:
-            return ("run", order)
+        group = current_request_group()
+        if group is not None:
+            return ("run", group)
         return ("prompt", json.dumps(list(messages), sort_keys=True, default=str))
 
     @asynccontextmanager

@@ -373,12 +373,12 @@ def test_jump_start_grows_straight_to_the_demand_until_the_server_first_queues()
 
 async def test_the_window_reaches_the_servers_batch_size_within_a_fraction_of_the_reading_interval() -> None:
     # The default client (window 64, a reading every 0.5 s) on a server of 256 slots, 256 requests at once:
-    # the first reading comes at once, finds the server idle and opens the window, so all 256 are sent at once.
+    # a request that has to wait brings a reading forward, which grows the window to the demand at once.
     config = SimulatorConfig(max_num_seqs=256, time_scale=0.01)
     async with SimulatorServer(config) as server, VLLMClient(server.base_url) as client:
         await client.resolve_model()
         flood = asyncio.create_task(_flood(client, 256, 2000))  # ~1.5 s each at this time scale
-        await asyncio.sleep(0.4)
+        await asyncio.sleep(0.45)  # before the interval's first reading (0.5 s), even on a busy machine
         assert client.limiter.limit >= 256
         assert server.stats.requests == 256  # all sent, not 64 until the first interval's reading
         await asyncio.sleep(0.2)
@@ -412,14 +412,6 @@ def test_a_window_alone_on_its_server_does_not_shrink_below_the_batch_size_it_sa
     assert window.update(between, in_flight=256, queued=50) == 256  # not 233: the server did not get smaller
 
 
-def test_jump_start_opens_the_window_on_an_idle_server_at_the_first_reading_only() -> None:
-    window = AdaptiveWindow(64, ceiling=1024, jump_start=True)
-    assert window.update(ServerLoad(running=0, waiting=0), in_flight=0, queued=0) == 1024
-    busy = AdaptiveWindow(64, ceiling=1024, jump_start=True)  # someone else's requests run: grow as usual
-    assert busy.update(ServerLoad(running=10, waiting=0), in_flight=0, queued=100) == 128
-    assert busy.update(ServerLoad(running=0, waiting=0), in_flight=100, queued=0) == 128  # not a first reading
-
-
 def test_a_later_round_gets_a_head_start_but_older_requests_still_go_first() -> None:
     from pacore_graph.clients.limiter import LATER_ROUND_HEAD_START
     from pacore_graph.nodes import queue_order
@@ -429,3 +421,10 @@ def test_a_later_round_gets_a_head_start_but_older_requests_still_go_first() -> 
     assert queue_order(2) < explorers_made_just_now  # a synthesis overtakes explorers made just before it
     explorers_made_long_ago = explorers_made_just_now - 3 * head_start
     assert explorers_made_long_ago < queue_order(2) and explorers_made_long_ago < queue_order(3)
+
+
+def test_headroom_keeps_a_short_queue_on_a_server_the_window_has_alone() -> None:
+    window = AdaptiveWindow(512, headroom=0.25)
+    full = ServerLoad(running=256, waiting=256)
+    window.update(full, in_flight=512, queued=0)
+    assert window.update(full, in_flight=512, queued=0) == 320  # 256 + 64 queued there, not 256

@@ -10,7 +10,7 @@ versions: ``vllm:gpu_cache_usage_perc``). :class:`AdaptiveWindow` turns successi
   window to this client's share of what runs (at most by half per reading), so the excess waits here instead,
   in priority order. When everything the server holds is this client's, what it runs then is its batch size,
   and the window never shrinks below the largest such size seen (a reading taken while finished sequences'
-  slots wait for the next step shows fewer running, not a smaller server);
+  slots wait for the next step shows fewer running, not a smaller server), plus ``headroom`` of it;
 * the KV cache is nearly full: hold;
 * otherwise, if requests wait for room in the client (or in front of it, at a balancer): grow, doubling until
   the server first queues (with ``jump_start``, straight to the demand if that is more), then by an eighth per
@@ -74,33 +74,37 @@ class AdaptiveWindow:
         floor, ceiling: the window stays within these.
         kv_high: KV-cache use at or above which the window stops growing.
         jump_start: before the server first queues, grow straight to the client's demand (sequences in flight
-            and waiting) when that is more than double: a server with room runs all of it at once. And if the
-            first reading finds the server idle (nothing running or waiting: no one else uses it), open the
-            window to the ceiling at once, as a client without a window would: the server's own queue then
-            shows its batch size, and the window shrinks to it (a burst's first requests are all alike, so
-            their order in the server's queue does not matter).
+            and waiting) when that is more than double: a server with room runs all of it at once. (Not
+            straight to the ceiling on an idle server: a balancer routes by the room windows show, and a window
+            larger than its server would draw every request to itself.)
+        headroom: alone on a server, the window keeps the batch size it saw plus this fraction of it (queued
+            there): a slot freed by a finished sequence is then refilled at the next step, not only once the
+            client has read the answer and sent another (which a client busy with many answers does late).
     """
 
     def __init__(
-        self, start: int, *, floor: int = 1, ceiling: int = 1024, kv_high: float = 0.95, jump_start: bool = False
+        self,
+        start: int,
+        *,
+        floor: int = 1,
+        ceiling: int = 1024,
+        kv_high: float = 0.95,
+        jump_start: bool = False,
+        headroom: float = 0.0,
     ) -> None:
+        self.headroom = headroom
         self.floor = max(1, floor)
         self.ceiling = max(self.floor, ceiling)
         self.kv_high = kv_high
         self.jump_start = jump_start
         self.limit = min(max(start, self.floor), self.ceiling)
         self.slow_start = True  # double until the server first queues
-        self.readings = 0
         #: the most sequences the server was seen to run while it queued only this client's: its batch size
         self.capacity = 0
         self._queued_before = False
 
     def update(self, load: ServerLoad, in_flight: int, queued: int) -> int:
         """The new window, given a reading and the client's sequences in flight and waiting for room."""
-        first, self.readings = self.readings == 0, self.readings + 1
-        if first and self.jump_start and load.running == 0 and load.waiting == 0:
-            self.limit = self.ceiling
-            return self.limit
         queueing = load.waiting > 0 and self._queued_before
         self._queued_before = load.waiting > 0
         if queueing:
@@ -112,7 +116,7 @@ class AdaptiveWindow:
             self.limit = max(self.floor, self.limit // 2, min(self.limit, ours))
             if in_flight >= load.running + load.waiting:  # all the server holds is ours (or on its way to it)
                 self.capacity = max(self.capacity, load.running)
-                self.limit = max(self.limit, min(before, self.capacity))
+                self.limit = max(self.limit, min(before, self.capacity + int(self.capacity * self.headroom)))
         elif load.kv_usage is not None and load.kv_usage >= self.kv_high:
             pass
         elif queued > 0 and load.waiting == 0:

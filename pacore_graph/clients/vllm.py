@@ -109,6 +109,7 @@ class VLLMClient:
                 floor=min(max_concurrency, 8),  # a co-tenant's queue must not squeeze this client to nothing
                 ceiling=max(max_concurrency, max_adaptive_concurrency),
                 jump_start=True,
+                headroom=0.25,
             )
             if adaptive_concurrency
             else None

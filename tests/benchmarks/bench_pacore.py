@@ -320,6 +320,8 @@ CLIENT_VARIANTS: dict[str, dict[str, Any]] = {
     "start256": {"max_concurrency": 256},
     "fixed256": {"max_concurrency": 256, "adaptive_concurrency": False},
     "fixed288": {"max_concurrency": 288, "adaptive_concurrency": False},
+    "fixed1024": {"max_concurrency": 1024, "adaptive_concurrency": False},
+    "fixed320": {"max_concurrency": 320, "adaptive_concurrency": False},
 }
 
 

@@ -8,7 +8,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from pacore_graph import PaCoReConfig, build_pacore_graph
+from pacore_graph import BalancedBackend, PaCoReConfig, build_pacore_graph
 from pacore_graph.clients import SequenceLimiter, VLLMClient, request_priority
 from pacore_graph.clients.base import SamplingParams
 from pacore_graph.clients.server_load import AdaptiveWindow, ServerLoad, parse_server_load
@@ -428,3 +428,22 @@ def test_headroom_keeps_a_short_queue_on_a_server_the_window_has_alone() -> None
     full = ServerLoad(running=256, waiting=256)
     window.update(full, in_flight=512, queued=0)
     assert window.update(full, in_flight=512, queued=0) == 320  # 256 + 64 queued there, not 256
+
+
+def test_a_window_no_balancer_routes_by_opens_on_an_idle_server_at_its_first_reading() -> None:
+    window = AdaptiveWindow(64, ceiling=1024, jump_start=True)
+    assert window.update(ServerLoad(running=0, waiting=0), in_flight=0, queued=0, open_if_idle=True) == 1024
+    later = AdaptiveWindow(64, ceiling=1024, jump_start=True)
+    later.update(ServerLoad(running=3, waiting=0), in_flight=0, queued=0, open_if_idle=True)  # someone else's
+    assert later.update(ServerLoad(running=0, waiting=0), in_flight=0, queued=0, open_if_idle=True) == 64
+    assert AdaptiveWindow(64).update(ServerLoad(running=0, waiting=0), in_flight=0, queued=0) == 64
+
+
+async def test_behind_a_balancer_the_windows_do_not_open_so_both_servers_are_used() -> None:
+    config = SimulatorConfig(max_num_seqs=32, time_scale=0.01)
+    async with SimulatorServer(config) as one, SimulatorServer(config) as two:
+        clients = [VLLMClient(s.base_url, metrics_interval=0.02) for s in (one, two)]
+        async with BalancedBackend(clients) as backend:
+            await asyncio.gather(*(backend.chat(PROMPT, SamplingParams(max_tokens=100)) for _ in range(64)))
+        assert all(c.limiter.limit < 1024 for c in clients)
+    assert abs(one.stats.sequences - two.stats.sequences) <= 16

@@ -99,12 +99,23 @@ class AdaptiveWindow:
         self.jump_start = jump_start
         self.limit = min(max(start, self.floor), self.ceiling)
         self.slow_start = True  # double until the server first queues
+        self.readings = 0
         #: the most sequences the server was seen to run while it queued only this client's: its batch size
         self.capacity = 0
         self._queued_before = False
 
-    def update(self, load: ServerLoad, in_flight: int, queued: int) -> int:
-        """The new window, given a reading and the client's sequences in flight and waiting for room."""
+    def update(self, load: ServerLoad, in_flight: int, queued: int, *, open_if_idle: bool = False) -> int:
+        """The new window, given a reading and the client's sequences in flight and waiting for room.
+
+        ``open_if_idle``: if this first reading finds the server idle (nothing running or waiting: no one else
+        uses it), open the window to the ceiling, as a client without a window would send; the server's queue
+        then shows its batch size and the window shrinks to it. Only for a window no balancer routes by (a
+        window larger than its server would draw every request of a balancer to itself).
+        """
+        first, self.readings = self.readings == 0, self.readings + 1
+        if first and open_if_idle and load.running == 0 and load.waiting == 0:
+            self.limit = self.ceiling
+            return self.limit
         queueing = load.waiting > 0 and self._queued_before
         self._queued_before = load.waiting > 0
         if queueing:

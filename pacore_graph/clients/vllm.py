@@ -365,7 +365,9 @@ class VLLMClient:
             seen_vllm = True
             waiting = self.limiter.queued + self.limiter.backlog
             before = self.limiter.limit
-            self.limiter.limit = window.update(load, self.limiter.in_flight, waiting)
+            # Behind a balancer (it follows this window's size) the window must show this server's own room.
+            alone = not self.limiter.on_limit_change
+            self.limiter.limit = window.update(load, self.limiter.in_flight, waiting, open_if_idle=alone)
             readings += 1
             if window.slow_start and (self.limiter.limit > before or readings < _RAMP_READINGS):
                 # Still finding the server's size (and the demand may still be arriving): read again soon.

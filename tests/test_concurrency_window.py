@@ -360,6 +360,8 @@ async def test_equal_priorities_go_in_by_order_before_arrival() -> None:
 def test_jump_start_grows_straight_to_the_demand_until_the_server_first_queues() -> None:
     window = AdaptiveWindow(64, ceiling=1024, jump_start=True)
     idle = ServerLoad(running=64, waiting=0)
+    behind_a_balancer = AdaptiveWindow(64, ceiling=1024, jump_start=True)
+    assert behind_a_balancer.update(idle, in_flight=64, queued=448, alone=False) == 128  # doubling, as its peers
     assert window.update(idle, in_flight=64, queued=448) == 512  # the demand, not 128
     assert window.update(idle, in_flight=512, queued=4000) == 1024  # never past the ceiling
     queueing = ServerLoad(running=256, waiting=768)
@@ -432,11 +434,13 @@ def test_headroom_keeps_a_short_queue_on_a_server_the_window_has_alone() -> None
 
 def test_a_window_no_balancer_routes_by_opens_on_an_idle_server_at_its_first_reading() -> None:
     window = AdaptiveWindow(64, ceiling=1024, jump_start=True)
-    assert window.update(ServerLoad(running=0, waiting=0), in_flight=0, queued=0, open_if_idle=True) == 1024
+    assert window.update(ServerLoad(running=0, waiting=0), in_flight=0, queued=0, alone=True) == 1024
     later = AdaptiveWindow(64, ceiling=1024, jump_start=True)
-    later.update(ServerLoad(running=3, waiting=0), in_flight=0, queued=0, open_if_idle=True)  # someone else's
-    assert later.update(ServerLoad(running=0, waiting=0), in_flight=0, queued=0, open_if_idle=True) == 64
+    later.update(ServerLoad(running=3, waiting=0), in_flight=0, queued=0, alone=True)  # someone else's
+    assert later.update(ServerLoad(running=0, waiting=0), in_flight=0, queued=0, alone=True) == 64
     assert AdaptiveWindow(64).update(ServerLoad(running=0, waiting=0), in_flight=0, queued=0) == 64
+    balanced = AdaptiveWindow(64, ceiling=1024, jump_start=True)
+    assert balanced.update(ServerLoad(running=0, waiting=0), in_flight=0, queued=0, alone=False) == 64
 
 
 async def test_behind_a_balancer_the_windows_do_not_open_so_both_servers_are_used() -> None:
@@ -446,4 +450,4 @@ async def test_behind_a_balancer_the_windows_do_not_open_so_both_servers_are_use
         async with BalancedBackend(clients) as backend:
             await asyncio.gather(*(backend.chat(PROMPT, SamplingParams(max_tokens=100)) for _ in range(64)))
         assert all(c.limiter.limit < 1024 for c in clients)
-    assert abs(one.stats.sequences - two.stats.sequences) <= 16
+    assert abs(one.stats.sequences - two.stats.sequences) <= 16  # both windows grew alike

@@ -74,9 +74,8 @@ class AdaptiveWindow:
         floor, ceiling: the window stays within these.
         kv_high: KV-cache use at or above which the window stops growing.
         jump_start: before the server first queues, grow straight to the client's demand (sequences in flight
-            and waiting) when that is more than double: a server with room runs all of it at once. (Not
-            straight to the ceiling on an idle server: a balancer routes by the room windows show, and a window
-            larger than its server would draw every request to itself.)
+            and waiting) when that is more than double: a server with room runs all of it at once (for a
+            window no balancer routes by; see :meth:`update`).
         headroom: alone on a server, the window keeps the batch size it saw plus this fraction of it (queued
             there): a slot freed by a finished sequence is then refilled at the next step, not only once the
             client has read the answer and sent another (which a client busy with many answers does late).
@@ -104,16 +103,18 @@ class AdaptiveWindow:
         self.capacity = 0
         self._queued_before = False
 
-    def update(self, load: ServerLoad, in_flight: int, queued: int, *, open_if_idle: bool = False) -> int:
+    def update(self, load: ServerLoad, in_flight: int, queued: int, *, alone: bool = True) -> int:
         """The new window, given a reading and the client's sequences in flight and waiting for room.
 
-        ``open_if_idle``: if this first reading finds the server idle (nothing running or waiting: no one else
-        uses it), open the window to the ceiling, as a client without a window would send; the server's queue
-        then shows its batch size and the window shrinks to it. Only for a window no balancer routes by (a
-        window larger than its server would draw every request of a balancer to itself).
+        ``alone``: no balancer routes by this window's room. Only then does ``jump_start`` apply (a window that
+        grows past its peers at once would draw every request of a balancer to itself, while the others stay
+        small), and then also: if this first reading finds the server idle (nothing running or waiting: no one
+        else uses it), the window opens to the ceiling, as a client without a window would send; the server's
+        queue then shows its batch size and the window shrinks to it.
         """
+        jump = self.jump_start and alone
         first, self.readings = self.readings == 0, self.readings + 1
-        if first and open_if_idle and load.running == 0 and load.waiting == 0:
+        if first and jump and load.running == 0 and load.waiting == 0:
             self.limit = self.ceiling
             return self.limit
         queueing = load.waiting > 0 and self._queued_before
@@ -132,7 +133,7 @@ class AdaptiveWindow:
             pass
         elif queued > 0 and load.waiting == 0:
             step = self.limit if self.slow_start else max(1, self.limit // 8)
-            if self.slow_start and self.jump_start:
+            if self.slow_start and jump:
                 step = max(step, in_flight + queued - self.limit)
             self.limit = min(self.ceiling, self.limit + step)
         return self.limit

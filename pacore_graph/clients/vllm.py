@@ -367,7 +367,7 @@ class VLLMClient:
             before = self.limiter.limit
             # Behind a balancer (it follows this window's size) the window must show this server's own room.
             alone = not self.limiter.on_limit_change
-            self.limiter.limit = window.update(load, self.limiter.in_flight, waiting, open_if_idle=alone)
+            self.limiter.limit = window.update(load, self.limiter.in_flight, waiting, alone=alone)
             readings += 1
             if window.slow_start and (self.limiter.limit > before or readings < _RAMP_READINGS):
                 # Still finding the server's size (and the demand may still be arriving): read again soon.

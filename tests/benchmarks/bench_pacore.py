@@ -6,6 +6,8 @@ Not a test (timings vary by machine): run it by hand and read the ratios (see BE
     .venv/bin/python tests/benchmarks/bench_pacore.py --only e        # e: the real embedded engine (`pacore engine up`)
     .venv/bin/python tests/benchmarks/bench_pacore.py --only a,c
     .venv/bin/python tests/benchmarks/bench_pacore.py --only a,c --n-batch 16   # the graph sends n=16 requests
+    .venv/bin/python tests/benchmarks/bench_pacore.py --only w        # varied lengths: ours vs the official pipeline
+    .venv/bin/python tests/benchmarks/bench_pacore.py --only h        # two servers: prefix-aware routing, vllm-router
 
 Scenarios:
 
@@ -23,6 +25,11 @@ e. on the real embedded engine: PaCoRe [4] completion tokens/s over the run / th
 f. several endpoints: the same PaCoRe workload on one simulator, on ``BalancedBackend`` over two equal simulators,
    and over a fast and a 2× slower one (twice the decode step), least outstanding vs round-robin; wall times as
    speed-ups over the one simulator, for all problems at once and for an eval-like stream of problems.
+w. realistic workloads: 16 and 64 problems × [16] and × [32,4] with output lengths drawn from a distribution
+   (uniform [128, 896], and a long-tailed lognormal), by our client and by a reimplementation of the official
+   pipeline's request pattern, against the step-counting bound (``testing.bound.step_lower_bound``).
+h. two simulators with prefix caches: least outstanding, prefix affinity, and vLLM's own router (``vllm-router``)
+   in front of them: prefill tokens computed and wall / bound.
 """
 
 from __future__ import annotations
@@ -675,7 +682,7 @@ async def scenario_f(max_tokens: int, time_scale: float, max_num_seqs: int) -> N
             )
 
 
-# --- g ---------------------------------------------------------------------------------------------------
+# --- h ---------------------------------------------------------------------------------------------------
 
 
 def free_port() -> int:
@@ -695,7 +702,7 @@ def router_binary() -> str:
     try:
         dist = importlib.metadata.distribution("vllm-router")
     except importlib.metadata.PackageNotFoundError:
-        raise SystemExit("scenario g's vllm-router runs need `pip install vllm-router`") from None
+        raise SystemExit("scenario h's vllm-router runs need `pip install vllm-router`") from None
     for file in dist.files or []:
         if str(file).endswith("bin/vllm-router"):
             return str(dist.locate_file(file))
@@ -773,12 +780,12 @@ async def routing_once(
 ROUTINGS = ("least outstanding", "prefix affinity", "vllm-router cache_aware", "vllm-router round_robin")
 
 
-async def scenario_g(
+async def scenario_h(
     problems: int, schedule: list[int], words: int, time_scale: float, repeats: int, routings: Sequence[str]
 ) -> None:
     config = SimulatorConfig(time_scale=time_scale, max_num_seqs=128)
     print(
-        f"\n## g. two simulators with prefix caches ({config.max_num_seqs} slots each, time_scale {time_scale}): "
+        f"\n## h. two simulators with prefix caches ({config.max_num_seqs} slots each, time_scale {time_scale}): "
         f"{problems} problems of ~{words} words × {schedule}, lengths {DISTRIBUTIONS['uniform'].label}"
     )
     figures: dict[str, list[dict[str, Any]]] = defaultdict(list)
@@ -829,12 +836,12 @@ def main() -> None:
     parser.add_argument("--clients-w", default="official,ours", help=f"w: clients, official or {list(CLIENT_VARIANTS)}")
     parser.add_argument("--time-scale-w", type=float, default=0.1)
     parser.add_argument("--repeats-w", type=int, default=1)
-    parser.add_argument("--problems-g", type=int, default=8)
-    parser.add_argument("--schedule-g", default="32,4")
-    parser.add_argument("--words-g", type=int, default=1000, help="g: problem length in words (tokens)")
-    parser.add_argument("--time-scale-g", type=float, default=0.1)
-    parser.add_argument("--repeats-g", type=int, default=2)
-    parser.add_argument("--routings-g", default=",".join(ROUTINGS), help=f"g: routings, from {list(ROUTINGS)}")
+    parser.add_argument("--problems-h", type=int, default=8)
+    parser.add_argument("--schedule-h", default="32,4")
+    parser.add_argument("--words-h", type=int, default=1000, help="h: problem length in words (tokens)")
+    parser.add_argument("--time-scale-h", type=float, default=0.1)
+    parser.add_argument("--repeats-h", type=int, default=2)
+    parser.add_argument("--routings-h", default=",".join(ROUTINGS), help=f"h: routings, from {list(ROUTINGS)}")
     parser.add_argument("--child-d", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child_d:
@@ -856,15 +863,15 @@ def main() -> None:
                 args.repeats_w,
             )
         )
-    if "g" in only:
+    if "h" in only:
         asyncio.run(
-            scenario_g(
-                args.problems_g,
-                [int(k) for k in args.schedule_g.split(",")],
-                args.words_g,
-                args.time_scale_g,
-                args.repeats_g,
-                args.routings_g.split(","),
+            scenario_h(
+                args.problems_h,
+                [int(k) for k in args.schedule_h.split(",")],
+                args.words_h,
+                args.time_scale_h,
+                args.repeats_h,
+                args.routings_h.split(","),
             )
         )
     if "b" in only:

@@ -348,6 +348,8 @@ class VLLMClient:
             demand.clear()
             interval = self.metrics_interval
             if self.limiter.in_flight == 0 and self.limiter.queued == 0:
+                if not readings:
+                    interval = _BURST_SETTLE  # the first request is on its way: read as soon as it is
                 continue
             try:
                 async with self._get_session().get(url, timeout=page_timeout) as response:

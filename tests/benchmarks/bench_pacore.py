@@ -8,6 +8,7 @@ Not a test (timings vary by machine): run it by hand and read the ratios (see BE
     .venv/bin/python tests/benchmarks/bench_pacore.py --only a,c --n-batch 16   # the graph sends n=16 requests
     .venv/bin/python tests/benchmarks/bench_pacore.py --only w        # varied lengths: ours vs the official pipeline
     .venv/bin/python tests/benchmarks/bench_pacore.py --only h        # two servers: prefix-aware routing, vllm-router
+    .venv/bin/python tests/benchmarks/bench_pacore.py --only s        # the step model: admission orders vs the bound
 
 Scenarios:
 
@@ -28,6 +29,8 @@ f. several endpoints: the same PaCoRe workload on one simulator, on ``BalancedBa
 w. realistic workloads: 16 and 64 problems × [16] and × [32,4] with output lengths drawn from a distribution
    (uniform [128, 896], and a long-tailed lognormal), by our client and by a reimplementation of the official
    pipeline's request pattern, against the step-counting bound (``testing.bound.step_lower_bound``).
+s. the simulator's step model without HTTP or client time: decode steps of several admission orders (including a
+   clairvoyant one that knows every length) over the step bound, on w's workloads and several seeds.
 h. two simulators with prefix caches: least outstanding, prefix affinity, and vLLM's own router (``vllm-router``)
    in front of them: prefill tokens computed and wall / bound.
 """
@@ -366,6 +369,90 @@ async def scenario_w(
                 )
         summary = ", ".join(f"{c} {statistics.median(w):.2f} s ({min(w):.2f}-{max(w):.2f})" for c, w in walls.items())
         print(f"{name} {problems} × {schedule}: median wall {summary}", flush=True)
+
+
+def step_model_makespan(
+    problems: int,
+    schedule: list[int],
+    distribution: LengthDistribution,
+    slots: int,
+    key: Any,
+) -> tuple[int, StepBound]:
+    """The simulator's step model with no client time: how many decode steps an admission order takes.
+
+    Requests wait in one queue ordered by ``key(problem, round, ready_step, remaining_path)`` (smallest first) and
+    join whenever a slot is free; a round's next round is ready the step after its last trajectory. Lengths are
+    w's (``workload_key``), so ``remaining_path`` (a sequence's length plus its problem's later rounds' longest)
+    lets a *clairvoyant* order be measured too. Returns the steps and the step bound of the same workload.
+    """
+    import heapq
+
+    rounds = [*schedule, 1]
+    lengths = [
+        [[distribution.sample((p, 0 if r == 0 else rounds[r - 1]), j) for j in range(k)] for r, k in enumerate(rounds)]
+        for p in range(problems)
+    ]
+    tails = [[sum(max(ls) for ls in lengths[p][r + 1 :]) for r in range(len(rounds))] for p in range(problems)]
+    queue: list[tuple[Any, int, int, int, int]] = []
+    arrivals = itertools.count()
+
+    def release(p: int, r: int, step: int) -> None:
+        for length in lengths[p][r]:
+            rank = key(p, r, step, length + tails[p][r])
+            heapq.heappush(queue, (rank, next(arrivals), p, r, length))
+
+    for p in range(problems):
+        release(p, 0, 0)
+    running: list[list[int]] = []
+    left = {(p, r): len(lengths[p][r]) for p in range(problems) for r in range(len(rounds))}
+    ready: list[tuple[int, int, int]] = []
+    step = 0
+    while queue or running or ready:
+        while ready and ready[0][0] <= step:
+            _, p, r = heapq.heappop(ready)
+            release(p, r, step)
+        while queue and len(running) < slots:
+            _, _, p, r, length = heapq.heappop(queue)
+            running.append([length, p, r])
+        step += 1
+        still = []
+        for seq in running:
+            seq[0] -= 1
+            if seq[0] > 0:
+                still.append(seq)
+                continue
+            left[(seq[1], seq[2])] -= 1
+            if left[(seq[1], seq[2])] == 0 and seq[2] + 1 < len(rounds):
+                heapq.heappush(ready, (step, seq[1], seq[2] + 1))
+        running = still
+    chains = [[Stage(0, len(ls), 0, lengths=tuple(ls)) for ls in chain] for chain in lengths]
+    return step, step_lower_bound(SimulatorConfig(max_num_seqs=slots), chains)
+
+
+#: s's admission orders: key(problem, round, ready step, remaining path) -> rank (smallest first)
+STEP_MODEL_ORDERS: dict[str, Any] = {
+    "arrival (FIFO; this client, the official)": lambda p, r, t, rest: (t,),
+    "later rounds first (the previous client)": lambda p, r, t, rest: (-r, t),
+    "problem that started first": lambda p, r, t, rest: (p, -r),
+    "clairvoyant: longest remaining path": lambda p, r, t, rest: (-rest,),
+}
+
+
+def scenario_s(problem_counts: Sequence[int], schedules: Sequence[list[int]], seeds: int) -> None:
+    print(f"\n## s. the step model (no client time, 256 slots): decode steps / the step bound, {seeds} seeds")
+    for name in ("uniform", "longtail"):
+        for problems, schedule in itertools.product(problem_counts, schedules):
+            ratios: dict[str, list[float]] = defaultdict(list)
+            for seed in range(1, seeds + 1):
+                distribution = DISTRIBUTIONS[name].model_copy(update={"seed": seed})
+                for order, key in STEP_MODEL_ORDERS.items():
+                    steps, bound = step_model_makespan(problems, schedule, distribution, 256, key)
+                    ratios[order].append(bound.seconds_at(steps) / bound.seconds)
+            print(
+                f"{name} {problems} × {schedule}: "
+                + "; ".join(f"{o} {statistics.mean(v):.3f} ({min(v):.3f}-{max(v):.3f})" for o, v in ratios.items()),
+                flush=True,
+            )
 
 
 # --- b ---------------------------------------------------------------------------------------------------
@@ -836,6 +923,7 @@ def main() -> None:
     parser.add_argument("--clients-w", default="official,ours", help=f"w: clients, official or {list(CLIENT_VARIANTS)}")
     parser.add_argument("--time-scale-w", type=float, default=0.1)
     parser.add_argument("--repeats-w", type=int, default=1)
+    parser.add_argument("--seeds-s", type=int, default=6, help="s: length seeds per workload")
     parser.add_argument("--problems-h", type=int, default=8)
     parser.add_argument("--schedule-h", default="32,4")
     parser.add_argument("--words-h", type=int, default=1000, help="h: problem length in words (tokens)")
@@ -862,6 +950,12 @@ def main() -> None:
                 args.time_scale_w,
                 args.repeats_w,
             )
+        )
+    if "s" in only:
+        scenario_s(
+            [int(p) for p in args.problems_w.split(",")],
+            [[int(k) for k in schedule.split(",")] for schedule in args.schedules_w.split(";")],
+            args.seeds_s,
         )
     if "h" in only:
         asyncio.run(

@@ -121,6 +121,7 @@ class VLLMClient:
         self.backoff_max = backoff_max
         self._timeout = aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout, sock_read=read_timeout)
         self._session: aiohttp.ClientSession | None = None
+        self._metrics_session: aiohttp.ClientSession | None = None
         self._tokenize_missing = False  # the server has no /tokenize: do not ask again
 
     def __repr__(self) -> str:
@@ -145,9 +146,19 @@ class VLLMClient:
         if watcher is not None and watcher.get_loop() is asyncio.get_running_loop():
             watcher.cancel()
             await asyncio.gather(watcher, return_exceptions=True)
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        for session in (self._session, self._metrics_session):
+            if session is not None:
+                await session.close()
+        self._session = self._metrics_session = None
+
+    def _get_metrics_session(self) -> aiohttp.ClientSession:
+        """A session of its own for ``/metrics`` readings, so a reading never takes a request's pooled connection."""
+        if self._metrics_session is None or self._metrics_session.closed:
+            headers = {"Authorization": f"Bearer {self._api_key}"} if self._api_key else {}
+            self._metrics_session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=1), timeout=self._timeout, headers=headers
+            )
+        return self._metrics_session
 
     def _get_session(self) -> aiohttp.ClientSession:
         # Created lazily: an aiohttp session must be made inside the running event loop.
@@ -352,7 +363,7 @@ class VLLMClient:
                     interval = _BURST_SETTLE  # the first request is on its way: read as soon as it is
                 continue
             try:
-                async with self._get_session().get(url, timeout=page_timeout) as response:
+                async with self._get_metrics_session().get(url, timeout=page_timeout) as response:
                     status = response.status
                     page = (await response.content.read(_METRICS_MAX_BYTES)).decode("utf-8", "replace")
             except (aiohttp.ClientError, TimeoutError):

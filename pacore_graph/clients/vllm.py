@@ -146,6 +146,9 @@ class VLLMClient:
         if watcher is not None and watcher.get_loop() is asyncio.get_running_loop():
             watcher.cancel()
             await asyncio.gather(watcher, return_exceptions=True)
+        elif watcher is not None:  # started on another loop (a sync bridge's): stop it there
+            with contextlib.suppress(RuntimeError):  # that loop is already closed
+                watcher.get_loop().call_soon_threadsafe(watcher.cancel)
         for session in (self._session, self._metrics_session):
             if session is not None:
                 await session.close()
@@ -357,6 +360,8 @@ class VLLMClient:
             else:
                 await asyncio.sleep(interval)
             demand.clear()
+            if self._watcher is not asyncio.current_task():
+                return  # closed (or reused on another loop) while this one slept
             interval = self.metrics_interval
             if self.limiter.in_flight == 0 and self.limiter.queued == 0:
                 if not readings:

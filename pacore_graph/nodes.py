@@ -38,7 +38,7 @@ from langgraph.runtime import get_runtime
 from pacore_graph.budget import check_request_size, plan_round
 from pacore_graph.chat_run import SynthesisRun, answer_message
 from pacore_graph.clients.base import ChatBackend, ChatResult, SamplingParams, TokenUsage
-from pacore_graph.clients.limiter import request_priority
+from pacore_graph.clients.limiter import LATER_ROUND_HEAD_START, current_request_priority, request_priority
 from pacore_graph.clients.streaming import StreamAccumulator
 from pacore_graph.clients.wrapper import supports_streaming
 from pacore_graph.compaction import Selection, reduce_completion, reference_text, select
@@ -110,6 +110,11 @@ def summarize_usage(rounds: Sequence[RoundStats]) -> UsageSummary:
     return {**totals.model_dump(), "rounds": list(rounds)}
 
 
+def queue_order(round_number: int) -> int:
+    """Where a request of ``round_number`` made now ranks in a shared client's queue (lower goes first, in ns)."""
+    return time.monotonic_ns() - int((round_number - 1) * LATER_ROUND_HEAD_START * 1e9)
+
+
 @task
 async def explore(
     nodes: PaCoReNodes,
@@ -120,9 +125,13 @@ async def explore(
     transcripts: Transcripts,
     tool_fields: dict[str, Any] | None = None,
     budget: int | None = None,
+    order: int | None = None,
+    group: int | None = None,
 ) -> list[Trajectory]:
     """Trajectories ``index`` .. ``index + n - 1`` of a round (a task: its result is checkpointed on return)."""
-    return await nodes.sample_trajectories(prompt, round_number, index, n, transcripts, tool_fields, budget)
+    return await nodes.sample_trajectories(
+        prompt, round_number, index, n, transcripts, tool_fields, budget, order, group
+    )
 
 
 def _budgeted(params: SamplingParams, budget: int | None) -> SamplingParams:
@@ -173,6 +182,7 @@ class PaCoReNodes:
             "reply_in_messages": problem is None,
             "conversation": conversation,
             "round": 1,
+            "run_order": time.time_ns(),
             "references": [],
             "prompt": build_prompt(conversation, []),
             "omega": [],
@@ -243,6 +253,7 @@ class PaCoReNodes:
         k = self.config.schedule.rounds[round_number - 1]
         batch = self.config.n_batch if self.config.n_batch is not None and self.config.n_batch > 1 else 1
         transcripts: Transcripts = {}
+        order = queue_order(round_number)  # the round's place in a shared queue: when it started (see clients.limiter)
         futures: dict[asyncio.Future[list[Trajectory]], int] = {
             # typed as a concurrent future, but inside an async node LangGraph returns an asyncio one
             cast(
@@ -256,6 +267,8 @@ class PaCoReNodes:
                     transcripts,
                     state.get("tool_fields"),
                     state.get("budget"),
+                    order,
+                    state.get("run_order"),
                 ),
             ): index
             for index in range(0, k, batch)
@@ -317,12 +330,16 @@ class PaCoReNodes:
         transcripts: Transcripts,
         tool_fields: dict[str, Any] | None = None,
         budget: int | None = None,
+        order: int | None = None,
+        group: int | None = None,
     ) -> list[Trajectory]:
         """Sample trajectories ``index`` .. ``index + n - 1`` of a parallel round (one request; n > 1 is n-batching).
 
         ``tool_fields`` (the run's checked tools) are sent with the request, with ``budget`` (the round's
-        ``max_tokens``, see ``plan``) when set. A failure raises when the failure
-        policy is strict, and becomes failed markers when it allows a quorum.
+        ``max_tokens``, see ``plan``) when set. A failure raises when the failure policy is strict, and becomes
+        failed markers when it allows a quorum. ``order`` ranks the request in a shared client's queue
+        (:func:`queue_order` of when its round started; default: now), and ``group`` (when the run started) names
+        its run, so a prefix-aware balancer keeps the run's requests together.
         """
         seed_offset = self.config.schedule.offset(round_number) + index
         params = self.config.params_for_round(round_number).with_seed_offset(seed_offset)
@@ -331,9 +348,10 @@ class PaCoReNodes:
         record: EventWriter = records.append  # type: ignore[assignment]  # records hold TrajectoryFinished only
         started_at = time.time()
         try:
-            # Later rounds go first when a shared client is full: a problem in round 2 finishes sooner than
-            # one that has not started (see clients.limiter).
-            with request_priority(round_number):
+            # Older requests go first when a shared client is full, later rounds with a head start
+            # (see clients.limiter); the run's start names its group, for prefix-aware routing.
+            rank = queue_order(round_number) if order is None else order
+            with request_priority(current_request_priority(), rank, group):
                 clock = time.perf_counter()
                 # n is passed only when batching, so a backend without `n` still serves one request per trajectory
                 result = await (self.backend.chat(prompt, params, n=n) if n > 1 else self.backend.chat(prompt, params))
@@ -426,7 +444,7 @@ class PaCoReNodes:
         clock = time.perf_counter()
         await chat.start(prompt, params.model_dump(mode="json", exclude_none=True))
         try:
-            with request_priority(round_number):
+            with request_priority(current_request_priority(), queue_order(round_number), state.get("run_order")):
                 result = await self._stream_synthesis(prompt, params, round_number, write, chat)
             if not result.completions:
                 raise ProtocolError(

@@ -147,6 +147,7 @@ class PaCoReState(TypedDict):
     tool_fields: NotRequired[dict[str, Any]]  # the checked tools, as sent with every request ({} without tools)
     conversation: list[dict[str, Any]]  # x: the problem as chat messages
     round: int  # the round being run, 1-based; len(schedule) + 1 is the final synthesis
+    run_order: NotRequired[int]  # when the run started (ns since the epoch): a shared client serves older runs first
     references: list[str]  # M_{r-1}
     prompt: list[dict[str, Any]]  # P(x, M_{r-1}), fitted to the budget: stored once per round
     budget: NotRequired[int | None]  # the round's max_tokens (plan: what fits, see budget.py); None: as sampled

@@ -8,7 +8,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from pacore_graph import PaCoReConfig, build_pacore_graph
+from pacore_graph import BalancedBackend, PaCoReConfig, build_pacore_graph
 from pacore_graph.clients import SequenceLimiter, VLLMClient, request_priority
 from pacore_graph.clients.base import SamplingParams
 from pacore_graph.clients.server_load import AdaptiveWindow, ServerLoad, parse_server_load
@@ -312,7 +312,8 @@ async def test_a_failed_metrics_reading_is_skipped_not_taken_for_a_server_withou
 async def test_later_rounds_overtake_first_rounds_in_a_full_client() -> None:
     # Two problems share a client that holds one request: once problem 0's round 1 is done, its synthesis
     # (round 2) must go before problem 1's remaining round-1 explorers.
-    config = SimulatorConfig(max_num_seqs=64, time_scale=0.01)  # a request of 100 tokens takes ~20 ms
+    # A request of 100 tokens takes ~80 ms: longer than the first synthesis takes to be sent (~30 ms, cold).
+    config = SimulatorConfig(max_num_seqs=64, time_scale=0.04)
     async with (
         SimulatorServer(config) as server,
         VLLMClient(server.base_url, max_concurrency=1, adaptive_concurrency=False) as client,
@@ -332,3 +333,123 @@ async def test_later_rounds_overtake_first_rounds_in_a_full_client() -> None:
     first_synthesis = sequence.index("synthesis")
     assert sequence[:first_synthesis].count("A") == 3
     assert "B" in sequence[first_synthesis + 1 :]  # B's explorers waited behind A's synthesis
+
+
+# --- filling the batch (issue 20) ----------------------------------------------------------------------------
+
+
+async def test_equal_priorities_go_in_by_order_before_arrival() -> None:
+    limiter = SequenceLimiter(1)
+    order: list[str] = []
+    first, gate = await _fill(limiter)
+
+    async def job(name: str, priority: int, run_order: int) -> None:
+        with request_priority(priority, run_order):
+            async with limiter.hold():
+                order.append(name)
+
+    tasks = []
+    for name, priority, run_order in (("late run", 1, 20), ("early run", 1, 10), ("later round", 2, 30)):
+        tasks.append(asyncio.create_task(job(name, priority, run_order)))
+        await asyncio.sleep(0)
+    gate.set()
+    await asyncio.gather(first, *tasks)
+    assert order == ["later round", "early run", "late run"]
+
+
+def test_jump_start_grows_straight_to_the_demand_until_the_server_first_queues() -> None:
+    window = AdaptiveWindow(64, ceiling=1024, jump_start=True)
+    idle = ServerLoad(running=64, waiting=0)
+    behind_a_balancer = AdaptiveWindow(64, ceiling=1024, jump_start=True)
+    assert behind_a_balancer.update(idle, in_flight=64, queued=448, alone=False) == 128  # doubling, as its peers
+    assert window.update(idle, in_flight=64, queued=448) == 512  # the demand, not 128
+    assert window.update(idle, in_flight=512, queued=4000) == 1024  # never past the ceiling
+    queueing = ServerLoad(running=256, waiting=768)
+    window.update(queueing, in_flight=1024, queued=100)
+    assert window.update(queueing, in_flight=1024, queued=100) == 512  # halved at most, as before
+    assert not window.slow_start
+    assert window.update(ServerLoad(running=256, waiting=0), in_flight=512, queued=600) == 576  # then + 1/8
+    plain = AdaptiveWindow(64, ceiling=1024)
+    assert plain.update(idle, in_flight=64, queued=448) == 128  # without it: doubling
+
+
+async def test_the_window_reaches_the_servers_batch_size_within_a_fraction_of_the_reading_interval() -> None:
+    # The default client (window 64, a reading every 0.5 s) on a server of 256 slots, 256 requests at once:
+    # a request that has to wait brings a reading forward, which grows the window to the demand at once.
+    config = SimulatorConfig(max_num_seqs=256, time_scale=0.01)
+    async with SimulatorServer(config) as server, VLLMClient(server.base_url) as client:
+        await client.resolve_model()
+        flood = asyncio.create_task(_flood(client, 256, 2000))  # ~1.5 s each at this time scale
+        try:
+            await asyncio.sleep(0.45)  # before the interval's first reading (0.5 s), even on a busy machine
+            assert client.limiter.limit >= 256
+            assert server.stats.requests == 256  # all sent, not 64 until the first interval's reading
+            await asyncio.sleep(0.2)
+            assert server.stats.max_running > 128  # (not all 256 at once if a busy machine delayed some arrivals)
+        finally:
+            flood.cancel()
+            await asyncio.gather(flood, return_exceptions=True)
+
+
+async def test_a_run_records_when_it_started_so_older_runs_go_first() -> None:
+    from langgraph.checkpoint.memory import InMemorySaver
+
+    config = PaCoReConfig(schedule=[2], params=SamplingParams(max_tokens=8))
+    async with SimulatorServer(SimulatorConfig(time_scale=0)) as server, VLLMClient(server.base_url) as client:
+        graph = build_pacore_graph(client, config=config, checkpointer=InMemorySaver())
+        orders = []
+        for thread in ("a", "b"):
+            run = {"configurable": {"thread_id": thread}}
+            await graph.ainvoke({"problem": f"Problem {thread}: 1 + 1?"}, run)
+            orders.append((await graph.aget_state(run)).values["run_order"])
+    assert 0 < orders[0] < orders[1]
+
+
+def test_a_window_alone_on_its_server_does_not_shrink_below_the_batch_size_it_saw() -> None:
+    window = AdaptiveWindow(288)
+    full = ServerLoad(running=256, waiting=32)  # everything on the server is ours: 256 is its batch size
+    window.update(full, in_flight=288, queued=50)
+    assert window.update(full, in_flight=288, queued=50) == 256 and window.capacity == 256
+    # A reading between steps: finished sequences' slots not yet refilled, the newcomers waiting for the step.
+    between = ServerLoad(running=233, waiting=23)
+    window.update(between, in_flight=256, queued=50)
+    assert window.update(between, in_flight=256, queued=50) == 256  # not 233: the server did not get smaller
+
+
+def test_a_later_round_gets_a_head_start_but_older_requests_still_go_first() -> None:
+    from pacore_graph.clients.limiter import LATER_ROUND_HEAD_START
+    from pacore_graph.nodes import queue_order
+
+    head_start = int(LATER_ROUND_HEAD_START * 1e9)
+    explorers_made_just_now = queue_order(1)
+    assert queue_order(2) < explorers_made_just_now  # a synthesis overtakes explorers made just before it
+    explorers_made_long_ago = explorers_made_just_now - 3 * head_start
+    assert explorers_made_long_ago < queue_order(2) and explorers_made_long_ago < queue_order(3)
+
+
+def test_headroom_keeps_a_short_queue_on_a_server_the_window_has_alone() -> None:
+    window = AdaptiveWindow(512, headroom=0.25)
+    full = ServerLoad(running=256, waiting=256)
+    window.update(full, in_flight=512, queued=0)
+    assert window.update(full, in_flight=512, queued=0) == 320  # 256 + 64 queued there, not 256
+
+
+def test_a_window_no_balancer_routes_by_opens_on_an_idle_server_at_its_first_reading() -> None:
+    window = AdaptiveWindow(64, ceiling=1024, jump_start=True)
+    assert window.update(ServerLoad(running=0, waiting=0), in_flight=0, queued=0, alone=True) == 1024
+    later = AdaptiveWindow(64, ceiling=1024, jump_start=True)
+    later.update(ServerLoad(running=3, waiting=0), in_flight=0, queued=0, alone=True)  # someone else's
+    assert later.update(ServerLoad(running=0, waiting=0), in_flight=0, queued=0, alone=True) == 64
+    assert AdaptiveWindow(64).update(ServerLoad(running=0, waiting=0), in_flight=0, queued=0) == 64
+    balanced = AdaptiveWindow(64, ceiling=1024, jump_start=True)
+    assert balanced.update(ServerLoad(running=0, waiting=0), in_flight=0, queued=0, alone=False) == 64
+
+
+async def test_behind_a_balancer_the_windows_do_not_open_so_both_servers_are_used() -> None:
+    config = SimulatorConfig(max_num_seqs=32, time_scale=0.01)
+    async with SimulatorServer(config) as one, SimulatorServer(config) as two:
+        clients = [VLLMClient(s.base_url, metrics_interval=0.02) for s in (one, two)]
+        async with BalancedBackend(clients) as backend:
+            await asyncio.gather(*(backend.chat(PROMPT, SamplingParams(max_tokens=100)) for _ in range(64)))
+        assert all(c.limiter.limit < 1024 for c in clients)
+    assert abs(one.stats.sequences - two.stats.sequences) <= 16  # both windows grew alike

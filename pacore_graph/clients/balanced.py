@@ -6,22 +6,34 @@ the most room: a fast server frees room sooner, so it pulls more of a burst, and
 of it on arrival. Other backends get each request on arrival, on the one with the fewest sequences in flight
 (a request of ``n`` choices counts ``n``). Ties go round-robin. Failures are not retried on another backend:
 each backend retries on its own.
+
+With ``prefix_affinity``, requests that share a prompt prefix go to the same backend while it has room, so its
+prefix cache computes the prefix once: a PaCoRe round's K explorers share one prompt, and a problem's later
+rounds share the instruction and the problem, so the key is the run (every request of one PaCoRe problem; see
+:func:`~pacore_graph.clients.limiter.request_priority`'s ``group``), or the whole prompt for requests outside a
+run. The first request of a key goes to the least loaded backend, which becomes the key's home; later ones go
+home while its window has room (without windows: while it holds at most ``affinity_slack`` sequences more than
+the least loaded backend), else to the least loaded.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+import collections
+import json
+from collections.abc import AsyncIterator, Hashable, Sequence
 from contextlib import asynccontextmanager
 from types import TracebackType
 from typing import Protocol, runtime_checkable
 
 from pacore_graph.budget import TokenCountingBackend
 from pacore_graph.clients.base import ChatBackend, ChatMessage, ChatResult, SamplingParams
-from pacore_graph.clients.limiter import SequenceLimiter
+from pacore_graph.clients.limiter import SequenceLimiter, current_request_group
 from pacore_graph.clients.streaming import ChatChunk, StreamingChatBackend, chunks_of
 from pacore_graph.errors import ConfigError
 
 __all__ = ["BalancedBackend"]
+
+_HOMES = 4096  # keys remembered for prefix affinity (least recently routed forgotten first)
 
 
 @runtime_checkable
@@ -34,6 +46,9 @@ class _ModelNaming(Protocol):
 class BalancedBackend:
     """Spread requests over ``backends`` (least outstanding sequences first); a ``ChatBackend`` itself.
 
+    ``prefix_affinity`` keeps requests that share a prompt prefix on one backend while it has room (see the
+    module docstring); ``affinity_slack`` is the imbalance it accepts for backends without windows.
+
     Also implements :class:`~pacore_graph.clients.streaming.StreamingChatBackend` (a backend that cannot stream
     answers with one chunk), ``count_tokens`` (asked of the first backend that can count) and ``resolve_model``
     (likewise). ``requests[i]`` counts the requests sent to backend ``i``. Use it as
@@ -41,10 +56,15 @@ class BalancedBackend:
     an ``aclose``.
     """
 
-    def __init__(self, backends: Sequence[ChatBackend]) -> None:
+    def __init__(
+        self, backends: Sequence[ChatBackend], *, prefix_affinity: bool = False, affinity_slack: int = 64
+    ) -> None:
         if not backends:
             raise ConfigError("BalancedBackend needs at least one backend")
         self.backends = list(backends)
+        self.prefix_affinity = prefix_affinity
+        self.affinity_slack = affinity_slack
+        self._homes: collections.OrderedDict[Hashable, int] = collections.OrderedDict()
         self.outstanding = [0] * len(self.backends)  # sequences in flight per backend
         self.requests = [0] * len(self.backends)
         self._next = 0  # where the round-robin tie-break starts
@@ -95,11 +115,44 @@ class BalancedBackend:
         self.requests[index] += 1
         return index
 
+    def _has_room(self, index: int, n: int) -> bool:
+        """Whether backend ``index`` can take ``n`` more sequences without waiting (prefix affinity's test)."""
+        if self._windows:
+            window = self._windows[index]
+            return window.limit - window.in_flight - window.queued >= n
+        return self.outstanding[index] - min(self.outstanding) < self.affinity_slack
+
+    def _pick_for(self, n: int, key: Hashable | None) -> int:
+        """``_pick``, but with prefix affinity a key goes to its home backend while that one has room."""
+        if key is None:
+            return self._pick(n)
+        home = self._homes.get(key)
+        if home is not None and self._has_room(home, n):
+            self._homes.move_to_end(key)
+            self.outstanding[home] += n
+            self.requests[home] += 1
+            return home
+        index = self._pick(n)
+        if home is None:
+            self._homes[key] = index
+            if len(self._homes) > _HOMES:
+                self._homes.popitem(last=False)
+        return index
+
+    def _affinity_key(self, messages: Sequence[ChatMessage]) -> Hashable | None:
+        """The request's prefix key: its PaCoRe run, else its prompt; None without prefix affinity."""
+        if not self.prefix_affinity:
+            return None
+        group = current_request_group()
+        if group is not None:
+            return ("run", group)
+        return ("prompt", json.dumps(list(messages), sort_keys=True, default=str))
+
     @asynccontextmanager
-    async def _route(self, n: int) -> AsyncIterator[int]:
+    async def _route(self, n: int, key: Hashable | None = None) -> AsyncIterator[int]:
         """Hold a backend for ``n`` sequences: wait for room in some window first, when the backends have them."""
         if not self._windows:
-            index = self._pick(n)
+            index = self._pick_for(n, key)
             try:
                 yield index
             finally:
@@ -110,7 +163,7 @@ class BalancedBackend:
         try:
             async with self._gate.hold(n):
                 self._share_backlog()
-                index = self._pick(n)
+                index = self._pick_for(n, key)
                 try:
                     yield index
                 finally:
@@ -131,12 +184,12 @@ class BalancedBackend:
 
     async def chat(self, messages: Sequence[ChatMessage], params: SamplingParams, *, n: int = 1) -> ChatResult:
         """Sample ``n`` completions from the least loaded backend."""
-        async with self._route(n) as index:
+        async with self._route(n, self._affinity_key(messages)) as index:
             return await self.backends[index].chat(messages, params, n=n)
 
     async def stream_chat(self, messages: Sequence[ChatMessage], params: SamplingParams) -> AsyncIterator[ChatChunk]:
         """Stream one completion from the least loaded backend (one chunk if that backend cannot stream)."""
-        async with self._route(1) as index:
+        async with self._route(1, self._affinity_key(messages)) as index:
             backend = self.backends[index]
             if isinstance(backend, StreamingChatBackend):
                 async for chunk in backend.stream_chat(messages, params):

@@ -2,9 +2,16 @@
 
 A model server runs sequences, not requests: a request with ``n`` choices puts ``n`` sequences in its batch. The
 limiter counts them that way, and when it is full, queues requests by priority (higher first), then by arrival.
-The priority is ambient, so graphs set it without threading it through every backend: PaCoRe runs each round
-under :func:`request_priority` with the round's number, so when many problems share one client, a problem's
-later rounds (and its synthesis) overtake other problems' first rounds and it finishes sooner.
+The priority is ambient, so graphs set it without threading it through every backend
+(:func:`request_priority`). Within one priority, requests go by ``order`` (lower first), then by arrival.
+PaCoRe leaves the priority alone and passes as ``order`` the time a request was made, minus a head start of
+:data:`LATER_ROUND_HEAD_START` per round after the first: a problem's next round overtakes requests made at most
+that long before it (so a problem that reaches its synthesis while other problems' explorers are still being
+sent finishes first), but requests that have waited longer go first. Serving older requests first keeps every
+problem's first round moving, so the last first-round explorers start, and the run ends, sooner than when every
+later round jumps the queue (measured in BENCHMARKS.md, scenario w). The ambient ``group`` names the run a
+request belongs to, for routers that keep a run's requests together
+(:class:`~pacore_graph.clients.balanced.BalancedBackend`'s ``prefix_affinity``).
 """
 
 from __future__ import annotations
@@ -17,19 +24,41 @@ from contextlib import asynccontextmanager, contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 
-__all__ = ["SequenceLimiter", "current_request_priority", "request_priority"]
+__all__ = [
+    "LATER_ROUND_HEAD_START",
+    "SequenceLimiter",
+    "current_request_group",
+    "current_request_order",
+    "current_request_priority",
+    "request_priority",
+]
+
+#: seconds by which each PaCoRe round after the first is ranked ahead of the time its requests were made
+LATER_ROUND_HEAD_START = 1.0
 
 _PRIORITY: ContextVar[int] = ContextVar("pacore_request_priority", default=0)
+_ORDER: ContextVar[int] = ContextVar("pacore_request_order", default=0)
+_GROUP: ContextVar[int | None] = ContextVar("pacore_request_group", default=None)
 
 
 @contextmanager
-def request_priority(priority: int) -> Iterator[None]:
-    """Requests started inside this block queue with ``priority`` (higher goes first; the default is 0)."""
-    token = _PRIORITY.set(priority)
+def request_priority(priority: int, order: int | None = None, group: int | None = None) -> Iterator[None]:
+    """Requests started inside this block queue with ``priority`` (higher goes first; the default is 0).
+
+    ``order`` ranks requests of equal priority before arrival does (lower goes first; the default is 0); ``group``
+    names the run they belong to (see the module docstring). Either, when None, stays the enclosing block's.
+    """
+    priority_token = _PRIORITY.set(priority)
+    order_token = _ORDER.set(order) if order is not None else None
+    group_token = _GROUP.set(group) if group is not None else None
     try:
         yield
     finally:
-        _PRIORITY.reset(token)
+        if group_token is not None:
+            _GROUP.reset(group_token)
+        if order_token is not None:
+            _ORDER.reset(order_token)
+        _PRIORITY.reset(priority_token)
 
 
 def current_request_priority() -> int:
@@ -37,15 +66,25 @@ def current_request_priority() -> int:
     return _PRIORITY.get()
 
 
+def current_request_order() -> int:
+    """The order set by the innermost :func:`request_priority` block that set one, or 0."""
+    return _ORDER.get()
+
+
+def current_request_group() -> int | None:
+    """The group (a run) set by the innermost :func:`request_priority` block that set one, or None."""
+    return _GROUP.get()
+
+
 @dataclass(order=True)
 class _Waiter:
-    rank: tuple[int, int]  # (-priority, arrival): the smallest goes first
+    rank: tuple[int, int, int]  # (-priority, order, arrival): the smallest goes first
     sequences: int = field(compare=False)
     future: asyncio.Future[None] = field(compare=False)
 
 
 class SequenceLimiter:
-    """At most ``limit`` sequences in flight; waiting requests go in by priority, then in arrival order.
+    """At most ``limit`` sequences in flight; waiting requests go in by priority, then order, then arrival.
 
     A request larger than the limit goes in alone once nothing else is in flight, so no request waits forever.
     ``limit`` can be changed at any time (adaptive concurrency does); raising it admits waiters at once.
@@ -58,6 +97,8 @@ class SequenceLimiter:
         self.backlog = 0
         #: called after every change of ``limit`` (a BalancedBackend resizes its own window from them)
         self.on_limit_change: list[Callable[[], None]] = []
+        #: called when a request has to wait for room (an adaptive window takes a reading sooner)
+        self.on_queue: list[Callable[[], None]] = []
         self._waiters: list[_Waiter] = []
         self._queued = 0  # kept, not summed: read on every request by a balancer
         self._arrivals = itertools.count()
@@ -97,9 +138,12 @@ class SequenceLimiter:
         if not self._waiters and self._fits(sequences):
             self.in_flight += sequences
             return
-        waiter = _Waiter((-priority, next(self._arrivals)), sequences, asyncio.get_running_loop().create_future())
+        rank = (-priority, current_request_order(), next(self._arrivals))
+        waiter = _Waiter(rank, sequences, asyncio.get_running_loop().create_future())
         heapq.heappush(self._waiters, waiter)
         self._queued += sequences
+        for callback in self.on_queue:
+            callback()
         self._wake()  # it may outrank a head that does not fit, and fit itself
         try:
             await waiter.future

@@ -23,6 +23,7 @@ already handed to the caller cannot be unsent.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -48,6 +49,9 @@ __all__ = ["VLLMClient"]
 
 T = TypeVar("T")
 _METRICS_MAX_BYTES = 4 << 20  # a vLLM /metrics page is ~50 KB; read no more than this of any page
+_RAMP_INTERVAL = 0.05  # seconds between readings while the window is still doubling towards the server's size
+_RAMP_READINGS = 8  # the first readings come at that pace too, while a burst of requests may still be arriving
+_BURST_SETTLE = 0.01  # seconds from a request queueing in a growing window to the reading it brings forward
 #: The longest line of an upstream SSE stream, and so the largest event, the client reads (aiohttp's own limit,
 #: twice its read buffer, is 128 KiB); a longer one fails the stream with ``ProtocolError``.
 MAX_SSE_LINE_BYTES = 16 << 20
@@ -107,6 +111,8 @@ class VLLMClient:
                 max_concurrency,
                 floor=min(max_concurrency, 8),  # a co-tenant's queue must not squeeze this client to nothing
                 ceiling=max(max_concurrency, max_adaptive_concurrency),
+                jump_start=True,
+                headroom=0.25,
             )
             if adaptive_concurrency
             else None
@@ -118,6 +124,7 @@ class VLLMClient:
         self.backoff_max = backoff_max
         self._timeout = aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout, sock_read=read_timeout)
         self._session: aiohttp.ClientSession | None = None
+        self._metrics_session: aiohttp.ClientSession | None = None
         self._tokenize_missing = False  # the server has no /tokenize: do not ask again
         self.default_max_tokens = default_max_tokens
         self._context: int | None = None  # the server's max_model_len, once asked
@@ -145,9 +152,22 @@ class VLLMClient:
         if watcher is not None and watcher.get_loop() is asyncio.get_running_loop():
             watcher.cancel()
             await asyncio.gather(watcher, return_exceptions=True)
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        elif watcher is not None:  # started on another loop (a sync bridge's): stop it there
+            with contextlib.suppress(RuntimeError):  # that loop is already closed
+                watcher.get_loop().call_soon_threadsafe(watcher.cancel)
+        for session in (self._session, self._metrics_session):
+            if session is not None:
+                await session.close()
+        self._session = self._metrics_session = None
+
+    def _get_metrics_session(self) -> aiohttp.ClientSession:
+        """A session of its own for ``/metrics`` readings, so a reading never takes a request's pooled connection."""
+        if self._metrics_session is None or self._metrics_session.closed:
+            headers = {"Authorization": f"Bearer {self._api_key}"} if self._api_key else {}
+            self._metrics_session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=1), timeout=self._timeout, headers=headers
+            )
+        return self._metrics_session
 
     def _get_session(self) -> aiohttp.ClientSession:
         # Created lazily: an aiohttp session must be made inside the running event loop.
@@ -342,13 +362,40 @@ class VLLMClient:
         """
         url = self.base_url.removesuffix("/v1") + "/metrics"  # vLLM serves it at the root, not under /v1
         timeout = aiohttp.ClientTimeout(total=max(1.0, 4 * self.metrics_interval))
+        demand = asyncio.Event()  # set when a request has to wait for room in the window
+        self.limiter.on_queue.append(demand.set)
+        try:
+            await self._follow_readings(window, url, timeout, demand)
+        finally:
+            self.limiter.on_queue.remove(demand.set)
+
+    async def _follow_readings(
+        self, window: AdaptiveWindow, url: str, page_timeout: aiohttp.ClientTimeout, demand: asyncio.Event
+    ) -> None:
+        """``_watch_load``'s loop: read the load, resize the window, wait for the next reading."""
         seen_vllm = False
+        interval = 0.0  # the first reading at once: the window should not wait to reach the server's size
+        readings = 0
         while self._watcher is asyncio.current_task():  # a client reused on another loop has a new watcher
-            await asyncio.sleep(self.metrics_interval)
+            if window.slow_start and interval > 0:
+                # Still finding the server's size: a request that has to wait for room brings the next reading
+                # forward (after a moment, so the rest of its burst has arrived).
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(demand.wait(), interval)
+                if demand.is_set():
+                    await asyncio.sleep(_BURST_SETTLE)
+            else:
+                await asyncio.sleep(interval)
+            demand.clear()
+            if self._watcher is not asyncio.current_task():
+                return  # closed (or reused on another loop) while this one slept
+            interval = self.metrics_interval
             if self.limiter.in_flight == 0 and self.limiter.queued == 0:
+                if not readings:
+                    interval = _BURST_SETTLE  # the first request is on its way: read as soon as it is
                 continue
             try:
-                async with self._get_session().get(url, timeout=timeout) as response:
+                async with self._get_metrics_session().get(url, timeout=page_timeout) as response:
                     status = response.status
                     page = (await response.content.read(_METRICS_MAX_BYTES)).decode("utf-8", "replace")
             except (aiohttp.ClientError, TimeoutError):
@@ -361,8 +408,15 @@ class VLLMClient:
                     return
                 continue
             seen_vllm = True
-            demand = self.limiter.queued + self.limiter.backlog
-            self.limiter.limit = window.update(load, self.limiter.in_flight, demand)
+            waiting = self.limiter.queued + self.limiter.backlog
+            before = self.limiter.limit
+            # Behind a balancer (it follows this window's size) the window must show this server's own room.
+            alone = not self.limiter.on_limit_change
+            self.limiter.limit = window.update(load, self.limiter.in_flight, waiting, alone=alone)
+            readings += 1
+            if window.slow_start and (self.limiter.limit > before or readings < _RAMP_READINGS):
+                # Still finding the server's size (and the demand may still be arriving): read again soon.
+                interval = min(self.metrics_interval, _RAMP_INTERVAL)
 
 
 def _preview(data: Any) -> str:

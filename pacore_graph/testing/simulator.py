@@ -145,14 +145,31 @@ class Stage:
 
     ``prompt_tokens`` is what the prompt costs to prefill at best: its tokens that no earlier prompt can have
     left in the prefix cache (prefilled once, with n-batching or a prefix cache). ``output_tokens`` is each
-    sample's length; ``request_n`` the most choices any one of its requests asks for (the simulator runs a
-    request larger than its batch alone, so such a step holds more than ``max_num_seqs`` sequences).
+    sample's length (or ``lengths``, one per sample, when they vary); ``request_n`` the most choices any one of its
+    requests asks for (the simulator runs a request larger than its batch alone, so such a step holds more than
+    ``max_num_seqs`` sequences).
     """
 
     prompt_tokens: int
     sequences: int
     output_tokens: int
     request_n: int = 1
+    #: each sample's own length, when they differ (then ``sequences == len(lengths)``; ``output_tokens`` is ignored)
+    lengths: tuple[int, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.lengths and len(self.lengths) != self.sequences:
+            raise ValueError(f"a stage of {self.sequences} sequences was given {len(self.lengths)} lengths")
+
+    @property
+    def tokens(self) -> int:
+        """Every sample's output tokens together."""
+        return sum(self.lengths) if self.lengths else self.sequences * self.output_tokens
+
+    @property
+    def longest(self) -> int:
+        """The longest sample's length: the stage takes at least that many decode steps."""
+        return max(self.lengths) if self.lengths else self.output_tokens
 
 
 @dataclass(frozen=True)
@@ -191,7 +208,7 @@ def lower_bound(config: SimulatorConfig, chains: Sequence[Sequence[Stage]]) -> L
         sequences = sum(s.sequences for s in stages)
         widest = max([config.max_num_seqs, *(s.request_n for s in stages)])
         m = max(1, min(sequences, widest))
-        tokens = sum(s.sequences * s.output_tokens for s in stages)
+        tokens = sum(s.tokens for s in stages)
         return sum(s.prompt_tokens for s in stages) * config.prefill_seconds_per_token + tokens * (
             config.step_seconds(m) / m
         )
@@ -210,7 +227,7 @@ def lower_bound(config: SimulatorConfig, chains: Sequence[Sequence[Stage]]) -> L
         work=set_seconds(everything),
         critical_path=max((path_seconds(chain) for chain in chains), default=0.0),
         barrier=barrier,
-        decode_tokens=sum(s.sequences * s.output_tokens for s in everything),
+        decode_tokens=sum(s.tokens for s in everything),
         prefill_tokens=sum(s.prompt_tokens for s in everything),
     )
 
@@ -281,11 +298,14 @@ class SimulatorServer:
         self.completion_tokens = completion_tokens
         self.stats = SimulatorStats()
         self.requests: list[SimRequest] = []
+        #: each logged request's choice lengths, by request id
+        self.completion_lengths: dict[int, list[int]] = {}
         self._cache = _PrefixCache(self.config.block_size, self.config.cache_blocks)
         self._waiting: collections.deque[_Pending] = collections.deque()
         self._running: list[_Sequence] = []
         self._wake = asyncio.Event()
         self._virtual = 0.0  # the simulated clock when time_scale == 0
+        self._clock = 0.0  # the real time at which the engine's last step ends (time_scale > 0)
         self._t0 = 0.0
         self._engine: asyncio.Task[None] | None = None
         self._runner: web.AppRunner | None = None
@@ -306,6 +326,7 @@ class SimulatorServer:
         """Zero the counters and the request log (the prefix cache is kept: call between measured phases)."""
         self.stats = SimulatorStats()
         self.requests = []
+        self.completion_lengths = {}
 
     def clear_cache(self) -> None:
         """Empty the prefix cache."""
@@ -325,7 +346,7 @@ class SimulatorServer:
         sock.bind((_HOST, 0))
         self._port = sock.getsockname()[1]
         await web.SockSite(self._runner, sock, backlog=4096).start()
-        self._t0 = time.monotonic()
+        self._t0 = self._clock = time.monotonic()
         self._engine = asyncio.create_task(self._engine_loop(), name="simulator-engine")
 
     async def close(self) -> None:
@@ -359,6 +380,7 @@ class SimulatorServer:
             if not self._running and not self._waiting:
                 self._wake.clear()
                 await self._wake.wait()
+                self._clock = time.monotonic()  # idle until now: the next step starts now
                 continue
             uncached = self._admit()
             step = config.step_seconds(len(self._running))
@@ -417,7 +439,18 @@ class SimulatorServer:
             self._virtual += seconds
             await asyncio.sleep(0)  # let the HTTP handlers run between steps
         else:
-            await asyncio.sleep(seconds * self.config.time_scale)
+            await self._sleep_until(self._clock + seconds * self.config.time_scale)
+
+    async def _sleep_until(self, deadline: float) -> None:
+        """Sleep until the real ``deadline`` and make it the engine's clock; only yield if it has passed.
+
+        Steps follow each other on this planned clock, not on when the sleep happened to end: the event loop
+        the simulator shares with its client may wake it late, and a real engine's steps do not stretch when
+        its client is busy (only the answers reach the client later).
+        """
+        delay = deadline - time.monotonic()
+        await asyncio.sleep(max(0.0, delay))
+        self._clock = deadline
 
     async def _decode_steps(self, steps: int, step: float) -> int:
         """Run up to ``steps`` decode steps of ``step`` seconds; stop after the step in progress when woken."""
@@ -430,18 +463,23 @@ class SimulatorServer:
             await self._spend(steps * step)
             return steps
         self._wake.clear()
+        head = self._waiting[0] if self._waiting else None
+        if head is not None and len(self._running) + len(head.lengths) <= self.config.max_num_seqs:
+            return 0  # it arrived during the last step (its wake-up is spent): admit it at this boundary
         real_step = step * self.config.time_scale
-        started = time.monotonic()
+        started = self._clock
+        remaining = started + steps * real_step - time.monotonic()
         try:
-            await asyncio.wait_for(self._wake.wait(), steps * real_step)
+            if remaining <= 0:
+                raise TimeoutError  # running late: these steps are already due
+            await asyncio.wait_for(self._wake.wait(), remaining)
         except TimeoutError:
+            await self._sleep_until(started + steps * real_step)
             self.stats.busy_seconds += steps * step
             return steps
         # A request arrived: finish the step in progress, as an engine would, then admit it.
         done = min(steps, math.floor((time.monotonic() - started) / real_step) + 1)
-        rest = started + done * real_step - time.monotonic()
-        if rest > 0:
-            await asyncio.sleep(rest)
+        await self._sleep_until(started + done * real_step)
         self.stats.busy_seconds += done * step
         return done
 
@@ -505,6 +543,7 @@ class SimulatorServer:
         self.stats.prompt_tokens += len(tokens)
         self.requests.append(sim_request)
         lengths = [self._length(sim_request, i) for i in range(n)]
+        self.completion_lengths[sim_request.id] = lengths
         pending = _Pending(sim_request, tokens, lengths, asyncio.get_running_loop().create_future())
         self._waiting.append(pending)
         self.stats.max_waiting = max(self.stats.max_waiting, len(self._waiting))

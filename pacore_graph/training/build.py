@@ -34,8 +34,8 @@ from pacore_graph.eval.grading import Grader
 from pacore_graph.eval.pool import TrajectoryPool
 from pacore_graph.training.accuracy import PoolGrades, grade_pool
 from pacore_graph.training.episode import Domain, Episode
-from pacore_graph.training.sampling import MessageRange, problem_domain, sample_episode
 from pacore_graph.training.pool import PoolProgress, ProblemPool, build_pools
+from pacore_graph.training.sampling import MessageRange, problem_domain, sample_episode
 from pacore_graph.training.stages import STAGE1_BOUND_TEXT, keeps_stage1, keeps_stage2, sample_syntheses
 
 __all__ = [

@@ -6,6 +6,9 @@ Not a test (timings vary by machine): run it by hand and read the ratios (see BE
     .venv/bin/python tests/benchmarks/bench_pacore.py --only e        # e: the real embedded engine (`pacore engine up`)
     .venv/bin/python tests/benchmarks/bench_pacore.py --only a,c
     .venv/bin/python tests/benchmarks/bench_pacore.py --only a,c --n-batch 16   # the graph sends n=16 requests
+    .venv/bin/python tests/benchmarks/bench_pacore.py --only w        # varied lengths: ours vs the official pipeline
+    .venv/bin/python tests/benchmarks/bench_pacore.py --only h        # two servers: prefix-aware routing, vllm-router
+    .venv/bin/python tests/benchmarks/bench_pacore.py --only s        # the step model: admission orders vs the bound
 
 Scenarios:
 
@@ -23,6 +26,13 @@ e. on the real embedded engine: PaCoRe [4] completion tokens/s over the run / th
 f. several endpoints: the same PaCoRe workload on one simulator, on ``BalancedBackend`` over two equal simulators,
    and over a fast and a 2× slower one (twice the decode step), least outstanding vs round-robin; wall times as
    speed-ups over the one simulator, for all problems at once and for an eval-like stream of problems.
+w. realistic workloads: 16 and 64 problems × [16] and × [32,4] with output lengths drawn from a distribution
+   (uniform [128, 896], and a long-tailed lognormal), by our client and by a reimplementation of the official
+   pipeline's request pattern, against the step-counting bound (``testing.bound.step_lower_bound``).
+s. the simulator's step model without HTTP or client time: decode steps of several admission orders (including a
+   clairvoyant one that knows every length) over the step bound, on w's workloads and several seeds.
+h. two simulators with prefix caches: least outstanding, prefix affinity, and vLLM's own router (``vllm-router``)
+   in front of them: prefill tokens computed and wall / bound.
 """
 
 from __future__ import annotations
@@ -33,6 +43,7 @@ import contextlib
 import itertools
 import json
 import os
+import random
 import re
 import resource
 import statistics
@@ -52,7 +63,10 @@ from pacore_graph.compaction import CompactionPolicy
 from pacore_graph.config import PaCoReConfig
 from pacore_graph.graph import build_pacore_graph
 from pacore_graph.prompts import build_prompt
+from pacore_graph.testing.bound import StepBound, step_lower_bound
+from pacore_graph.testing.lengths import LengthDistribution, ScriptedLengths
 from pacore_graph.testing.simulator import (
+    SimRequest,
     SimulatorConfig,
     SimulatorServer,
     Stage,
@@ -69,16 +83,22 @@ def problem_text(i: int, words: int = 120) -> str:
     return f"problem #{i}: " + " ".join(f"fact{i}_{j}" for j in range(words)) + " What is the answer?"
 
 
-def stages_from_log(server: SimulatorServer) -> list[list[Stage]]:
-    """The workload the simulator saw, as one chain per problem: distinct prompts in arrival order.
+def stages_from_log(server: SimulatorServer | Sequence[SimulatorServer], varied: bool = False) -> list[list[Stage]]:
+    """The workload the simulator(s) saw, as one chain per problem: distinct prompts in arrival order.
 
     A prompt's cost is what an unbounded prefix cache, fed every prompt in arrival order, would still compute
     (prompts share the template's opening and a problem's later rounds share more), so the bound stays a bound.
     """
-    config = server.config
+    servers = [server] if isinstance(server, SimulatorServer) else list(server)
+    config = servers[0].config
     cache = _PrefixCache(config.block_size, capacity=1 << 40)
     by_problem: dict[int, dict[str, list[Any]]] = defaultdict(dict)
-    for request in server.requests:
+    # Every server's requests, in the order they arrived (each server's clock starts when it does).
+    log = sorted(
+        ((s._t0 + r.arrived * (s.config.time_scale or 1), r, s) for s in servers for r in s.requests),
+        key=lambda item: (item[0], item[1].id),
+    )
+    for _, request, origin in log:
         text = json.dumps(request.messages)
         match = PROBLEM_ID.search(text)
         problem = int(match.group(1)) if match else -1
@@ -89,7 +109,13 @@ def stages_from_log(server: SimulatorServer) -> list[list[Stage]]:
         entry[1] += request.n
         entry[2] = max(entry[2], request.max_tokens or config.default_max_tokens)
         entry[3] = max(entry[3], request.n)
-    return [[Stage(p, k, out, n) for p, k, out, n in prompts.values()] for prompts in by_problem.values()]
+        entry.extend(origin.completion_lengths[request.id])
+    if varied:  # each sample's own length, as the simulator drew it
+        return [
+            [Stage(p, k, out, n, lengths=tuple(rest)) for p, k, out, n, *rest in prompts.values()]
+            for prompts in by_problem.values()
+        ]
+    return [[Stage(p, k, out, n) for p, k, out, n, *_ in prompts.values()] for prompts in by_problem.values()]
 
 
 # --- a ---------------------------------------------------------------------------------------------------
@@ -171,6 +197,262 @@ def lockstep_ideal(config: SimulatorConfig, chains: list[list[Stage]]) -> float:
         prefill = sum(s.prompt_tokens for s in stages) * config.prefill_seconds_per_token
         total += prefill + tokens * config.step_seconds(b) / b
     return total
+
+
+# --- w ---------------------------------------------------------------------------------------------------
+
+REFERENCE_LINE = re.compile(r"^Reference \d+:$", re.MULTILINE)
+
+#: w's output lengths: the issue's uniform range, and a long tail (median 320, a few 5-10× longer)
+DISTRIBUTIONS = {
+    "uniform": LengthDistribution(kind="uniform", low=128, high=896, seed=1),
+    "longtail": LengthDistribution(kind="lognormal", median=320, sigma=0.75, low=16, high=4096, seed=1),
+    "fixed": LengthDistribution(kind="fixed", high=512),
+}
+
+
+def workload_key(request: SimRequest) -> tuple[int, int]:
+    """A request's (problem, round): its problem's id and how many references its prompt carries.
+
+    Both clients render the same template, so the j-th sequence of a problem's round gets the same length from
+    either, whatever the order of arrival: they run the same workload.
+    """
+    text = request.last_user_content
+    match = PROBLEM_ID.search(text)
+    return (int(match.group(1)) if match else -1, len(REFERENCE_LINE.findall(text)))
+
+
+async def official_pipeline(
+    base_url: str,
+    model: str,
+    problems: Sequence[str],
+    schedule: Sequence[int],
+    max_tokens: int,
+    max_concurrent: int = 1024,
+    stream: bool = True,
+) -> None:
+    """The request pattern of the official pipeline, stepfun-ai/PaCoRe ``pacore/batch_inference/base_exp.py``
+    (commit 98e846f), with its example's settings (``playground/example_batch_inference_pacore_low_1210.py``:
+    ``max_concurrent`` 1024, ``stream`` on).
+
+    Every problem at once (``asyncio.gather``); one FIFO semaphore of ``max_concurrent`` requests; each round's K
+    requests created together and collected with ``as_completed``; a new aiohttp session (no keep-alive) per
+    request; conclusions after the last ``</think>``, sorted by length and shuffled with ``Random(42)``; the
+    synthesis prompt replaces the last user message. ``max_tokens`` is set (the example leaves it to the server's
+    context length) so both clients ask for the same lengths.
+    """
+    semaphore = asyncio.Semaphore(max_concurrent)
+    url = base_url + "/chat/completions"
+
+    async def call(messages: list[dict[str, Any]]) -> str:
+        payload = {
+            "model": model,
+            "messages": messages,
+            "max_tokens": max_tokens,
+            "temperature": 1.0,
+            "top_p": 1.0,
+            "stream": stream,
+        }
+        async with semaphore:
+            timeout = aiohttp.ClientTimeout(total=7200, connect=60, sock_connect=20, sock_read=1000)
+            connector = aiohttp.TCPConnector(keepalive_timeout=0)
+            async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
+                async with session.post(url, json=payload) as response:
+                    if not stream:
+                        data = await response.json()
+                        return str(data["choices"][0]["message"]["content"])
+                    content = ""
+                    async for raw in response.content:
+                        line = raw.decode().strip()
+                        if not line.startswith("data: "):
+                            continue
+                        line = line[6:].strip()
+                        if line == "[DONE]":
+                            break
+                        piece = json.loads(line)
+                        for choice in piece.get("choices") or []:
+                            content += choice.get("delta", {}).get("content") or ""
+                    return content
+
+    async def process_single(messages: list[dict[str, Any]]) -> None:
+        previous: list[str] = []
+        for round_index, num in enumerate([*schedule, 1]):
+            current = messages if round_index == 0 else build_prompt(messages, previous)
+            tasks = [asyncio.create_task(call(current)) for _ in range(num)]
+            responses = [await task for task in asyncio.as_completed(tasks)]
+            responses.sort(key=len)
+            random.Random(42).shuffle(responses)
+            previous = [r.split("</think>")[-1] for r in responses if r]
+
+    await asyncio.gather(*(process_single([{"role": "user", "content": p}]) for p in problems))
+
+
+async def workload_once(
+    config: SimulatorConfig,
+    distribution: LengthDistribution,
+    client: str,
+    schedule: list[int],
+    problems: int,
+) -> dict[str, Any]:
+    """One run of P problems × ``schedule`` with scripted lengths, by ``client``; its figures and the bound."""
+    lengths = ScriptedLengths(distribution, key=workload_key)
+    max_tokens = distribution.high
+    async with SimulatorServer(config, completion_tokens=lengths) as server:
+        texts = [problem_text(i) for i in range(problems)]
+        window = 0
+        if client == "official":
+            start = server.sim_now()
+            await official_pipeline(server.base_url, config.model, texts, schedule, max_tokens)
+        else:
+            async with VLLMClient(server.base_url, **CLIENT_VARIANTS[client]) as c:
+                graph = build_pacore_graph(c, config=graph_config(schedule, max_tokens, 1, None))
+                await c.resolve_model()
+                start = server.sim_now()
+                await asyncio.gather(*(graph.ainvoke({"problem": text}) for text in texts))
+                window = c.limiter.limit
+        wall = server.sim_now() - start
+        stats = server.stats
+        bound = step_lower_bound(config, stages_from_log(server, varied=True))
+    return {
+        "wall": wall,
+        "bound": bound,
+        "steps": stats.steps,
+        "busy": stats.busy_seconds,
+        "occupancy": stats.completion_tokens / max(1, stats.steps),
+        "window": window,
+        "max_running": stats.max_running,
+    }
+
+
+#: w's own clients: keyword arguments of VLLMClient
+CLIENT_VARIANTS: dict[str, dict[str, Any]] = {
+    "ours": {},
+    "start256": {"max_concurrency": 256},
+    "fixed256": {"max_concurrency": 256, "adaptive_concurrency": False},
+    "fixed288": {"max_concurrency": 288, "adaptive_concurrency": False},
+    "fixed1024": {"max_concurrency": 1024, "adaptive_concurrency": False},
+    "fixed320": {"max_concurrency": 320, "adaptive_concurrency": False},
+}
+
+
+async def scenario_w(
+    problem_counts: Sequence[int],
+    schedules: Sequence[list[int]],
+    distributions: Sequence[str],
+    clients: Sequence[str],
+    time_scale: float,
+    repeats: int,
+) -> None:
+    config = SimulatorConfig(time_scale=time_scale, max_num_seqs=256)
+    print(
+        f"\n## w. realistic workloads: time_scale {time_scale}, max_num_seqs {config.max_num_seqs}, {repeats} repeats"
+    )
+    for name in distributions:
+        print(f"lengths {name}: {DISTRIBUTIONS[name].label}")
+    for name, problems, schedule in itertools.product(distributions, problem_counts, schedules):
+        walls: dict[str, list[float]] = defaultdict(list)
+        for repeat in range(repeats):
+            order = list(clients) if repeat % 2 == 0 else list(reversed(clients))
+            for client in order:
+                run = await workload_once(config, DISTRIBUTIONS[name], client, schedule, problems)
+                bound: StepBound = run["bound"]
+                walls[client].append(run["wall"])
+                print(
+                    f"  {name} {problems} × {schedule} {client:9s} wall {run['wall']:7.2f} s, bound "
+                    f"{bound.seconds:7.2f} s (steps: capacity {bound.capacity_steps}, path {bound.path_steps}, "
+                    f"window {bound.window_steps}; prefill {bound.prefill:.2f} + per-token {bound.token_seconds:.2f} "
+                    f"+ base × {bound.steps}), wall/bound {run['wall'] / bound.seconds:.3f}; {run['steps']} steps "
+                    f"(at no idle time {bound.seconds_at(run['steps']) / bound.seconds:.3f}× the bound), "
+                    f"idle {run['wall'] - run['busy']:.2f} s, mean batch {run['occupancy']:.0f}, "
+                    f"max running {run['max_running']}, window {run['window']}",
+                    flush=True,
+                )
+        summary = ", ".join(f"{c} {statistics.median(w):.2f} s ({min(w):.2f}-{max(w):.2f})" for c, w in walls.items())
+        print(f"{name} {problems} × {schedule}: median wall {summary}", flush=True)
+
+
+def step_model_makespan(
+    problems: int,
+    schedule: list[int],
+    distribution: LengthDistribution,
+    slots: int,
+    key: Any,
+) -> tuple[int, StepBound]:
+    """The simulator's step model with no client time: how many decode steps an admission order takes.
+
+    Requests wait in one queue ordered by ``key(problem, round, ready_step, remaining_path)`` (smallest first) and
+    join whenever a slot is free; a round's next round is ready the step after its last trajectory. Lengths are
+    w's (``workload_key``), so ``remaining_path`` (a sequence's length plus its problem's later rounds' longest)
+    lets a *clairvoyant* order be measured too. Returns the steps and the step bound of the same workload.
+    """
+    import heapq
+
+    rounds = [*schedule, 1]
+    lengths = [
+        [[distribution.sample((p, 0 if r == 0 else rounds[r - 1]), j) for j in range(k)] for r, k in enumerate(rounds)]
+        for p in range(problems)
+    ]
+    tails = [[sum(max(ls) for ls in lengths[p][r + 1 :]) for r in range(len(rounds))] for p in range(problems)]
+    queue: list[tuple[Any, int, int, int, int]] = []
+    arrivals = itertools.count()
+
+    def release(p: int, r: int, step: int) -> None:
+        for length in lengths[p][r]:
+            rank = key(p, r, step, length + tails[p][r])
+            heapq.heappush(queue, (rank, next(arrivals), p, r, length))
+
+    for p in range(problems):
+        release(p, 0, 0)
+    running: list[list[int]] = []
+    left = {(p, r): len(lengths[p][r]) for p in range(problems) for r in range(len(rounds))}
+    ready: list[tuple[int, int, int]] = []
+    step = 0
+    while queue or running or ready:
+        while ready and ready[0][0] <= step:
+            _, p, r = heapq.heappop(ready)
+            release(p, r, step)
+        while queue and len(running) < slots:
+            _, _, p, r, length = heapq.heappop(queue)
+            running.append([length, p, r])
+        step += 1
+        still = []
+        for seq in running:
+            seq[0] -= 1
+            if seq[0] > 0:
+                still.append(seq)
+                continue
+            left[(seq[1], seq[2])] -= 1
+            if left[(seq[1], seq[2])] == 0 and seq[2] + 1 < len(rounds):
+                heapq.heappush(ready, (step, seq[1], seq[2] + 1))
+        running = still
+    chains = [[Stage(0, len(ls), 0, lengths=tuple(ls)) for ls in chain] for chain in lengths]
+    return step, step_lower_bound(SimulatorConfig(max_num_seqs=slots), chains)
+
+
+#: s's admission orders: key(problem, round, ready step, remaining path) -> rank (smallest first)
+STEP_MODEL_ORDERS: dict[str, Any] = {
+    "arrival (FIFO; this client, the official)": lambda p, r, t, rest: (t,),
+    "later rounds first (the previous client)": lambda p, r, t, rest: (-r, t),
+    "problem that started first": lambda p, r, t, rest: (p, -r),
+    "clairvoyant: longest remaining path": lambda p, r, t, rest: (-rest,),
+}
+
+
+def scenario_s(problem_counts: Sequence[int], schedules: Sequence[list[int]], seeds: int) -> None:
+    print(f"\n## s. the step model (no client time, 256 slots): decode steps / the step bound, {seeds} seeds")
+    for name in ("uniform", "longtail"):
+        for problems, schedule in itertools.product(problem_counts, schedules):
+            ratios: dict[str, list[float]] = defaultdict(list)
+            for seed in range(1, seeds + 1):
+                distribution = DISTRIBUTIONS[name].model_copy(update={"seed": seed})
+                for order, key in STEP_MODEL_ORDERS.items():
+                    steps, bound = step_model_makespan(problems, schedule, distribution, 256, key)
+                    ratios[order].append(bound.seconds_at(steps) / bound.seconds)
+            print(
+                f"{name} {problems} × {schedule}: "
+                + "; ".join(f"{o} {statistics.mean(v):.3f} ({min(v):.3f}-{max(v):.3f})" for o, v in ratios.items()),
+                flush=True,
+            )
 
 
 # --- b ---------------------------------------------------------------------------------------------------
@@ -487,6 +769,133 @@ async def scenario_f(max_tokens: int, time_scale: float, max_num_seqs: int) -> N
             )
 
 
+# --- h ---------------------------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def router_binary() -> str:
+    """The ``vllm-router`` executable of the installed package (``pip install vllm-router``)."""
+    import importlib.metadata
+    import shutil
+
+    try:
+        dist = importlib.metadata.distribution("vllm-router")
+    except importlib.metadata.PackageNotFoundError:
+        raise SystemExit("scenario h's vllm-router runs need `pip install vllm-router`") from None
+    for file in dist.files or []:
+        if str(file).endswith("bin/vllm-router"):
+            return str(dist.locate_file(file))
+    return shutil.which("vllm-router") or "vllm-router"
+
+
+@contextlib.asynccontextmanager
+async def vllm_router(workers: Sequence[str], policy: str) -> Any:
+    """vLLM's own router (``vllm-router`` from PyPI, a Rust binary) in front of ``workers``; yields its /v1 URL."""
+    binary = router_binary()
+    port = free_port()
+    command = [binary, "--host", "127.0.0.1", "--port", str(port), "--policy", policy]
+    command += ["--prometheus-host", "127.0.0.1", "--prometheus-port", str(free_port()), "--log-level", "warning"]
+    command += ["--worker-urls", *workers]
+    process = await asyncio.create_subprocess_exec(
+        *command, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        async with aiohttp.ClientSession() as session:
+            for _ in range(200):
+                if process.returncode is not None:
+                    err = (await process.stderr.read()).decode() if process.stderr else ""
+                    raise RuntimeError(f"vllm-router exited with {process.returncode}: {err[-2000:]}")
+                with contextlib.suppress(aiohttp.ClientError):
+                    async with session.get(url + "/v1/models") as response:
+                        if response.status == 200:
+                            break
+                await asyncio.sleep(0.05)
+            else:
+                raise RuntimeError("vllm-router did not answer /v1/models within 10 s")
+        yield url + "/v1"
+    finally:
+        process.terminate()
+        with contextlib.suppress(ProcessLookupError):
+            await asyncio.wait_for(process.wait(), 5)
+
+
+async def routing_once(
+    config: SimulatorConfig, routing: str, problems: int, schedule: list[int], words: int, repeat: int
+) -> dict[str, Any]:
+    """P problems at once over two simulators, routed by ``routing``; wall, prefill computed, bound."""
+    lengths = ScriptedLengths(DISTRIBUTIONS["uniform"], key=workload_key)
+    async with contextlib.AsyncExitStack() as stack:
+        servers = [
+            await stack.enter_async_context(SimulatorServer(config, completion_tokens=lengths)) for _ in range(2)
+        ]
+        if routing.startswith("vllm-router"):
+            url = await stack.enter_async_context(
+                vllm_router([s.base_url.removesuffix("/v1") for s in servers], routing.split()[-1])
+            )
+            # The router serves no vLLM gauges: a fixed window as large as both servers' batches together.
+            backend: Any = await stack.enter_async_context(
+                VLLMClient(url, max_concurrency=2 * config.max_num_seqs, adaptive_concurrency=False)
+            )
+        else:
+            clients = [await stack.enter_async_context(VLLMClient(s.base_url)) for s in servers]
+            backend = BalancedBackend(clients, prefix_affinity=routing == "prefix affinity")
+        await backend.resolve_model()
+        graph = build_pacore_graph(backend, config=graph_config(schedule, DISTRIBUTIONS["uniform"].high, 1, None))
+        texts = [problem_text(1000 * repeat + i, words=words) for i in range(problems)]
+        start = time.perf_counter()
+        await asyncio.gather(*(graph.ainvoke({"problem": text}) for text in texts))
+        wall = (time.perf_counter() - start) / config.time_scale
+        bound = step_lower_bound(config, stages_from_log(servers, varied=True), servers=2)
+        return {
+            "wall": wall,
+            "bound": bound,
+            "prefill": sum(s.stats.prefill_tokens for s in servers),
+            "sent": sum(s.stats.prompt_tokens for s in servers),
+            "sequences": [s.stats.sequences for s in servers],
+        }
+
+
+ROUTINGS = ("least outstanding", "prefix affinity", "vllm-router cache_aware", "vllm-router round_robin")
+
+
+async def scenario_h(
+    problems: int, schedule: list[int], words: int, time_scale: float, repeats: int, routings: Sequence[str]
+) -> None:
+    config = SimulatorConfig(time_scale=time_scale, max_num_seqs=128)
+    print(
+        f"\n## h. two simulators with prefix caches ({config.max_num_seqs} slots each, time_scale {time_scale}): "
+        f"{problems} problems of ~{words} words × {schedule}, lengths {DISTRIBUTIONS['uniform'].label}"
+    )
+    figures: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for repeat in range(repeats):
+        order = list(routings) if repeat % 2 == 0 else list(reversed(routings))
+        for routing in order:
+            run = await routing_once(config, routing, problems, schedule, words, repeat)
+            figures[routing].append(run)
+            print(
+                f"  {routing:24s} wall {run['wall']:6.2f} s, bound {run['bound'].seconds:6.2f} s, wall/bound "
+                f"{run['wall'] / run['bound'].seconds:.3f}; prefill computed {run['prefill']} of {run['sent']} "
+                f"prompt tokens sent; sequences per server {run['sequences']}",
+                flush=True,
+            )
+    for routing, runs in figures.items():
+        ratios = [r["wall"] / r["bound"].seconds for r in runs]
+        prefill = [r["prefill"] for r in runs]
+        print(
+            f"{routing:24s} wall/bound median {statistics.median(ratios):.3f} ({min(ratios):.3f}-{max(ratios):.3f}), "
+            f"prefill computed median {statistics.median(prefill):.0f} ({min(prefill)}-{max(prefill)})"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", default="a,b,c,d", help="scenarios to run, e.g. a,c or e (default a,b,c,d)")
@@ -506,6 +915,21 @@ def main() -> None:
     parser.add_argument("--max-tokens-f", type=int, default=256)
     parser.add_argument("--time-scale-f", type=float, default=0.04, help="real seconds per simulated second in f")
     parser.add_argument("--max-num-seqs-f", type=int, default=64, help="each simulator's max_num_seqs in f")
+    parser.add_argument("--problems-w", default="16,64", help="w: problem counts")
+    parser.add_argument("--schedules-w", default="16;32,4", help="w: schedules, separated by ';'")
+    parser.add_argument(
+        "--lengths-w", default="uniform,longtail", help=f"w: length distributions {list(DISTRIBUTIONS)}"
+    )
+    parser.add_argument("--clients-w", default="official,ours", help=f"w: clients, official or {list(CLIENT_VARIANTS)}")
+    parser.add_argument("--time-scale-w", type=float, default=0.1)
+    parser.add_argument("--repeats-w", type=int, default=1)
+    parser.add_argument("--seeds-s", type=int, default=6, help="s: length seeds per workload")
+    parser.add_argument("--problems-h", type=int, default=8)
+    parser.add_argument("--schedule-h", default="32,4")
+    parser.add_argument("--words-h", type=int, default=1000, help="h: problem length in words (tokens)")
+    parser.add_argument("--time-scale-h", type=float, default=0.1)
+    parser.add_argument("--repeats-h", type=int, default=2)
+    parser.add_argument("--routings-h", default=",".join(ROUTINGS), help=f"h: routings, from {list(ROUTINGS)}")
     parser.add_argument("--child-d", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child_d:
@@ -516,6 +940,34 @@ def main() -> None:
     if "a" in only:
         modes = ("fixed", "adaptive") if args.window == "both" else (args.window,)
         asyncio.run(scenario_a(args.problems, args.max_tokens, args.concurrency, args.time_scale, args.n_batch, modes))
+    if "w" in only:
+        asyncio.run(
+            scenario_w(
+                [int(p) for p in args.problems_w.split(",")],
+                [[int(k) for k in schedule.split(",")] for schedule in args.schedules_w.split(";")],
+                args.lengths_w.split(","),
+                args.clients_w.split(","),
+                args.time_scale_w,
+                args.repeats_w,
+            )
+        )
+    if "s" in only:
+        scenario_s(
+            [int(p) for p in args.problems_w.split(",")],
+            [[int(k) for k in schedule.split(",")] for schedule in args.schedules_w.split(";")],
+            args.seeds_s,
+        )
+    if "h" in only:
+        asyncio.run(
+            scenario_h(
+                args.problems_h,
+                [int(k) for k in args.schedule_h.split(",")],
+                args.words_h,
+                args.time_scale_h,
+                args.repeats_h,
+                args.routings_h.split(","),
+            )
+        )
     if "b" in only:
         asyncio.run(scenario_b(args.k_overhead, 3, 16))
     if "c" in only:

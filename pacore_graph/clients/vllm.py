@@ -124,7 +124,6 @@ class VLLMClient:
         self.backoff_max = backoff_max
         self._timeout = aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout, sock_read=read_timeout)
         self._session: aiohttp.ClientSession | None = None
-        self._metrics_session: aiohttp.ClientSession | None = None
         self._tokenize_missing = False  # the server has no /tokenize: do not ask again
         self.default_max_tokens = default_max_tokens
         self._context: int | None = None  # the server's max_model_len, once asked
@@ -155,19 +154,18 @@ class VLLMClient:
         elif watcher is not None:  # started on another loop (a sync bridge's): stop it there
             with contextlib.suppress(RuntimeError):  # that loop is already closed
                 watcher.get_loop().call_soon_threadsafe(watcher.cancel)
-        for session in (self._session, self._metrics_session):
-            if session is not None:
-                await session.close()
-        self._session = self._metrics_session = None
+        if self._session is not None:
+            await self._session.close()
+        self._session = None
 
-    def _get_metrics_session(self) -> aiohttp.ClientSession:
-        """A session of its own for ``/metrics`` readings, so a reading never takes a request's pooled connection."""
-        if self._metrics_session is None or self._metrics_session.closed:
-            headers = {"Authorization": f"Bearer {self._api_key}"} if self._api_key else {}
-            self._metrics_session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=1), timeout=self._timeout, headers=headers
-            )
-        return self._metrics_session
+    def _metrics_session(self) -> aiohttp.ClientSession:
+        """A session of its own for ``/metrics`` readings, so a reading never takes a request's pooled connection.
+
+        The watcher owns it (``async with``) on the watcher's own loop, so it is closed whenever the watcher ends:
+        cancelled by :meth:`aclose`, or by the end of a sync bridge's loop the client was used on.
+        """
+        headers = {"Authorization": f"Bearer {self._api_key}"} if self._api_key else {}
+        return aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1), timeout=self._timeout, headers=headers)
 
     def _get_session(self) -> aiohttp.ClientSession:
         # Created lazily: an aiohttp session must be made inside the running event loop.
@@ -365,12 +363,18 @@ class VLLMClient:
         demand = asyncio.Event()  # set when a request has to wait for room in the window
         self.limiter.on_queue.append(demand.set)
         try:
-            await self._follow_readings(window, url, timeout, demand)
+            async with self._metrics_session() as metrics:
+                await self._follow_readings(window, url, timeout, demand, metrics)
         finally:
             self.limiter.on_queue.remove(demand.set)
 
     async def _follow_readings(
-        self, window: AdaptiveWindow, url: str, page_timeout: aiohttp.ClientTimeout, demand: asyncio.Event
+        self,
+        window: AdaptiveWindow,
+        url: str,
+        page_timeout: aiohttp.ClientTimeout,
+        demand: asyncio.Event,
+        metrics: aiohttp.ClientSession,
     ) -> None:
         """``_watch_load``'s loop: read the load, resize the window, wait for the next reading."""
         seen_vllm = False
@@ -395,7 +399,7 @@ class VLLMClient:
                     interval = _BURST_SETTLE  # the first request is on its way: read as soon as it is
                 continue
             try:
-                async with self._get_metrics_session().get(url, timeout=page_timeout) as response:
+                async with metrics.get(url, timeout=page_timeout) as response:
                     status = response.status
                     page = (await response.content.read(_METRICS_MAX_BYTES)).decode("utf-8", "replace")
             except (aiohttp.ClientError, TimeoutError):

@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.text import Text
 
 from pacore_graph.cli.backend import ServerOptions, open_backend, split_base_urls
 from pacore_graph.cli.options import (
@@ -37,6 +36,7 @@ from pacore_graph.cli.options import (
     TruncatedOption,
     graph_overrides,
 )
+from pacore_graph.cli.render import error_exit
 from pacore_graph.errors import ConfigError, PaCoReError
 from pacore_graph.schedule import DEFAULT_MAX_K, DEFAULT_MAX_ROUNDS
 
@@ -346,8 +346,7 @@ def eval_command(
     except PaCoReError as exc:
         if debug:
             raise
-        err.print(Text.assemble(("error:", "bold red"), " ", str(exc)), soft_wrap=True)
-        raise typer.Exit(2 if isinstance(exc, ConfigError) else 1) from None
+        raise error_exit(err, exc) from None
     except KeyboardInterrupt:
         err.print(f"[bold red]interrupted[/]: finished runs are saved in {out}; rerun the same command to continue")
         raise typer.Exit(130) from None

@@ -13,10 +13,10 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
-from rich.text import Text
 
 from pacore_graph.cli.backend import ServerOptions, endpoints, open_backend, split_base_urls
 from pacore_graph.cli.options import ApiKeyOption, BaseUrlOption, ConcurrencyOption, EngineModelOption, ModelOption
+from pacore_graph.cli.render import error_exit
 from pacore_graph.errors import ConfigError, PaCoReError
 
 # The MCP SDK, the graphs and the clients load when the command runs, not at `pacore --help`.
@@ -95,8 +95,7 @@ def mcp_command(
     except PaCoReError as exc:
         if debug:
             raise
-        err.print(Text.assemble(("error:", "bold red"), " ", str(exc)), soft_wrap=True)
-        raise typer.Exit(2 if isinstance(exc, ConfigError) else 1) from None
+        raise error_exit(err, exc) from None
     except KeyboardInterrupt:
         raise typer.Exit(130) from None
 

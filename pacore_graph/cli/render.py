@@ -4,13 +4,28 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
+
+from pacore_graph.errors import ConfigError, PaCoReError
 
 if TYPE_CHECKING:
     from pacore_graph.result import PaCoReResult
 
-__all__ = ["round_table", "show_result", "write_plain"]
+__all__ = ["error_exit", "print_error", "round_table", "show_result", "write_plain"]
+
+
+def print_error(console: Console, message: str) -> None:
+    """One ``error: ...`` line on ``console``, never wrapped."""
+    console.print(Text.assemble(("error:", "bold red"), " ", message), soft_wrap=True)
+
+
+def error_exit(console: Console, exc: PaCoReError) -> typer.Exit:
+    """Print ``exc`` as one error line; the exit to raise: 2 for misuse (a ConfigError), else 1."""
+    print_error(console, str(exc))
+    return typer.Exit(2 if isinstance(exc, ConfigError) else 1)
 
 
 def write_plain(console: Console, text: str) -> None:

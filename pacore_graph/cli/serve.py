@@ -14,7 +14,8 @@ from rich.text import Text
 
 from pacore_graph.cli.backend import ServerOptions, endpoints, open_backend, split_base_urls
 from pacore_graph.cli.options import ConcurrencyOption
-from pacore_graph.errors import ConfigError, PaCoReError
+from pacore_graph.cli.render import error_exit
+from pacore_graph.errors import PaCoReError
 
 # The proxy (aiohttp, the graphs) loads when the command runs, not at `pacore --help`.
 if TYPE_CHECKING:
@@ -109,8 +110,7 @@ def serve_command(
     except PaCoReError as exc:
         if debug:
             raise
-        err.print(Text.assemble(("error:", "bold red"), " ", str(exc)), soft_wrap=True)
-        raise typer.Exit(2 if isinstance(exc, ConfigError) else 1) from None
+        raise error_exit(err, exc) from None
     except OSError as exc:
         if debug:
             raise

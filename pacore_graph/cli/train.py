@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING, Annotated, Any, cast
 
 import typer
 from rich.console import Console
-from rich.text import Text
 
 from pacore_graph.cli.backend import ServerOptions, open_backend, split_base_urls
 from pacore_graph.cli.options import (
@@ -28,6 +27,7 @@ from pacore_graph.cli.options import (
     TruncatedOption,
     graph_overrides,
 )
+from pacore_graph.cli.render import print_error
 from pacore_graph.errors import ConfigError, PaCoReError
 
 # The training face (the eval harness, pyarrow, matplotlib) loads when the command runs, not at `pacore --help`.
@@ -117,7 +117,7 @@ class _Reporter:
 
 
 def _fail(err: Console, message: str, code: int = 2) -> typer.Exit:
-    err.print(Text.assemble(("error:", "bold red"), " ", message), soft_wrap=True)
+    print_error(err, message)
     return typer.Exit(code)
 
 

@@ -373,22 +373,31 @@ def test_jump_start_grows_straight_to_the_demand_until_the_server_first_queues()
     assert plain.update(idle, in_flight=64, queued=448) == 128  # without it: doubling
 
 
-async def test_the_window_reaches_the_servers_batch_size_within_a_fraction_of_the_reading_interval() -> None:
-    # The default client (window 64, a reading every 0.5 s) on a server of 256 slots, 256 requests at once:
-    # a request that has to wait brings a reading forward, which grows the window to the demand at once.
+async def test_the_window_reaches_the_servers_batch_size_before_the_first_request_ends() -> None:
+    # The default client (window 64) on a server of 256 slots, 256 requests at once: a request that has to wait
+    # brings a reading forward, which grows the window to the demand at once. Had the window stayed at 64 (or
+    # doubled on the reading interval), the last requests could only go once the first had ended. The test
+    # checks that order of events, not a wall time, so a busy machine does not change its verdict.
     config = SimulatorConfig(max_num_seqs=256, time_scale=0.01)
     async with SimulatorServer(config) as server, VLLMClient(server.base_url) as client:
         await client.resolve_model()
-        flood = asyncio.create_task(_flood(client, 256, 2000))  # ~1.5 s each at this time scale
+        params = SamplingParams(max_tokens=20_000)  # ~14 s each at full batch at this time scale
+        requests = [asyncio.create_task(client.chat(PROMPT, params)) for _ in range(256)]
         try:
-            await asyncio.sleep(0.45)  # before the interval's first reading (0.5 s), even on a busy machine
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 60
+            while server.stats.requests < 256 and not any(r.done() for r in requests) and loop.time() < deadline:
+                await asyncio.sleep(0.01)
             assert client.limiter.limit >= 256
-            assert server.stats.requests == 256  # all sent, not 64 until the first interval's reading
-            await asyncio.sleep(0.2)
-            assert server.stats.max_running > 128  # (not all 256 at once if a busy machine delayed some arrivals)
+            assert not any(r.done() for r in requests)  # (a failed request would also end early: say so)
+            assert server.stats.requests == 256  # all sent while the first ones still run
+            while server.stats.max_running <= 128 and loop.time() < deadline:
+                await asyncio.sleep(0.01)
+            assert server.stats.max_running > 128  # in one batch (not all 256 if some arrived after a step)
         finally:
-            flood.cancel()
-            await asyncio.gather(flood, return_exceptions=True)
+            for request in requests:
+                request.cancel()
+            await asyncio.gather(*requests, return_exceptions=True)
 
 
 async def test_a_run_records_when_it_started_so_older_runs_go_first() -> None:

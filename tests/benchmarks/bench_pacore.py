@@ -65,6 +65,7 @@ from pacore_graph.graph import build_pacore_graph
 from pacore_graph.prompts import build_prompt
 from pacore_graph.testing.bound import StepBound, step_lower_bound
 from pacore_graph.testing.lengths import LengthDistribution, ScriptedLengths
+from pacore_graph.testing.router import vllm_router
 from pacore_graph.testing.simulator import (
     SimRequest,
     SimulatorConfig,
@@ -770,62 +771,6 @@ async def scenario_f(max_tokens: int, time_scale: float, max_num_seqs: int) -> N
 
 
 # --- h ---------------------------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    """A free TCP port on 127.0.0.1."""
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def router_binary() -> str:
-    """The ``vllm-router`` executable of the installed package (``pip install vllm-router``)."""
-    import importlib.metadata
-    import shutil
-
-    try:
-        dist = importlib.metadata.distribution("vllm-router")
-    except importlib.metadata.PackageNotFoundError:
-        raise SystemExit("scenario h's vllm-router runs need `pip install vllm-router`") from None
-    for file in dist.files or []:
-        if str(file).endswith("bin/vllm-router"):
-            return str(dist.locate_file(file))
-    return shutil.which("vllm-router") or "vllm-router"
-
-
-@contextlib.asynccontextmanager
-async def vllm_router(workers: Sequence[str], policy: str) -> Any:
-    """vLLM's own router (``vllm-router`` from PyPI, a Rust binary) in front of ``workers``; yields its /v1 URL."""
-    binary = router_binary()
-    port = free_port()
-    command = [binary, "--host", "127.0.0.1", "--port", str(port), "--policy", policy]
-    command += ["--prometheus-host", "127.0.0.1", "--prometheus-port", str(free_port()), "--log-level", "warning"]
-    command += ["--worker-urls", *workers]
-    process = await asyncio.create_subprocess_exec(
-        *command, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        async with aiohttp.ClientSession() as session:
-            for _ in range(200):
-                if process.returncode is not None:
-                    err = (await process.stderr.read()).decode() if process.stderr else ""
-                    raise RuntimeError(f"vllm-router exited with {process.returncode}: {err[-2000:]}")
-                with contextlib.suppress(aiohttp.ClientError):
-                    async with session.get(url + "/v1/models") as response:
-                        if response.status == 200:
-                            break
-                await asyncio.sleep(0.05)
-            else:
-                raise RuntimeError("vllm-router did not answer /v1/models within 10 s")
-        yield url + "/v1"
-    finally:
-        process.terminate()
-        with contextlib.suppress(ProcessLookupError):
-            await asyncio.wait_for(process.wait(), 5)
 
 
 async def routing_once(

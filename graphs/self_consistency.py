@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from langgraph.graph import END, StateGraph
 
 from pacore_graph.clients.base import ChatBackend
-from pacore_graph.graph import add_first_round, compile_graph
+from pacore_graph.graph import add_first_round, compile_graph, on_the_loop
 from pacore_graph.nodes import PaCoReNodes
 from pacore_graph.state import PaCoReContext, PaCoReInput, PaCoReState, VoteOutput
 
@@ -30,7 +30,7 @@ def build_self_consistency(spec: GraphSpec, backend: ChatBackend, *, checkpointe
     nodes = PaCoReNodes(backend, spec.to_config())
     graph = StateGraph(PaCoReState, context_schema=PaCoReContext, input_schema=PaCoReInput, output_schema=VoteOutput)
     add_first_round(graph, nodes)
-    graph.add_node("vote", nodes.vote)
+    graph.add_node("vote", on_the_loop(nodes.vote))
     graph.add_edge("explorers", "vote")
     graph.add_edge("vote", END)
     return compile_graph(graph, checkpointer=checkpointer, name=spec.name)

@@ -13,8 +13,9 @@ core's nodes the last one.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+import functools
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
@@ -28,7 +29,24 @@ from pacore_graph.prompts import REFERENCE_TEMPLATE
 from pacore_graph.schedule import Schedule
 from pacore_graph.state import PaCoReContext, PaCoReInput, PaCoReOutput, PaCoReState
 
-__all__ = ["add_first_round", "add_round_loop", "build_pacore_graph", "compile_graph"]
+__all__ = ["add_first_round", "add_round_loop", "build_pacore_graph", "compile_graph", "on_the_loop"]
+
+T = TypeVar("T")
+
+
+def on_the_loop(function: Callable[[PaCoReState], T]) -> Callable[[PaCoReState], Awaitable[T]]:
+    """``function`` (a sync node or router of the state alone) as a coroutine function, run on the event loop.
+
+    LangGraph runs a sync node of an async run in a worker thread. The core's sync nodes take microseconds, so
+    that thread hop (about 1 ms, several on a busy machine) was most of their cost, paid at every round barrier
+    of every problem while the server's batch waits for the next round's requests.
+    """
+
+    @functools.wraps(function)
+    async def on_loop(state: PaCoReState) -> T:
+        return function(state)
+
+    return on_loop
 
 
 def compile_graph(
@@ -45,12 +63,13 @@ def add_first_round(
 
     A graph of one parallel round (self-consistency, a custom picker) adds its own node after ``explorers``.
     """
-    graph.add_node("prepare", prepare or nodes.prepare)
+    graph.add_node("prepare", prepare or on_the_loop(nodes.prepare))
     graph.add_node("plan", nodes.plan)
     graph.add_node("explorers", nodes.explorers)
     graph.add_edge(START, "prepare")
     graph.add_edge("prepare", "plan")
-    graph.add_conditional_edges("plan", nodes.route, ["explorers"])  # a one-round schedule: always the explorers
+    # A one-round schedule: always the explorers.
+    graph.add_conditional_edges("plan", on_the_loop(nodes.route), ["explorers"])
 
 
 def add_round_loop(
@@ -65,14 +84,14 @@ def add_round_loop(
     ``prepare`` and ``compact`` replace the core nodes of those names (a graph that verifies or filters
     trajectories); the caller adds the edge out of ``synthesize``.
     """
-    graph.add_node("prepare", prepare or nodes.prepare)
+    graph.add_node("prepare", prepare or on_the_loop(nodes.prepare))
     graph.add_node("plan", nodes.plan)
     graph.add_node("explorers", nodes.explorers)
-    graph.add_node("compact", compact or nodes.compact)
+    graph.add_node("compact", compact or on_the_loop(nodes.compact))
     graph.add_node("synthesize", nodes.synthesize)
     graph.add_edge(START, "prepare")
     graph.add_edge("prepare", "plan")
-    graph.add_conditional_edges("plan", nodes.route, ["explorers", "synthesize"])
+    graph.add_conditional_edges("plan", on_the_loop(nodes.route), ["explorers", "synthesize"])
     graph.add_edge("explorers", "compact")
     graph.add_edge("compact", "plan")
 

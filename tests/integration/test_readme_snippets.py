@@ -186,9 +186,17 @@ def _alarm(signum: int, frame: FrameType | None) -> None:
     raise _Timeout(f"over {TIME_BOUND:.0f} s")
 
 
-def run_python_blocks(blocks: list[Block], namespace: dict[str, Any], replace: dict[str, str]) -> list[str]:
+def run_python_blocks(
+    blocks: list[Block], namespace: dict[str, Any], replace: dict[str, str], clients: list[Any]
+) -> list[str]:
     """Exec the blocks in order in one namespace; a block with top-level await runs on the sync bridge's loop
-    (where ``client`` lives). Returns one timing line per block; fails at the first block that raises."""
+    (where ``client`` lives). Returns one timing line per block; fails at the first block that raises.
+
+    Every ``VLLMClient`` a block leaves in the namespace is added to ``clients``, for :func:`close_clients`:
+    a later block may rebind the name (``client = OpenAI(...)``), and a client nothing closes leaves its
+    session to the garbage collector, which warns during whichever test runs then."""
+    from pacore_graph import VLLMClient
+
     timings = []
     previous = signal.signal(signal.SIGALRM, _alarm)
     try:
@@ -207,6 +215,7 @@ def run_python_blocks(blocks: list[Block], namespace: dict[str, Any], replace: d
                 raise AssertionError(f"{block.id} failed: {type(error).__name__}: {error}\n{code}") from error
             finally:
                 signal.setitimer(signal.ITIMER_REAL, 0)
+                clients += [v for v in namespace.values() if isinstance(v, VLLMClient) and v not in clients]
             timings.append(report(f"{block.id} python {time.monotonic() - started:.1f} s"))
     finally:
         signal.signal(signal.SIGALRM, previous)
@@ -292,13 +301,10 @@ def fake_world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tupl
             run_sync(backend.aclose())
 
 
-def close_clients(namespace: dict[str, Any], given: list[Any]) -> None:
+def close_clients(clients: list[Any]) -> None:
     """Close the pooled clients the blocks left open (a script may), on the loop they live on."""
-    from pacore_graph import VLLMClient
-
-    for value in [*given, *namespace.values()]:
-        if isinstance(value, VLLMClient):
-            run_sync(value.aclose())
+    for client in clients:
+        run_sync(client.aclose())
 
 
 def test_readme_python_and_shell_blocks_run_against_the_fake_server(fake_world, capsys):
@@ -308,10 +314,12 @@ def test_readme_python_and_shell_blocks_run_against_the_fake_server(fake_world, 
     replace = {SERVER: upstream, PROXY: proxy}
     client = VLLMClient(upstream)
     namespace: dict[str, Any] = {"__name__": "__main__", "client": client, "backend": client}
+    clients = [client]
     try:
-        timings = run_python_blocks([b for b in runnable("fake-server") if b.lang == "python"], namespace, replace)
+        python = [b for b in runnable("fake-server") if b.lang == "python"]
+        timings = run_python_blocks(python, namespace, replace, clients)
     finally:
-        close_clients(namespace, [client])
+        close_clients(clients)
     shell = [b for b in runnable("fake-server") if b.lang in SHELL]
     env = shell_env(PACORE_BASE_URL=upstream, PACORE_CACHE_DIR=str(folder / "cache"))  # runs.sqlite goes there
     timings += run_shell_blocks(shell, folder, env, replace)
@@ -348,10 +356,11 @@ def test_readme_blocks_run_on_the_engine(engine, engine_world):
     replace = {SERVER: engine.base_url}
     timings = run_shell_blocks([b for b in runnable("engine") if b.lang in SHELL], work, env, replace)
     namespace: dict[str, Any] = {"__name__": "__main__"}
+    clients: list[Any] = []
     try:
-        timings += run_python_blocks([b for b in runnable("engine") if b.lang == "python"], namespace, replace)
+        timings += run_python_blocks([b for b in runnable("engine") if b.lang == "python"], namespace, replace, clients)
     finally:
-        close_clients(namespace, [])
+        close_clients(clients)
     assert timings
 
 

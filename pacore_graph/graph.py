@@ -34,7 +34,7 @@ __all__ = ["add_first_round", "add_round_loop", "build_pacore_graph", "compile_g
 T = TypeVar("T")
 
 
-def on_the_loop(function: Callable[[PaCoReState], T]) -> Callable[[PaCoReState], Awaitable[T]]:
+def on_the_loop(function: Callable[[PaCoReState], T]) -> Callable[..., Awaitable[T]]:
     """``function`` (a sync node or router of the state alone) as a coroutine function, run on the event loop.
 
     LangGraph runs a sync node of an async run in a worker thread. The core's sync nodes take microseconds, so

@@ -1,5 +1,6 @@
 """The default token budget: each request's max_tokens is what fits the context (see pacore_graph/budget.py)."""
 
+import asyncio
 import logging
 from pathlib import Path
 
@@ -132,3 +133,13 @@ def test_help_says_what_the_default_is():
     assert "Default: what fits" in result.output and "'none': no cap" in result.output
     assert f"at most {DEFAULT_ENGINE_MAX_TOKENS}" in result.output
     assert "fits, the context" in (PaCoReConfig.model_fields["token_budget"].description or "")
+
+
+async def test_runs_that_start_together_on_a_fresh_client_all_get_the_servers_context():
+    # The first run's lookup of max_model_len is shared: the others wait for it instead of going on without it.
+    async with FakeOpenAIServer(reply, tokenize=True, max_model_len=4096) as server, VLLMClient(server.base_url) as c:
+        graph = build_pacore_graph(c, config=PaCoReConfig(schedule=Schedule.parse([2])))
+        await asyncio.gather(*(graph.ainvoke({"problem": f"What is {i} * 23?"}) for i in range(4)))
+    sent = [r.body.get("max_tokens") for r in server.requests if r.path.endswith("/chat/completions")]
+    assert len(sent) == 4 * 3 and all(isinstance(tokens, int) for tokens in sent)
+    assert sum(1 for r in server.requests if r.path.endswith("/models")) <= 2  # the model, then its context: once

@@ -128,6 +128,7 @@ class VLLMClient:
         self.default_max_tokens = default_max_tokens
         self._context: int | None = None  # the server's max_model_len, once asked
         self._context_asked = False
+        self._context_lookup: asyncio.Task[int | None] | None = None  # the one lookup concurrent first callers share
 
     def __repr__(self) -> str:
         return f"VLLMClient(base_url={self.base_url!r}, model={self.model!r})"
@@ -206,22 +207,36 @@ class VLLMClient:
         """The served model's context (``max_model_len`` of its ``GET /models`` entry, as vLLM reports), or None.
 
         Implements :class:`~pacore_graph.budget.ContextReportingBackend`. Asked once; a server that does not say,
-        or any failure, gives None (the graph then does not fit to a context it does not know).
+        or any failure, gives None (the graph then does not fit to a context it does not know). Runs that start
+        together share the one lookup: none goes on without the answer, and none waits behind the others.
         """
-        if not self._context_asked:
-            self._context_asked = True
-            model = await self.resolve_model()
-            try:  # one attempt, as for /tokenize: a failure here only means the context stays unknown
-                async with self._get_session().get(self.base_url + "/models") as response:
-                    data = await response.json(content_type=None) if response.status == 200 else None
-            except (aiohttp.ClientError, TimeoutError, ValueError):
-                data = None
-            entries = data.get("data") if isinstance(data, dict) else None
-            for item in entries if isinstance(entries, list) else []:
-                length = item.get("max_model_len") if isinstance(item, dict) else None
-                if item.get("id") == model and isinstance(length, int) and not isinstance(length, bool) and length > 0:
-                    self._context = length
+        if self._context_asked:
+            return self._context
+        lookup = self._context_lookup
+        if lookup is None or lookup.get_loop() is not asyncio.get_running_loop():
+            lookup = self._context_lookup = asyncio.ensure_future(self._ask_context())
+        try:
+            self._context = await asyncio.shield(lookup)  # a cancelled caller does not cancel the others' lookup
+        except BaseException:
+            if lookup.done():
+                self._context_lookup = None  # it failed (the model could not be resolved): the next call asks again
+            raise
+        self._context_asked = True
         return self._context
+
+    async def _ask_context(self) -> int | None:
+        model = await self.resolve_model()
+        try:  # one attempt, as for /tokenize: a failure here only means the context stays unknown
+            async with self._get_session().get(self.base_url + "/models") as response:
+                data = await response.json(content_type=None) if response.status == 200 else None
+        except (aiohttp.ClientError, TimeoutError, ValueError):
+            data = None
+        entries = data.get("data") if isinstance(data, dict) else None
+        for item in entries if isinstance(entries, list) else []:
+            length = item.get("max_model_len") if isinstance(item, dict) else None
+            if item.get("id") == model and isinstance(length, int) and not isinstance(length, bool) and length > 0:
+                return length
+        return None
 
     async def count_tokens(self, messages: Sequence[ChatMessage]) -> int | None:
         """The prompt's token count from vLLM's ``POST /tokenize`` (chat template applied), or None.

@@ -384,14 +384,16 @@ async def test_the_window_reaches_the_servers_batch_size_before_the_first_reques
         params = SamplingParams(max_tokens=20_000)  # ~14 s each at full batch at this time scale
         requests = [asyncio.create_task(client.chat(PROMPT, params)) for _ in range(256)]
         try:
-            loop = asyncio.get_running_loop()
-            deadline = loop.time() + 60
-            while server.stats.requests < 256 and not any(r.done() for r in requests) and loop.time() < deadline:
+            for _ in range(6000):  # up to ~60 s for a very busy machine; the verdict does not depend on it
+                if server.stats.requests == 256 or any(r.done() for r in requests):
+                    break
                 await asyncio.sleep(0.01)
             assert client.limiter.limit >= 256
             assert not any(r.done() for r in requests)  # (a failed request would also end early: say so)
             assert server.stats.requests == 256  # all sent while the first ones still run
-            while server.stats.max_running <= 128 and loop.time() < deadline:
+            for _ in range(6000):
+                if server.stats.max_running > 128:
+                    break
                 await asyncio.sleep(0.01)
             assert server.stats.max_running > 128  # in one batch (not all 256 if some arrived after a step)
         finally:

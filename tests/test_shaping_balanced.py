@@ -152,3 +152,24 @@ async def test_a_window_that_grows_admits_requests_waiting_at_the_balancer_at_on
             await asyncio.sleep(0.05)
             assert len(one.requests) + len(two.requests) == 4  # no need to wait for a request to finish
             await burst
+
+
+async def test_clients_that_looked_up_their_model_before_the_balancer_still_share_a_burst():
+    # A model lookup takes no room in the window and is not load: before, the window of the client whose lookup
+    # a /metrics reading caught opened to its ceiling (it was alone then), and the balancer sent it nearly all.
+    from pacore_graph.testing.simulator import SimulatorConfig, SimulatorServer
+
+    config = SimulatorConfig(time_scale=0.02, max_num_seqs=64)
+    async with SimulatorServer(config) as one, SimulatorServer(config) as two:
+        clients = [VLLMClient(s.base_url, metrics_interval=0.1) for s in (one, two)]
+        for client in clients:
+            await client.resolve_model()
+        assert [client.limiter.limit for client in clients] == [64, 64]
+        async with BalancedBackend(clients) as backend:
+            graph = build_pacore_graph(
+                backend, config=PaCoReConfig(schedule=[32], params=SamplingParams(max_tokens=64))
+            )
+            await asyncio.gather(*(graph.ainvoke({"problem": f"Problem {i}: 1 + {i}?"}) for i in range(4)))
+    sequences = [one.stats.sequences, two.stats.sequences]
+    assert sum(sequences) == 4 * 33
+    assert min(sequences) >= 0.35 * sum(sequences)  # both servers take a fair share (before: 266 of 296 on one)

@@ -101,7 +101,7 @@ class BalancedBackend:
     def _pick(self, n: int) -> int:
         """The backend with the most free room in its window, or without windows the fewest in flight; count ``n``."""
         if self._windows:
-            scores = [-(w.limit - w.in_flight - w.queued) for w in self._windows]
+            scores = [-self._free(index) for index in range(len(self._windows))]
         else:
             scores = list(self.outstanding)
         low = min(scores)
@@ -118,9 +118,17 @@ class BalancedBackend:
     def _has_room(self, index: int, n: int) -> bool:
         """Whether backend ``index`` can take ``n`` more sequences without waiting (prefix affinity's test)."""
         if self._windows:
-            window = self._windows[index]
-            return window.limit - window.in_flight - window.queued >= n
+            return self._free(index) >= n
         return self.outstanding[index] - min(self.outstanding) < self.affinity_slack
+
+    def _free(self, index: int) -> int:
+        """Backend ``index``'s free room: its window less what it holds, or what was routed to it if more.
+
+        A routed request reaches the client's window only after its first await (the model lookup, the body), so
+        the window alone would show room that is already promised.
+        """
+        window = self._windows[index]
+        return window.limit - max(window.in_flight + window.queued, self.outstanding[index])
 
     def _pick_for(self, n: int, key: Hashable | None) -> int:
         """``_pick``, but with prefix affinity a key goes to its home backend while that one has room."""

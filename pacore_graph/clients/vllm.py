@@ -182,7 +182,7 @@ class VLLMClient:
 
     async def list_models(self) -> list[str]:
         """The model names the server serves (``GET /models``)."""
-        data = await self._request("GET", "/models", None)
+        data = await self._request("GET", "/models", None, sequences=0)  # no sequence: no room in the window
         try:
             return [str(item["id"]) for item in data["data"]]
         except (KeyError, TypeError) as exc:
@@ -350,7 +350,10 @@ class VLLMClient:
         for a status worth retrying, else ``UpstreamError``. The window is held only while the attempt lasts,
         not during the wait before the next one.
         """
-        async with self.limiter.hold(sequences), self._get_session().request(method, url, json=body) as response:
+        # A request of no sequences (``GET /models``) takes no room and does not count as load: the window's first
+        # reading must see the client's first chat requests, not a model lookup made before a balancer took it.
+        room = self.limiter.hold(sequences) if sequences else contextlib.nullcontext()
+        async with room, self._get_session().request(method, url, json=body) as response:
             if response.status != 200:
                 text = await response.text(errors="replace")
                 error = UpstreamError(_status_message(url, response.status, text), status=response.status, body=text)

@@ -22,6 +22,7 @@ from pacore_graph import (
     build_pacore_graph,
     run_graph,
 )
+from pacore_graph.bridge import run_sync
 from pacore_graph.graphs import load_graph
 from pacore_graph.overrides import Overrides
 from pacore_graph.state import PaCoReContext
@@ -235,10 +236,13 @@ def test_sync_invoke_and_stream_over_real_http_reuse_one_client():
     with FakeOpenAIServer(script).in_thread() as server:
         client = VLLMClient(server.base_url, max_retries=0)
         graph = build_pacore_graph(client, [2])
-        first = graph.invoke({"problem": "Q"})
-        second = graph.invoke({"problem": "Q"}, context={"schedule": "3"})
-        chunks = list(graph.stream({"problem": "Q"}, stream_mode="messages"))
-        updates = [next(iter(u)) for u in graph.stream({"problem": "Q"}, stream_mode="updates")]
+        try:
+            first = graph.invoke({"problem": "Q"})
+            second = graph.invoke({"problem": "Q"}, context={"schedule": "3"})
+            chunks = list(graph.stream({"problem": "Q"}, stream_mode="messages"))
+            updates = [next(iter(u)) for u in graph.stream({"problem": "Q"}, stream_mode="updates")]
+        finally:
+            run_sync(client.aclose())  # on the bridge's loop, where its session lives (else GC warns later)
     assert first["answer"] == second["answer"] == ANSWER
     assert [r["k"] for r in second["usage"]["rounds"]] == [3, 1]
     assert "".join(str(m.content) for m, _ in chunks) == ANSWER

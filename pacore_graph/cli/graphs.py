@@ -11,6 +11,7 @@ import typer
 from rich.console import Console
 from rich.text import Text
 
+from pacore_graph.cli.render import error_exit
 from pacore_graph.errors import ConfigError, PaCoReError
 from pacore_graph.schedule import DEFAULT_MAX_K, DEFAULT_MAX_ROUNDS
 
@@ -37,8 +38,7 @@ def _fail(exc: PaCoReError, debug: bool) -> typer.Exit:
     """Print a one-line error (no markup, so brackets in the message survive) and pick the exit code."""
     if debug:
         raise exc
-    Console(stderr=True, soft_wrap=True).print(Text.assemble(("error:", "bold red"), " ", str(exc)), soft_wrap=True)
-    return typer.Exit(2 if isinstance(exc, ConfigError) else 1)
+    return error_exit(Console(stderr=True, soft_wrap=True), exc)
 
 
 @graphs_app.command("list")

@@ -10,11 +10,10 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
-from rich.text import Text
 
 from pacore_graph.cli.backend import ServerOptions, endpoints, open_backend, split_base_urls
 from pacore_graph.cli.options import ConcurrencyOption
-from pacore_graph.cli.render import error_exit
+from pacore_graph.cli.render import error_exit, print_error
 from pacore_graph.errors import PaCoReError
 
 # The proxy (aiohttp, the graphs) loads when the command runs, not at `pacore --help`.
@@ -114,7 +113,7 @@ def serve_command(
     except OSError as exc:
         if debug:
             raise
-        err.print(Text.assemble(("error:", "bold red"), f" cannot listen on {host}:{port}: {exc.strerror or exc}"))
+        print_error(err, f"cannot listen on {host}:{port}: {exc.strerror or exc}")
         raise typer.Exit(1) from None
     except KeyboardInterrupt:
         raise typer.Exit(130) from None

@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
-from rich.text import Text
 
+from pacore_graph.cli.render import print_error
 from pacore_graph.errors import ConfigError
 
 # The trace model (pydantic, the events) loads when a trace is read, not at `pacore --help`.
@@ -26,7 +26,7 @@ trace_app = typer.Typer(
 
 
 def _fail(message: str, code: int = 2) -> typer.Exit:
-    Console(stderr=True, soft_wrap=True).print(Text.assemble(("error:", "bold red"), " ", message), soft_wrap=True)
+    print_error(Console(stderr=True, soft_wrap=True), message)
     return typer.Exit(code)
 
 

@@ -34,8 +34,9 @@ Sample Output 2
 
 async def solve(backend: ChatBackend) -> str:
     """Run the graph (tests are read from the problem's samples) and report the verified program."""
-    # 3 explorers, then the synthesis; 512 tokens each keeps a small CPU model quick (drop it on a real server)
-    spec = load_spec("pacore-code-verified").with_overrides(schedule=[3], max_tokens=512)
+    # 3 explorers, then the synthesis; 512 tokens each keeps a small CPU model quick (drop it on a real server),
+    # and a small model may ramble past them: keep what it cut off rather than fail the round
+    spec = load_spec("pacore-code-verified").with_overrides(schedule=[3], max_tokens=512, truncated="keep")
     graph = load_graph(spec, backend)
     # RunProgress: a plain line on stderr per round, so a slow model is never silent
     result = await run_graph(graph, {"problem": PROBLEM}, progress=RunProgress(rounds=1))

@@ -23,7 +23,7 @@ from langchain_core.outputs import ChatGeneration, ChatResult
 from langgraph.graph import END, START, MessagesState, StateGraph
 from langgraph.prebuilt import ToolNode, tools_condition
 
-from pacore_graph import ChatBackend, SamplingParams, VLLMClient, build_pacore_graph
+from pacore_graph import ChatBackend, CompactionPolicy, SamplingParams, VLLMClient, build_pacore_graph
 from pacore_graph.events import parse_event
 from pacore_graph.progress import RunProgress
 from pacore_graph.tools import make_code_runner_tool, make_deep_reason_tool
@@ -59,7 +59,11 @@ class DelegatingChatModel(BaseChatModel):
 
 def build_agent(backend: ChatBackend, model: BaseChatModel | None = None):
     """agent ⇄ tools, until the model answers without calling a tool."""
-    pacore = build_pacore_graph(backend, [2], params=SamplingParams(max_tokens=512))
+    # A small budget for a small model, which may ramble past it: keep what it cut off rather than fail the round
+    # (PaCoRe-8B's own: max_tokens=32768 and the default compaction, truncated ones dropped).
+    pacore = build_pacore_graph(
+        backend, [2], params=SamplingParams(max_tokens=512), compaction=CompactionPolicy(truncated="keep")
+    )
     tools = [make_deep_reason_tool(pacore), make_code_runner_tool()]
     chat = (model or DelegatingChatModel()).bind_tools(tools)
 

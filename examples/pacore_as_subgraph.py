@@ -14,7 +14,7 @@ from typing import TypedDict
 
 from langgraph.graph import END, START, StateGraph
 
-from pacore_graph import ChatBackend, SamplingParams, VLLMClient, build_pacore_graph, run_graph
+from pacore_graph import ChatBackend, CompactionPolicy, SamplingParams, VLLMClient, build_pacore_graph, run_graph
 from pacore_graph.progress import RunProgress
 
 
@@ -37,7 +37,10 @@ def write_report(state: Workflow) -> Workflow:
 
 def build_workflow(backend: ChatBackend):
     """The parent graph: draft → PaCoRe [2] → report."""
-    pacore = build_pacore_graph(backend, [2], params=SamplingParams(max_tokens=256))
+    # A small budget for a small model, which may ramble past it: keep what it cut off rather than fail the round.
+    pacore = build_pacore_graph(
+        backend, [2], params=SamplingParams(max_tokens=256), compaction=CompactionPolicy(truncated="keep")
+    )
     graph = StateGraph(Workflow)
     graph.add_node("draft_question", draft_question)
     graph.add_node("pacore", pacore)

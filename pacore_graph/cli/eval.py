@@ -36,6 +36,7 @@ from pacore_graph.cli.options import (
     TruncatedOption,
     graph_overrides,
 )
+from pacore_graph.cli.process import run_command
 from pacore_graph.cli.render import error_exit
 from pacore_graph.errors import ConfigError, PaCoReError
 from pacore_graph.schedule import DEFAULT_MAX_K, DEFAULT_MAX_ROUNDS
@@ -220,6 +221,7 @@ def _list_sources(console: Console) -> None:
 
 
 def eval_command(
+    ctx: typer.Context,
     dataset: Annotated[
         str | None,
         typer.Option(
@@ -325,7 +327,8 @@ def eval_command(
             graphs = [EvalGraph(g.label, g.spec.model_copy(update={"extraction": extraction})) for g in graphs]
         trajectory_pool = TrajectoryPool(pool_file or out / POOL_FILE) if pool else None
         server = ServerOptions(split_base_urls(base_url), model, api_key, concurrency, engine_model)
-        records = asyncio.run(
+        records = run_command(
+            ctx,
             _evaluate(
                 problems,
                 graphs,
@@ -339,7 +342,7 @@ def eval_command(
                 seed=seed or 0,
                 counters=counters,
                 err=err,
-            )
+            ),
         )
         if trajectory_pool is not None:  # SC@k from the pool the runs drew from: no request is sent
             sc = asyncio.run(sc_curve(problems, records, trajectory_pool, grader, seed=seed or 0))

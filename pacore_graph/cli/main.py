@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sys
 from contextlib import AsyncExitStack
@@ -41,6 +40,7 @@ from pacore_graph.cli.options import (
     TruncatedOption,
     graph_overrides,
 )
+from pacore_graph.cli.process import OWN_PROCESS, run_command
 from pacore_graph.cli.render import show_result, write_plain
 from pacore_graph.cli.serve import serve_command
 from pacore_graph.cli.trace import trace_app
@@ -263,8 +263,8 @@ def run(
                 problem=problem_input,
                 secrets=[api_key] if api_key else [],
             )
-        result = asyncio.run(
-            _solve(problem_input, run_graph, server, err, phase, quiet=quiet, recorder=recorder, durable=durable)
+        result = run_command(
+            ctx, _solve(problem_input, run_graph, server, err, phase, quiet=quiet, recorder=recorder, durable=durable)
         )
         if recorder is not None and trace is not None:
             _write_trace(recorder, trace)
@@ -364,4 +364,4 @@ def main() -> None:
     """
     if not sys.stdout.isatty():
         app.rich_markup_mode = None  # the root's mode is every subcommand's
-    app()
+    app(obj=OWN_PROCESS)  # this process is pacore's own: its commands may tune the collector (cli.process)

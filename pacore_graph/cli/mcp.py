@@ -16,6 +16,7 @@ from rich.console import Console
 
 from pacore_graph.cli.backend import ServerOptions, endpoints, open_backend, split_base_urls
 from pacore_graph.cli.options import ApiKeyOption, BaseUrlOption, ConcurrencyOption, EngineModelOption, ModelOption
+from pacore_graph.cli.process import run_command
 from pacore_graph.cli.render import error_exit
 from pacore_graph.errors import ConfigError, PaCoReError
 
@@ -36,6 +37,7 @@ class Transport(StrEnum):
 
 
 def mcp_command(
+    ctx: typer.Context,
     transport: Annotated[
         Transport,
         typer.Option(help="stdio: the client spawns `pacore mcp` (default); http: streamable HTTP on --host:--port."),
@@ -91,7 +93,7 @@ def mcp_command(
                     f"[yellow]warning:[/] listening on {host} without --http-api-key: anyone who can reach it can "
                     "spend your model server's compute"
                 )
-        asyncio.run(_serve(server, settings, err, sock))
+        run_command(ctx, _serve(server, settings, err, sock))
     except PaCoReError as exc:
         if debug:
             raise

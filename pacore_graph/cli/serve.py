@@ -13,6 +13,7 @@ from rich.console import Console
 
 from pacore_graph.cli.backend import ServerOptions, endpoints, open_backend, split_base_urls
 from pacore_graph.cli.options import ConcurrencyOption
+from pacore_graph.cli.process import run_command
 from pacore_graph.cli.render import error_exit, print_error
 from pacore_graph.errors import PaCoReError
 
@@ -24,6 +25,7 @@ __all__ = ["serve_command"]
 
 
 def serve_command(
+    ctx: typer.Context,
     upstream: Annotated[
         list[str] | None,
         typer.Option(
@@ -105,7 +107,7 @@ def serve_command(
                 "your model server's compute"
             )
         server = ServerOptions(split_base_urls(upstream), upstream_model, upstream_api_key, concurrency, engine_model)
-        asyncio.run(_serve(server, settings, err))
+        run_command(ctx, _serve(server, settings, err))
     except PaCoReError as exc:
         if debug:
             raise

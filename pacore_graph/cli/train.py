@@ -6,7 +6,6 @@ the datasets (files and sources) and the round-1 pool file (``--pool-file``: sha
 
 from __future__ import annotations
 
-import asyncio
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, cast
@@ -27,6 +26,7 @@ from pacore_graph.cli.options import (
     TruncatedOption,
     graph_overrides,
 )
+from pacore_graph.cli.process import run_command
 from pacore_graph.cli.render import print_error
 from pacore_graph.errors import ConfigError, PaCoReError
 
@@ -166,6 +166,7 @@ async def _build(
 
 @train_app.command("build")
 def build_command(
+    ctx: typer.Context,
     dataset: Annotated[
         str,
         typer.Option(
@@ -257,8 +258,8 @@ def build_command(
         if pool.loaded:
             err.print(f"[dim]pool: {pool.loaded} stored trajectories in {pool.path}[/]", soft_wrap=True)
         server = ServerOptions(split_base_urls(base_url), model, api_key, concurrency, engine_model)
-        result = asyncio.run(
-            _build(problems, server, CategoryGrader(), settings, pool=pool, syntheses=syntheses, err=err)
+        result = run_command(
+            ctx, _build(problems, server, CategoryGrader(), settings, pool=pool, syntheses=syntheses, err=err)
         )
         paths = write_outputs(result, out, dataset=dataset)
     except PaCoReError as exc:

@@ -40,6 +40,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import itertools
 import json
 import os
@@ -61,6 +62,7 @@ from pacore_graph.clients.base import ChatBackend, SamplingParams
 from pacore_graph.clients.vllm import VLLMClient
 from pacore_graph.compaction import CompactionPolicy
 from pacore_graph.config import PaCoReConfig
+from pacore_graph.gc_tuning import tune_gc
 from pacore_graph.graph import build_pacore_graph
 from pacore_graph.prompts import build_prompt
 from pacore_graph.testing.bound import StepBound, step_lower_bound
@@ -288,6 +290,27 @@ async def official_pipeline(
     await asyncio.gather(*(process_single([{"role": "user", "content": p}]) for p in problems))
 
 
+class CollectorClock:
+    """The seconds the garbage collector ran while this is entered (``gc.callbacks``), and its full collections."""
+
+    def __init__(self) -> None:
+        self.seconds, self.full, self._started = 0.0, 0, 0.0
+
+    def _callback(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+            return
+        self.seconds += time.perf_counter() - self._started
+        self.full += info["generation"] == 2
+
+    def __enter__(self) -> CollectorClock:
+        gc.callbacks.append(self._callback)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        gc.callbacks.remove(self._callback)
+
+
 async def workload_once(
     config: SimulatorConfig,
     distribution: LengthDistribution,
@@ -303,13 +326,15 @@ async def workload_once(
         window = 0
         if client == "official":
             start = server.sim_now()
-            await official_pipeline(server.base_url, config.model, texts, schedule, max_tokens)
+            with CollectorClock() as collector:
+                await official_pipeline(server.base_url, config.model, texts, schedule, max_tokens)
         else:
             async with VLLMClient(server.base_url, **CLIENT_VARIANTS[client]) as c:
                 graph = build_pacore_graph(c, config=graph_config(schedule, max_tokens, 1, None))
                 await c.resolve_model()
                 start = server.sim_now()
-                await asyncio.gather(*(graph.ainvoke({"problem": text}) for text in texts))
+                with CollectorClock() as collector:
+                    await asyncio.gather(*(graph.ainvoke({"problem": text}) for text in texts))
                 window = c.limiter.limit
         wall = server.sim_now() - start
         stats = server.stats
@@ -322,6 +347,7 @@ async def workload_once(
         "occupancy": stats.completion_tokens / max(1, stats.steps),
         "window": window,
         "max_running": stats.max_running,
+        "collector": collector,
     }
 
 
@@ -365,7 +391,8 @@ async def scenario_w(
                     f"+ base × {bound.steps}), wall/bound {run['wall'] / bound.seconds:.3f}; {run['steps']} steps "
                     f"(at no idle time {bound.seconds_at(run['steps']) / bound.seconds:.3f}× the bound), "
                     f"idle {run['wall'] - run['busy']:.2f} s, mean batch {run['occupancy']:.0f}, "
-                    f"max running {run['max_running']}, window {run['window']}",
+                    f"max running {run['max_running']}, window {run['window']}; the collector ran "
+                    f"{run['collector'].seconds:.2f} s real ({run['collector'].full} full collections)",
                     flush=True,
                 )
         summary = ", ".join(f"{c} {statistics.median(w):.2f} s ({min(w):.2f}-{max(w):.2f})" for c, w in walls.items())
@@ -875,13 +902,21 @@ def main() -> None:
     parser.add_argument("--time-scale-h", type=float, default=0.1)
     parser.add_argument("--repeats-h", type=int, default=2)
     parser.add_argument("--routings-h", default=",".join(ROUTINGS), help=f"h: routings, from {list(ROUTINGS)}")
+    parser.add_argument(
+        "--gc",
+        choices=("pacore", "default"),
+        default="pacore",
+        help="the collector's settings: pacore's (gc_tuning.tune_gc, as the pacore command runs) or CPython's default",
+    )
     parser.add_argument("--child-d", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.gc == "pacore":
+        tune_gc()  # every client this process runs (the official pipeline too) runs under the pacore process's settings
     if args.child_d:
         print(json.dumps(asyncio.run(one_round(args.child_d, args.max_tokens_d))))
         return
     only = set(args.only.split(","))
-    print(f"# bench_pacore on {os.cpu_count()} CPUs, Python {sys.version.split()[0]}")
+    print(f"# bench_pacore on {os.cpu_count()} CPUs, Python {sys.version.split()[0]}, collector: {args.gc}")
     if "a" in only:
         modes = ("fixed", "adaptive") if args.window == "both" else (args.window,)
         asyncio.run(scenario_a(args.problems, args.max_tokens, args.concurrency, args.time_scale, args.n_batch, modes))

@@ -125,6 +125,21 @@ async def test_a_new_request_that_outranks_a_stuck_head_and_fits_goes_in_at_once
     await big
 
 
+async def test_a_hold_of_no_sequences_never_waits_and_is_not_in_flight() -> None:
+    limiter = SequenceLimiter(4)
+
+    async def lookup() -> tuple[int, int]:  # a model lookup: neither behind the queue nor counted
+        async with limiter.hold(0):
+            return limiter.in_flight, limiter.queued
+
+    async with limiter.hold(3):
+        waiting = asyncio.create_task(_hold_briefly(limiter, 2))  # 3 + 2 > 4: queues
+        await asyncio.sleep(0.01)
+        assert await asyncio.wait_for(lookup(), 1) == (3, 2)
+    await waiting
+    assert await asyncio.wait_for(lookup(), 1) == (0, 0)
+
+
 async def test_a_request_bigger_than_the_window_runs_alone() -> None:
     limiter = SequenceLimiter(2)
     async with limiter.hold(16):

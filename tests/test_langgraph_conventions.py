@@ -315,8 +315,6 @@ def test_the_deep_reason_tool_runs_an_async_only_graph_from_sync_code():
 
 
 async def test_a_sync_call_from_inside_the_bridge_loop_is_refused():
-    from pacore_graph.bridge import run_sync
-
     graph = build_pacore_graph(FunctionBackend(seeded), [2])
 
     async def nested() -> None:

@@ -15,6 +15,7 @@ from pacore_graph import (
 )
 from pacore_graph.clients import request_priority
 from pacore_graph.testing import FakeOpenAIServer, FakeReply
+from pacore_graph.testing.simulator import SimulatorConfig, SimulatorServer
 
 MESSAGES = [{"role": "user", "content": "Q"}]
 
@@ -157,8 +158,6 @@ async def test_a_window_that_grows_admits_requests_waiting_at_the_balancer_at_on
 async def test_clients_that_looked_up_their_model_before_the_balancer_still_share_a_burst():
     # A model lookup takes no room in the window and is not load: before, the window of the client whose lookup
     # a /metrics reading caught opened to its ceiling (it was alone then), and the balancer sent it nearly all.
-    from pacore_graph.testing.simulator import SimulatorConfig, SimulatorServer
-
     config = SimulatorConfig(time_scale=0.02, max_num_seqs=64)
     async with SimulatorServer(config) as one, SimulatorServer(config) as two:
         clients = [VLLMClient(s.base_url, metrics_interval=0.1) for s in (one, two)]

@@ -124,7 +124,14 @@ class SequenceLimiter:
 
     @asynccontextmanager
     async def hold(self, sequences: int = 1, priority: int | None = None) -> AsyncIterator[None]:
-        """Hold room for ``sequences`` for the duration of the block (``priority`` defaults to the ambient one)."""
+        """Hold room for ``sequences`` for the duration of the block (``priority`` defaults to the ambient one).
+
+        A hold of no sequences (a model lookup) takes no room, never waits and is not counted as in flight: a
+        window's first reading must see the client's first chat requests, not a lookup made before them.
+        """
+        if sequences == 0:
+            yield
+            return
         await self._acquire(sequences, current_request_priority() if priority is None else priority)
         try:
             yield

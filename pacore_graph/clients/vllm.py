@@ -350,10 +350,7 @@ class VLLMClient:
         for a status worth retrying, else ``UpstreamError``. The window is held only while the attempt lasts,
         not during the wait before the next one.
         """
-        # A request of no sequences (``GET /models``) takes no room and does not count as load: the window's first
-        # reading must see the client's first chat requests, not a model lookup made before a balancer took it.
-        room = self.limiter.hold(sequences) if sequences else contextlib.nullcontext()
-        async with room, self._get_session().request(method, url, json=body) as response:
+        async with self.limiter.hold(sequences), self._get_session().request(method, url, json=body) as response:
             if response.status != 200:
                 text = await response.text(errors="replace")
                 error = UpstreamError(_status_message(url, response.status, text), status=response.status, body=text)

@@ -612,11 +612,11 @@ async def one_round(k: int, max_tokens: int) -> dict[str, float]:
     return {"k": k, "seconds": seconds, "peak_rss_mib": peak}
 
 
-def scenario_d(ks: list[int], max_tokens: int) -> None:
+def scenario_d(ks: list[int], max_tokens: int, collector: str) -> None:
     print(f"\n## d. one round of K trajectories × {max_tokens} tokens, zero-latency simulator, one subprocess each")
     for k in ks:
         out = subprocess.run(
-            [sys.executable, __file__, "--child-d", str(k), "--max-tokens-d", str(max_tokens)],
+            [sys.executable, __file__, "--child-d", str(k), "--max-tokens-d", str(max_tokens), "--gc", collector],
             check=True,
             capture_output=True,
             text=True,
@@ -953,7 +953,7 @@ def main() -> None:
     if "c" in only:
         asyncio.run(scenario_c(16, args.max_tokens, args.n_batch))
     if "d" in only:
-        scenario_d([int(k) for k in args.ks.split(",")], args.max_tokens_d)
+        scenario_d([int(k) for k in args.ks.split(",")], args.max_tokens_d, args.gc)
     if "e" in only:
         asyncio.run(scenario_e(engine_url(), args.max_tokens_e, args.repeats_e))
     if "f" in only:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from pacore_graph.tools import sandbox as sandbox_module
 from pacore_graph.tools.sandbox import (
     SandboxLimits,
     TestCase,
@@ -75,6 +76,19 @@ def sandbox_processes() -> list[int]:
                 continue
             if state != "Z":
                 found.append(int(entry))
+    return found
+
+
+def program_processes() -> list[int]:
+    """The sandboxed programs among :func:`sandbox_processes` (not bwrap, its init or a capability probe)."""
+    found = []
+    for pid in sandbox_processes():
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if len(argv) > 1 and argv[-2] == b"/sandbox/main.py":
+            found.append(pid)
     return found
 
 
@@ -485,10 +499,11 @@ def test_the_run_dies_with_its_supervisor():
         ],
     )
     try:
+        # Wait for the program itself: the supervisor's capability probe also runs briefly as nobody.
         deadline = time.monotonic() + 60  # importing and probing can take a while on a loaded machine
-        while not sandbox_processes() and time.monotonic() < deadline and supervisor.poll() is None:
+        while not program_processes() and time.monotonic() < deadline and supervisor.poll() is None:
             time.sleep(0.05)
-        assert sandbox_processes(), "the sandboxed program never started"
+        assert program_processes(), f"the sandboxed program never started (supervisor exit: {supervisor.poll()})"
         time.sleep(0.3)
         supervisor.kill()  # SIGKILL: no cleanup code runs
         supervisor.wait()
@@ -499,6 +514,52 @@ def test_the_run_dies_with_its_supervisor():
     finally:
         supervisor.kill()
         supervisor.wait()
+
+
+def _run_init(send_go: bool, marker: Path) -> bytes:
+    """Run the sandbox's init script directly with a program that creates ``marker``; return its status lines."""
+    status_read, status_write = os.pipe()
+    go_read, go_write = os.pipe()
+    program = f"open({str(marker)!r}, 'w').close()"
+    config = {
+        "argv": [sys.executable, "-I", "-c", program],
+        "env": {"PATH": "/usr/bin:/bin"},
+        "status_fd": status_write,
+        "go_fd": go_read,
+        "memory_bytes": 2**30,
+        "cpu_seconds": 10,
+        "file_bytes": 2**20,
+        "max_processes": 4096,
+        "max_open_files": 256,
+    }
+    init = subprocess.Popen(
+        [
+            sys.executable,
+            "-I",
+            "-S",
+            str(Path(sandbox_module.__file__).with_name("_sandbox_init.py")),
+            json.dumps(config),
+        ],
+        pass_fds=[status_write, go_read],
+    )
+    os.close(status_write)
+    os.close(go_read)
+    with os.fdopen(status_read, "rb") as status:
+        assert status.readline() == b'{"ready": true}\n'  # running, and waiting for the go
+        assert not marker.exists()
+        if send_go:
+            os.write(go_write, b"1")
+        os.close(go_write)
+        assert init.wait(timeout=30) == 0
+        return status.read()
+
+
+def test_the_init_starts_the_program_only_on_the_supervisors_go(tmp_path):
+    report = json.loads(_run_init(send_go=True, marker=tmp_path / "ran"))
+    assert report["exit_code"] == 0 and (tmp_path / "ran").exists()
+    # The supervisor gone before the go (its end of the pipe closed): the program never runs, nothing is reported.
+    assert _run_init(send_go=False, marker=tmp_path / "never") == b""
+    assert not (tmp_path / "never").exists()
 
 
 # --- whole-run limits -----------------------------------------------------------------------------------------------

@@ -5,13 +5,18 @@ uses the standard library. It:
 
 1. makes itself non-dumpable, so the program (same uid) can neither ptrace it nor open its ``/proc/1/fd``
    (the status pipe): the report cannot be forged;
-2. forks the user program: per-process resource limits (``RLIMIT_NPROC`` counts the processes of the run's own
+2. says it is running (a ``{"ready": true}`` line on the status pipe) and waits for the supervisor's go on its
+   own pipe; at end of file (the supervisor is gone) it exits and the program never starts;
+3. forks the user program: per-process resource limits (``RLIMIT_NPROC`` counts the processes of the run's own
    user namespace, so it bounds the whole run), every inherited descriptor but stdio closed, then ``exec``;
-3. as PID 1, reaps every orphan until the program itself ends, then reports how it ended (exit code or signal,
+4. as PID 1, reaps every orphan until the program itself ends, then reports how it ended (exit code or signal,
    CPU seconds, peak RSS of the biggest process) as one JSON line.
 
 When it exits, the kernel kills every process left in the PID namespace: a background child that escaped with
-``setsid`` cannot outlive the run. ``bwrap --die-with-parent`` kills this process if bwrap or the supervisor dies.
+``setsid`` cannot outlive the run. ``bwrap --die-with-parent`` kills this process if bwrap dies, and bwrap if
+the supervisor dies, but bwrap arms each of those parent-death signals during its set-up, after the process
+already exists: a supervisor killed in that window would leave a run nobody supervises. The go closes it: it is
+sent only once this process is running, so both signals were armed while both parents were alive.
 """
 
 from __future__ import annotations
@@ -61,8 +66,13 @@ def main() -> None:
     """Start the program, reap the namespace, report; see the module docstring."""
     _not_dumpable()
     config = json.loads(sys.argv[1])
-    status_fd = int(config["status_fd"])
+    status_fd, go_fd = int(config["status_fd"]), int(config["go_fd"])
     os.set_inheritable(status_fd, False)
+    os.set_inheritable(go_fd, False)
+    os.write(status_fd, b'{"ready": true}\n')
+    if not os.read(go_fd, 1):
+        return  # the supervisor died before the go: run nothing
+    os.close(go_fd)
 
     child = os.fork()
     if child == 0:

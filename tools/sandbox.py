@@ -19,7 +19,10 @@ Containment, strongest mode (``isolation="bwrap"``; needs bubblewrap and user na
   (a private IPC namespace) and abstract sockets (a private network namespace).
 * **Network.** A new network namespace: only a loopback that is down, so every connect fails.
 * **Processes.** The init (:mod:`pacore_graph.tools._sandbox_init`) is PID 1; when it exits or is killed the
-  kernel kills every process of the run, so double-forked ``setsid`` children cannot outlive it.
+  kernel kills every process of the run, so double-forked ``setsid`` children cannot outlive it. It starts the
+  program only on the supervisor's go, sent once the init runs: from then on the run dies with its supervisor.
+  (A supervisor killed during bwrap's own set-up can leave bwrap's half-made child blocked for good; it runs
+  nothing.)
 * **Whole-run limits.** With a cgroup (v2, or v1 where that is what the host has; :mod:`._cgroup`): aggregate
   memory, process count and CPU time of everything the run starts; reaching the memory or CPU limit ends the
   whole run, not just one of its processes. Without one, ``RLIMIT_NPROC`` still bounds
@@ -487,6 +490,7 @@ def _run_in_bwrap(
         # bwrap reports its child's PID and namespaces (info pipe), then waits (block pipe) until released.
         info_read, info_write = fds.pipe()
         block_read, block_write = fds.pipe()
+        go_read, go_write = fds.pipe()  # the init starts the program only on the go (see _supervise)
         program_fd = fds.add(_memfd("pacore-program", code))
         init_fd = fds.add(_memfd("pacore-init", _init_source()))
         stdin_fd = fds.add(_read_only(_memfd("pacore-stdin", stdin), close_original=True))
@@ -494,6 +498,7 @@ def _run_in_bwrap(
             "argv": [root.interpreter, "-I", "-X", "utf8", "-u", f"{WORKDIR}/main.py"],
             "env": _clean_env(WORKDIR, "/tmp"),
             "status_fd": status_write,
+            "go_fd": go_read,
             "memory_bytes": memory,
             "cpu_seconds": limits.cpu_seconds,
             "file_bytes": limits.max_file_mb * 1024 * 1024,
@@ -511,7 +516,7 @@ def _run_in_bwrap(
             uid=uid,
             init_config=json.dumps(config),
         )
-        child_side = [status_write, info_write, block_read, program_fd, init_fd]
+        child_side = [status_write, info_write, block_read, go_read, program_fd, init_fd]
         user = _switch_to(uid)
         process = subprocess.Popen(
             argv,
@@ -529,7 +534,15 @@ def _run_in_bwrap(
         fds.close(*child_side, stdin_fd)
         ns = _hold_and_release(process, cgroup, info_read, limits.wall_seconds)
         fds.close(info_read, block_write)  # releases bwrap
-        result = _supervise(process, fds.release(status_read), limits, isolation="bwrap", cgroup=cgroup, ns=ns)
+        result = _supervise(
+            process,
+            fds.release(status_read),
+            limits,
+            isolation="bwrap",
+            cgroup=cgroup,
+            ns=ns,
+            go_fd=fds.release(go_write),
+        )
         return result.model_copy(update={"limits_enforced": scopes})
     except OSError as exc:  # the host is out of descriptors or processes, say: a result, not an exception
         if process is not None:
@@ -653,6 +666,13 @@ def _kill_group(process: subprocess.Popen[bytes]) -> None:
         os.killpg(process.pid, signal.SIGKILL)
 
 
+def _send_go(go_fd: int) -> None:
+    """Let the init start the program, and close the pipe."""
+    with contextlib.suppress(OSError):  # the init is already gone: its end says so when the run is read
+        os.write(go_fd, b"1")
+    os.close(go_fd)
+
+
 def _supervise(
     process: subprocess.Popen[bytes],
     status_fd: int | None,
@@ -661,8 +681,14 @@ def _supervise(
     isolation: Isolation,
     cgroup: RunCgroup | None,
     ns: str | None = None,
+    go_fd: int | None = None,
 ) -> RunResult:
-    """Read output under the caps until the run ends or a deadline passes; kill and reap everything."""
+    """Read output under the caps until the run ends or a deadline passes; kill and reap everything.
+
+    With ``go_fd`` (bwrap), the init's first status line says it is running; only then does it get the go to
+    start the program, so a supervisor that dies before that moment takes the whole run with it (see
+    :mod:`._sandbox_init`). This function closes ``go_fd``.
+    """
     started = time.monotonic()
     deadline = started + limits.wall_seconds
     assert process.stdout is not None and process.stderr is not None
@@ -694,6 +720,9 @@ def _supervise(
                     streams -= 1
                 elif key.data is None:
                     status_lines += chunk
+                    if go_fd is not None and b"\n" in status_lines:
+                        _send_go(go_fd)
+                        go_fd = None
                 else:
                     key.data.feed(chunk)
             if stdout.truncated or stderr.truncated:
@@ -712,6 +741,8 @@ def _supervise(
             # The init dies with bwrap (--die-with-parent), and takes the whole PID namespace with it.
     finally:
         selector.close()
+        if go_fd is not None:
+            os.close(go_fd)  # never sent: the init exits without starting the program
         if killed:
             _kill_group(process)
         try:

@@ -534,6 +534,7 @@ def _run_in_bwrap(
         fds.close(*child_side, stdin_fd)
         ns = _hold_and_release(process, cgroup, info_read, limits.wall_seconds)
         fds.close(info_read, block_write)  # releases bwrap
+        # The go: the init is running, so it may start the program (never sent, the init exits when fds close).
         result = _supervise(
             process,
             fds.release(status_read),
@@ -541,7 +542,7 @@ def _run_in_bwrap(
             isolation="bwrap",
             cgroup=cgroup,
             ns=ns,
-            go_fd=fds.release(go_write),
+            on_ready=lambda: _send_go(fds, go_write),
         )
         return result.model_copy(update={"limits_enforced": scopes})
     except OSError as exc:  # the host is out of descriptors or processes, say: a result, not an exception
@@ -666,11 +667,11 @@ def _kill_group(process: subprocess.Popen[bytes]) -> None:
         os.killpg(process.pid, signal.SIGKILL)
 
 
-def _send_go(go_fd: int) -> None:
+def _send_go(fds: _Descriptors, go_fd: int) -> None:
     """Let the init start the program, and close the pipe."""
     with contextlib.suppress(OSError):  # the init is already gone: its end says so when the run is read
         os.write(go_fd, b"1")
-    os.close(go_fd)
+    fds.close(go_fd)
 
 
 def _supervise(
@@ -681,13 +682,13 @@ def _supervise(
     isolation: Isolation,
     cgroup: RunCgroup | None,
     ns: str | None = None,
-    go_fd: int | None = None,
+    on_ready: Callable[[], None] | None = None,
 ) -> RunResult:
     """Read output under the caps until the run ends or a deadline passes; kill and reap everything.
 
-    With ``go_fd`` (bwrap), the init's first status line says it is running; only then does it get the go to
-    start the program, so a supervisor that dies before that moment takes the whole run with it (see
-    :mod:`._sandbox_init`). This function closes ``go_fd``.
+    ``on_ready`` (bwrap) is called when the init's first status line says it is running: only then does it get
+    the go to start the program, so a supervisor that dies before that moment takes the whole run with it (see
+    :mod:`._sandbox_init`).
     """
     started = time.monotonic()
     deadline = started + limits.wall_seconds
@@ -720,9 +721,9 @@ def _supervise(
                     streams -= 1
                 elif key.data is None:
                     status_lines += chunk
-                    if go_fd is not None and b"\n" in status_lines:
-                        _send_go(go_fd)
-                        go_fd = None
+                    if on_ready is not None and b"\n" in status_lines:
+                        on_ready()
+                        on_ready = None
                 else:
                     key.data.feed(chunk)
             if stdout.truncated or stderr.truncated:
@@ -741,8 +742,6 @@ def _supervise(
             # The init dies with bwrap (--die-with-parent), and takes the whole PID namespace with it.
     finally:
         selector.close()
-        if go_fd is not None:
-            os.close(go_fd)  # never sent: the init exits without starting the program
         if killed:
             _kill_group(process)
         try:

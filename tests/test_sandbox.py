@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from pacore_graph.tools import sandbox as sandbox_module
 from pacore_graph.tools.sandbox import (
+    _INIT_SCRIPT,
     SandboxLimits,
     TestCase,
     normalize_output,
@@ -537,7 +537,7 @@ def _run_init(send_go: bool, marker: Path) -> bytes:
             sys.executable,
             "-I",
             "-S",
-            str(Path(sandbox_module.__file__).with_name("_sandbox_init.py")),
+            str(_INIT_SCRIPT),  # the file the sandbox runs as its init
             json.dumps(config),
         ],
         pass_fds=[status_write, go_read],

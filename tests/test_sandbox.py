@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from pacore_graph.tools._bwrap import PROGRAM_PATH
 from pacore_graph.tools.sandbox import (
     _INIT_SCRIPT,
     SandboxLimits,
@@ -87,7 +88,7 @@ def program_processes() -> list[int]:
             argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        if len(argv) > 1 and argv[-2] == b"/sandbox/main.py":
+        if len(argv) > 1 and argv[-2] == PROGRAM_PATH.encode():
             found.append(pid)
     return found
 

@@ -19,10 +19,21 @@ import shutil
 import subprocess
 from dataclasses import dataclass
 
-__all__ = ["WORKDIR", "SandboxRoot", "bwrap_argv", "find_bwrap", "namespace_args", "root_args", "sandbox_root"]
+__all__ = [
+    "PROGRAM_PATH",
+    "WORKDIR",
+    "SandboxRoot",
+    "bwrap_argv",
+    "find_bwrap",
+    "namespace_args",
+    "root_args",
+    "sandbox_root",
+]
 
 #: The program's working directory (and ``HOME``) inside the sandbox; a path that does not exist on the host.
 WORKDIR = "/sandbox"
+#: Where the user program is bound inside the sandbox (the init runs it as ``python … PROGRAM_PATH``).
+PROGRAM_PATH = f"{WORKDIR}/main.py"
 #: Where the init script is bound inside the sandbox.
 INIT_PATH = "/.sandbox-init.py"
 _LDD_LINE = re.compile(r"(?:=>\s*)?(/\S+)\s+\(0x[0-9a-f]+\)")
@@ -194,7 +205,7 @@ def bwrap_argv(
     size = str(tmpfs_bytes)
     for scratch, mode in (("/tmp", "1777"), ("/dev/shm", "1777"), (WORKDIR, "0700")):
         argv += ["--perms", mode, "--size", size, "--tmpfs", scratch]
-    argv += ["--perms", "0600", "--file", str(program_fd), f"{WORKDIR}/main.py"]
+    argv += ["--perms", "0600", "--file", str(program_fd), PROGRAM_PATH]
     argv += ["--chdir", WORKDIR, "--remount-ro", "/"]
     argv += [root.interpreter, "-I", "-S", INIT_PATH, init_config]
     return argv

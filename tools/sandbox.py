@@ -60,7 +60,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from pacore_graph.errors import PaCoReError
 
-from ._bwrap import WORKDIR, SandboxRoot, bwrap_argv, find_bwrap, namespace_args, root_args, sandbox_root
+from ._bwrap import PROGRAM_PATH, WORKDIR, SandboxRoot, bwrap_argv, find_bwrap, namespace_args, root_args, sandbox_root
 from ._cgroup import CgroupSupport, RunCgroup, cgroup_support
 
 __all__ = [
@@ -495,7 +495,7 @@ def _run_in_bwrap(
         init_fd = fds.add(_memfd("pacore-init", _init_source()))
         stdin_fd = fds.add(_read_only(_memfd("pacore-stdin", stdin), close_original=True))
         config = {
-            "argv": [root.interpreter, "-I", "-X", "utf8", "-u", f"{WORKDIR}/main.py"],
+            "argv": [root.interpreter, "-I", "-X", "utf8", "-u", PROGRAM_PATH],
             "env": _clean_env(WORKDIR, "/tmp"),
             "status_fd": status_write,
             "go_fd": go_read,

@@ -11,6 +11,7 @@ from aiohttp.test_utils import TestServer
 from pacore_graph import BalancedBackend, PaCoReConfig, build_pacore_graph
 from pacore_graph.clients import SequenceLimiter, VLLMClient, request_priority
 from pacore_graph.clients.base import SamplingParams
+from pacore_graph.clients.limiter import ADMISSIONS_PER_TURN
 from pacore_graph.clients.server_load import AdaptiveWindow, ServerLoad, parse_server_load
 from pacore_graph.testing import FakeOpenAIServer, FakeReply
 from pacore_graph.testing.simulator import SimulatorConfig, SimulatorServer
@@ -186,6 +187,40 @@ async def test_raising_the_limit_admits_waiters_at_once() -> None:
     await asyncio.wait_for(second, 1)
     gate.set()
     await first
+
+
+async def test_a_window_that_opens_wide_admits_its_waiters_a_wave_per_turn_in_rank_order() -> None:
+    # Freed all at once, a thousand admitted requests would set up their connections interleaved, and none would
+    # reach the server before all were set up: the limiter admits ADMISSIONS_PER_TURN per turn of the loop.
+    limiter = SequenceLimiter(1)
+    first, gate = await _fill(limiter)
+    waves = 3
+    admitted: list[int] = []
+    release = asyncio.Event()
+
+    async def job(order: int) -> None:
+        with request_priority(0, order=order):
+            async with limiter.hold():
+                admitted.append(order)
+                await release.wait()
+
+    count = waves * ADMISSIONS_PER_TURN + 1
+    jobs = [asyncio.create_task(job(order)) for order in reversed(range(count))]  # queued in reverse rank order
+    await asyncio.sleep(0.01)
+    assert limiter.queued == count
+    limiter.limit = 10 * count  # room for all of them at once
+    assert limiter.in_flight == 1 + ADMISSIONS_PER_TURN  # the first wave only, in this turn
+    seen = []
+    while len(admitted) < count:
+        await asyncio.sleep(0)
+        seen.append(len(admitted))
+    assert seen[:waves] == [ADMISSIONS_PER_TURN * (wave + 1) for wave in range(waves)]  # a wave per turn
+    assert admitted == sorted(admitted)  # waves go in rank order
+    assert limiter.queued == 0 and limiter.in_flight == count + 1
+    release.set()
+    gate.set()
+    await asyncio.gather(first, *jobs)
+    assert limiter.in_flight == 0
 
 
 # --- /metrics and the window policy -------------------------------------------------------------------------

@@ -12,6 +12,12 @@ problem's first round moving, so the last first-round explorers start, and the r
 later round jumps the queue (measured in BENCHMARKS.md, scenario w). The ambient ``group`` names the run a
 request belongs to, for routers that keep a run's requests together
 (:class:`~pacore_graph.clients.balanced.BalancedBackend`'s ``prefix_affinity``).
+
+Waiters are admitted at most :data:`ADMISSIONS_PER_TURN` per turn of the event loop. When a window opens wide
+(an adaptive window's first reading can free a thousand waiters at once), every admitted request then sets up
+its connection and writes its body interleaved with all the others, so none reaches the server before all are
+set up; admitted in waves, the first ones are on the wire while the later ones are still being admitted, in
+rank order (measured in BENCHMARKS.md, scenario w).
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 
 __all__ = [
+    "ADMISSIONS_PER_TURN",
     "LATER_ROUND_HEAD_START",
     "SequenceLimiter",
     "current_request_group",
@@ -35,6 +42,9 @@ __all__ = [
 
 #: seconds by which each PaCoRe round after the first is ranked ahead of the time its requests were made
 LATER_ROUND_HEAD_START = 1.0
+
+#: the most waiters admitted in one turn of the event loop; the rest go in on the next turns (see above)
+ADMISSIONS_PER_TURN = 16
 
 _PRIORITY: ContextVar[int] = ContextVar("pacore_request_priority", default=0)
 _ORDER: ContextVar[int] = ContextVar("pacore_request_order", default=0)
@@ -87,7 +97,8 @@ class SequenceLimiter:
     """At most ``limit`` sequences in flight; waiting requests go in by priority, then order, then arrival.
 
     A request larger than the limit goes in alone once nothing else is in flight, so no request waits forever.
-    ``limit`` can be changed at any time (adaptive concurrency does); raising it admits waiters at once.
+    ``limit`` can be changed at any time (adaptive concurrency does); raising it admits waiters at once, up to
+    :data:`ADMISSIONS_PER_TURN` of them, and the rest in the next turns of the event loop.
     """
 
     def __init__(self, limit: int) -> None:
@@ -102,6 +113,7 @@ class SequenceLimiter:
         self._waiters: list[_Waiter] = []
         self._queued = 0  # kept, not summed: read on every request by a balancer
         self._arrivals = itertools.count()
+        self._admitted_this_turn = 0  # waiters admitted since the loop last turned (see ADMISSIONS_PER_TURN)
 
     @property
     def limit(self) -> int:
@@ -173,9 +185,17 @@ class SequenceLimiter:
             if head.future.done():
                 heapq.heappop(self._waiters)
                 continue
-            if not self._fits(head.sequences):
+            if not self._fits(head.sequences) or self._admitted_this_turn >= ADMISSIONS_PER_TURN:
                 return
             heapq.heappop(self._waiters)
+            if self._admitted_this_turn == 0:
+                head.future.get_loop().call_soon(self._next_turn)
+            self._admitted_this_turn += 1
             self._queued -= head.sequences
             self.in_flight += head.sequences
             head.future.set_result(None)
+
+    def _next_turn(self) -> None:
+        """The loop has turned since the first admission of the last wave: admit the next wave, if any fits."""
+        self._admitted_this_turn = 0
+        self._wake()

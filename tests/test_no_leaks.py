@@ -26,13 +26,18 @@ PROBLEM = [{"role": "user", "content": "What is 17 * 23?"}]
 
 
 def left_open(run: Callable[[], object]) -> list[str]:
-    """The ResourceWarnings the collector raises, after ``run()``, for what it left open."""
+    """The ResourceWarnings raised during ``run()``, or by the collector after it, for what it left open."""
     gc.collect()
     with warnings.catch_warnings(record=True) as seen:
         warnings.simplefilter("always", ResourceWarning)
         run()
         gc.collect()
     return [str(warning.message) for warning in seen if issubclass(warning.category, ResourceWarning)]
+
+
+def assert_nothing_left_running() -> None:
+    """No task but the caller's is left: ``asyncio.run`` would cancel a leftover one, hiding what it holds open."""
+    assert asyncio.all_tasks() == {asyncio.current_task()}, asyncio.all_tasks()
 
 
 def script(request):
@@ -45,6 +50,7 @@ def test_a_client_that_follows_the_servers_load_leaves_nothing_open():
         async with SimulatorServer(SimulatorConfig(time_scale=0)) as server, VLLMClient(server.base_url) as client:
             result = await run_graph(build_pacore_graph(client, "4,2"), {"messages": PROBLEM})
         assert result.answer and len(server.requests) == 7
+        assert_nothing_left_running()
 
     assert left_open(lambda: asyncio.run(run())) == []
 
@@ -65,6 +71,7 @@ def test_a_run_cancelled_with_requests_in_flight_leaves_nothing_open():
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
         assert task.cancelled()
+        assert_nothing_left_running()
 
     assert left_open(lambda: asyncio.run(run())) == []
 
@@ -89,11 +96,11 @@ def test_the_proxy_and_its_clients_leave_nothing_open():
                 async with aiohttp.ClientSession() as http:
                     async with http.post(f"{proxy.base_url}/chat/completions", json=body) as response:
                         assert response.status == 200, await response.text()
-                sdk = openai.AsyncOpenAI(base_url=proxy.base_url, api_key="unused", max_retries=0)
-                answer = await sdk.chat.completions.create(
-                    model="pacore-low", messages=PROBLEM, extra_body={"pacore": {"schedule": "2"}}
-                )
-                await sdk.close()
+                async with openai.AsyncOpenAI(base_url=proxy.base_url, api_key="unused", max_retries=0) as sdk:
+                    answer = await sdk.chat.completions.create(
+                        model="pacore-low", messages=PROBLEM, extra_body={"pacore": {"schedule": "2"}}
+                    )
         assert answer.choices[0].message.content
+        assert_nothing_left_running()
 
     assert left_open(lambda: asyncio.run(run())) == []

@@ -14,6 +14,7 @@ import warnings
 from collections.abc import Callable
 
 import aiohttp
+import openai
 from typer.testing import CliRunner
 
 from pacore_graph import VLLMClient, build_pacore_graph, run_graph
@@ -86,8 +87,6 @@ def test_the_cli_against_a_server_in_a_thread_leaves_nothing_open():
 
 
 def test_the_proxy_and_its_clients_leave_nothing_open():
-    import openai
-
     async def run() -> None:
         settings = ProxySettings(port=0, shutdown_grace=2.0)
         async with FakeOpenAIServer(script) as server, VLLMClient(server.base_url, max_retries=0) as client:

@@ -6,10 +6,12 @@ import asyncio
 import json
 import re
 
+import aiohttp
 import pytest
 
 from pacore_graph import PaCoReConfig, build_pacore_graph
 from pacore_graph.clients.base import SamplingParams
+from pacore_graph.clients.server_load import ServerLoad, parse_server_load
 from pacore_graph.clients.vllm import VLLMClient
 from pacore_graph.testing.simulator import (
     SimulatorConfig,
@@ -97,6 +99,34 @@ async def test_requests_beyond_capacity_queue() -> None:
         await asyncio.gather(*(client.chat(PROMPT, SamplingParams(max_tokens=50)) for _ in range(4)))
         assert server.stats.max_running == 2
         assert server.sim_now() == pytest.approx(2 * 50 * 0.01)  # two waves
+
+
+async def test_metrics_gauges_are_published_per_step_as_vllm_does() -> None:
+    # vLLM sets its gauges after each step: a request that arrives during a step is queued when the next one
+    # begins, so a full batch shows it waiting only once that next step has ended. A step is 0.2 s here.
+    config = SimulatorConfig(
+        time_scale=1, max_num_seqs=2, prefill_seconds_per_token=0, decode_step_base=0.2, decode_step_per_seq=0
+    )
+    params = SamplingParams(max_tokens=8)
+    async with SimulatorServer(config) as server, VLLMClient(server.base_url) as client:
+        metrics = server.base_url.removesuffix("/v1") + "/metrics"
+
+        async def gauges() -> ServerLoad | None:
+            async with aiohttp.ClientSession() as session, session.get(metrics) as response:
+                return parse_server_load(await response.text())
+
+        assert await gauges() == ServerLoad(running=0, waiting=0)
+        batch = [asyncio.create_task(client.chat(PROMPT, params)) for _ in range(2)]
+        await asyncio.sleep(0.5)  # the batch of two has run a few steps
+        assert await gauges() == ServerLoad(running=2, waiting=0)
+        late = asyncio.create_task(client.chat(PROMPT, params))
+        await asyncio.sleep(0.05)
+        assert server.stats.requests == 3  # it has arrived
+        assert await gauges() == ServerLoad(running=2, waiting=0)  # at most one step has ended since it arrived
+        await asyncio.sleep(0.5)  # two more steps: the second one began with it in the queue
+        assert await gauges() == ServerLoad(running=2, waiting=1)
+        await asyncio.gather(*batch, late)
+        assert await gauges() == ServerLoad(running=0, waiting=0)
 
 
 async def test_scripted_lengths_are_clipped_to_max_tokens_and_time_scale_runs_in_real_time() -> None:

@@ -130,6 +130,7 @@ class _Pending:
     tokens: list[str]
     lengths: list[int]
     future: asyncio.Future[None]
+    arrived: float  # on the engine's clock
     unfinished: int = 0
 
 
@@ -307,6 +308,9 @@ class SimulatorServer:
         self._virtual = 0.0  # the simulated clock when time_scale == 0
         self._clock = 0.0  # the real time at which the engine's last step ends (time_scale > 0)
         self._t0 = 0.0
+        # vLLM publishes its scheduler gauges once per step, after it: what the last step ended with.
+        self._gauges = (0, 0)
+        self._run: tuple[float, float, int] | None = None  # a run of decode steps: its start, step and length
         self._engine: asyncio.Task[None] | None = None
         self._runner: web.AppRunner | None = None
         self._port = 0
@@ -382,17 +386,47 @@ class SimulatorServer:
                 await self._wake.wait()
                 self._clock = time.monotonic()  # idle until now: the next step starts now
                 continue
+            began = self._engine_clock()
             uncached = self._admit()
             step = config.step_seconds(len(self._running))
             if uncached >= 0:
                 # An admission step: the new prompts' uncached tokens plus one decode step for everyone.
                 await self._spend(uncached * config.prefill_seconds_per_token + step)
                 self._decode(1)
+                self._gauges = self._gauges_after_step(began)
                 continue
             # Decode up to the next finish in one sleep; wake early (at a step boundary) if a request can join.
             steps = min(s.remaining for s in self._running)
+            tick = step * config.time_scale if config.time_scale else step
+            self._run = (began, tick, steps)
             done = await self._decode_steps(steps, step)
+            self._run = None
             self._decode(done)
+            if done:
+                self._gauges = self._gauges_after_step(began + (done - 1) * tick)
+
+    def _engine_clock(self) -> float:
+        """Now on the engine's clock: the planned real time of its step boundaries, or the virtual clock."""
+        return self._clock if self.config.time_scale else self._virtual
+
+    def _gauges_after_step(self, began: float) -> tuple[int, int]:
+        """The gauges at the end of a step that began at ``began``: running, and waiting sequences.
+
+        A request that arrives during a step joins the scheduler's queue only when the next step begins, so it
+        counts as waiting only from the end of that step.
+        """
+        waiting = sum(len(pending.lengths) for pending in self._waiting if pending.arrived <= began)
+        return len(self._running), waiting
+
+    def _current_gauges(self) -> tuple[int, int]:
+        """The gauges as vLLM's /metrics shows them now: from the end of the last step."""
+        if self._run is not None and self.config.time_scale:
+            # Inside a run of steps nobody joins or leaves until its last step, whose end the loop records.
+            began, tick, steps = self._run
+            ended = min(steps - 1, math.floor((time.monotonic() - began) / tick))
+            if ended >= 1:
+                return self._gauges_after_step(began + (ended - 1) * tick)
+        return self._gauges
 
     def _admit(self) -> int:
         """Move waiting requests into the batch while there is room; their uncached prompt tokens, or -1."""
@@ -501,12 +535,12 @@ class SimulatorServer:
     async def _handle_metrics(self, request: web.Request) -> web.Response:
         # vLLM's scheduler gauges, in sequences (vLLM runs a request of n choices as n requests). No KV-cache
         # gauge: the simulator's only capacity is max_num_seqs.
-        waiting = sum(len(pending.lengths) for pending in self._waiting)
+        running, waiting = self._current_gauges()
         labels = f'{{engine="0",model_name="{self.config.model}"}}'
         lines = [
             "# HELP vllm:num_requests_running Number of requests in model execution batches.",
             "# TYPE vllm:num_requests_running gauge",
-            f"vllm:num_requests_running{labels} {float(len(self._running))}",
+            f"vllm:num_requests_running{labels} {float(running)}",
             "# HELP vllm:num_requests_waiting Number of requests waiting to be processed.",
             "# TYPE vllm:num_requests_waiting gauge",
             f"vllm:num_requests_waiting{labels} {float(waiting)}",
@@ -544,7 +578,8 @@ class SimulatorServer:
         self.requests.append(sim_request)
         lengths = [self._length(sim_request, i) for i in range(n)]
         self.completion_lengths[sim_request.id] = lengths
-        pending = _Pending(sim_request, tokens, lengths, asyncio.get_running_loop().create_future())
+        arrived = time.monotonic() if self.config.time_scale else self._virtual
+        pending = _Pending(sim_request, tokens, lengths, asyncio.get_running_loop().create_future(), arrived)
         self._waiting.append(pending)
         self.stats.max_waiting = max(self.stats.max_waiting, len(self._waiting))
         self._wake.set()

@@ -282,9 +282,10 @@ class SimulatorServer:
         completion_tokens: optional ``f(request, choice_index) -> tokens`` for each choice's length; it is
             clipped to the request's ``max_tokens``. Default: ``max_tokens`` or ``config.default_max_tokens``.
 
-    Serves ``GET /v1/models``, ``GET /health``, ``GET /metrics`` (vLLM's running and waiting gauges, so
-    adaptive concurrency has something to follow) and ``POST /v1/chat/completions`` (JSON, or SSE with
-    ``stream: true``: the whole text in one chunk, then the usage, then ``[DONE]``). Each choice's content is
+    Serves ``GET /v1/models``, ``GET /health``, ``GET /metrics`` (vLLM's running and waiting gauges as of the end
+    of the last step, as vLLM publishes them, so adaptive concurrency has something to follow) and
+    ``POST /v1/chat/completions`` (JSON, or SSE with ``stream: true``: the whole text in one chunk, then the usage,
+    then ``[DONE]``). Each choice's content is
     ``<think> tok tok … </think>`` followed by a conclusion of ``config.conclusion_tokens`` words naming the request
     and the choice, so compaction sees distinct conclusions. Use as ``async with SimulatorServer(config) as s``.
     """

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+from collections.abc import Awaitable, Callable
 
 import aiohttp
 import pytest
@@ -107,7 +108,7 @@ async def test_metrics_gauges_are_published_per_step_as_vllm_does() -> None:
     config = SimulatorConfig(
         time_scale=1, max_num_seqs=2, prefill_seconds_per_token=0, decode_step_base=0.2, decode_step_per_seq=0
     )
-    params = SamplingParams(max_tokens=8)
+    params = SamplingParams(max_tokens=10)
     async with SimulatorServer(config) as server, VLLMClient(server.base_url) as client:
         metrics = server.base_url.removesuffix("/v1") + "/metrics"
 
@@ -115,13 +116,25 @@ async def test_metrics_gauges_are_published_per_step_as_vllm_does() -> None:
             async with aiohttp.ClientSession() as session, session.get(metrics) as response:
                 return parse_server_load(await response.text())
 
+        async def until(condition: Callable[[], Awaitable[bool]]) -> None:
+            for _ in range(1000):  # polled, not slept: a loaded machine must not make the test miss a step
+                if await condition():
+                    return
+                await asyncio.sleep(0.005)
+            raise AssertionError("timed out")
+
+        async def batch_running() -> bool:
+            return await gauges() == ServerLoad(running=2, waiting=0)
+
+        async def late_arrived() -> bool:
+            return server.stats.requests == 3
+
+        await client.resolve_model()
         assert await gauges() == ServerLoad(running=0, waiting=0)
         batch = [asyncio.create_task(client.chat(PROMPT, params)) for _ in range(2)]
-        await asyncio.sleep(0.5)  # the batch of two has run a few steps
-        assert await gauges() == ServerLoad(running=2, waiting=0)
+        await until(batch_running)
         late = asyncio.create_task(client.chat(PROMPT, params))
-        await asyncio.sleep(0.05)
-        assert server.stats.requests == 3  # it has arrived
+        await until(late_arrived)
         assert await gauges() == ServerLoad(running=2, waiting=0)  # at most one step has ended since it arrived
         await asyncio.sleep(0.5)  # two more steps: the second one began with it in the queue
         assert await gauges() == ServerLoad(running=2, waiting=1)

@@ -130,7 +130,7 @@ class _Pending:
     tokens: list[str]
     lengths: list[int]
     future: asyncio.Future[None]
-    arrived: float  # on the engine's clock
+    arrived: float  # time.monotonic(), or the virtual clock when time_scale == 0
     unfinished: int = 0
 
 
@@ -285,9 +285,9 @@ class SimulatorServer:
     Serves ``GET /v1/models``, ``GET /health``, ``GET /metrics`` (vLLM's running and waiting gauges as of the end
     of the last step, as vLLM publishes them, so adaptive concurrency has something to follow) and
     ``POST /v1/chat/completions`` (JSON, or SSE with ``stream: true``: the whole text in one chunk, then the usage,
-    then ``[DONE]``). Each choice's content is
-    ``<think> tok tok … </think>`` followed by a conclusion of ``config.conclusion_tokens`` words naming the request
-    and the choice, so compaction sees distinct conclusions. Use as ``async with SimulatorServer(config) as s``.
+    then ``[DONE]``). Each choice's content is ``<think> tok tok … </think>`` followed by a conclusion of
+    ``config.conclusion_tokens`` words naming the request and the choice, so compaction sees distinct conclusions.
+    Use as ``async with SimulatorServer(config) as s``.
     """
 
     def __init__(
@@ -311,7 +311,8 @@ class SimulatorServer:
         self._t0 = 0.0
         # vLLM publishes its scheduler gauges once per step, after it: what the last step ended with.
         self._gauges = (0, 0)
-        self._run: tuple[float, float, int] | None = None  # a run of decode steps: its start, step and length
+        # The run of decode steps in progress: its first step's planned start, one step's length and its steps.
+        self._run: tuple[float, float, int] | None = None
         self._engine: asyncio.Task[None] | None = None
         self._runner: web.AppRunner | None = None
         self._port = 0
@@ -400,8 +401,10 @@ class SimulatorServer:
             steps = min(s.remaining for s in self._running)
             tick = step * config.time_scale if config.time_scale else step
             self._run = (began, tick, steps)
-            done = await self._decode_steps(steps, step)
-            self._run = None
+            try:
+                done = await self._decode_steps(steps, step)
+            finally:
+                self._run = None
             self._decode(done)
             if done:
                 self._gauges = self._gauges_after_step(began + (done - 1) * tick)
@@ -421,8 +424,9 @@ class SimulatorServer:
 
     def _current_gauges(self) -> tuple[int, int]:
         """The gauges as vLLM's /metrics shows them now: from the end of the last step."""
-        if self._run is not None and self.config.time_scale:
-            # Inside a run of steps nobody joins or leaves until its last step, whose end the loop records.
+        if self._run is not None and self.config.time_scale and self._run[1] > 0:
+            # Inside a run of steps nobody joins or leaves until its last step, whose end the loop records (steps
+            # of no length all end at once: nothing to work out).
             began, tick, steps = self._run
             ended = min(steps - 1, math.floor((time.monotonic() - began) / tick))
             if ended >= 1:
@@ -514,6 +518,7 @@ class SimulatorServer:
             return steps
         # A request arrived: finish the step in progress, as an engine would, then admit it.
         done = min(steps, math.floor((time.monotonic() - started) / real_step) + 1)
+        self._run = (started, real_step, done)  # the run ends early: the gauges must not count steps after it
         await self._sleep_until(started + done * real_step)
         self.stats.busy_seconds += done * step
         return done

@@ -9,12 +9,13 @@ import re
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 
 import aiohttp
 import openai
 import pytest
 from langchain_openai import ChatOpenAI
+from polling import until
 
 from pacore_graph import VLLMClient
 from pacore_graph.server import PaCoReProxy, ProxySettings
@@ -61,14 +62,6 @@ def openai_client(proxy: PaCoReProxy, api_key: str = "unused") -> openai.AsyncOp
     client = openai.AsyncOpenAI(base_url=proxy.base_url, api_key=api_key, max_retries=0, timeout=20)
     _clients.append(client)
     return client
-
-
-async def until(condition: Callable[[], bool], seconds: float = 2.0) -> None:
-    """Poll ``condition`` (proxy state has no event to wait on) until it holds or ``seconds`` pass."""
-    for _ in range(int(seconds / 0.01)):
-        if condition():
-            return
-        await asyncio.sleep(0.01)
 
 
 @pytest.fixture(autouse=True)

@@ -5,10 +5,10 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from collections.abc import Awaitable, Callable
 
 import aiohttp
 import pytest
+from polling import until
 
 from pacore_graph import PaCoReConfig, build_pacore_graph
 from pacore_graph.clients.base import SamplingParams
@@ -116,19 +116,13 @@ async def test_metrics_gauges_are_published_per_step_as_vllm_does() -> None:
             async with aiohttp.ClientSession() as session, session.get(metrics) as response:
                 return parse_server_load(await response.text())
 
-        async def until(condition: Callable[[], Awaitable[bool]]) -> None:
-            for _ in range(1000):  # polled, not slept: a loaded machine must not make the test miss a step
-                if await condition():
-                    return
-                await asyncio.sleep(0.005)
-            raise AssertionError("timed out")
-
         async def batch_running() -> bool:
             return await gauges() == ServerLoad(running=2, waiting=0)
 
         async def late_arrived() -> bool:
             return server.stats.requests == 3
 
+        # Polled, not slept: a loaded machine must not make the test miss a step.
         await client.resolve_model()
         assert await gauges() == ServerLoad(running=0, waiting=0)
         batch = [asyncio.create_task(client.chat(PROMPT, params)) for _ in range(2)]

@@ -311,7 +311,7 @@ class SimulatorServer:
         self._t0 = 0.0
         # vLLM publishes its scheduler gauges once per step, after it: what the last step ended with.
         self._gauges = (0, 0)
-        # The run of decode steps in progress: its first step's planned start, one step's length and its steps.
+        # The run of decode steps in progress in real time: its planned start, one step's length and its steps.
         self._run: tuple[float, float, int] | None = None
         self._engine: asyncio.Task[None] | None = None
         self._runner: web.AppRunner | None = None
@@ -399,14 +399,10 @@ class SimulatorServer:
                 continue
             # Decode up to the next finish in one sleep; wake early (at a step boundary) if a request can join.
             steps = min(s.remaining for s in self._running)
-            tick = step * config.time_scale if config.time_scale else step
-            self._run = (began, tick, steps)
-            try:
-                done = await self._decode_steps(steps, step)
-            finally:
-                self._run = None
+            done = await self._decode_steps(steps, step)
             self._decode(done)
             if done:
+                tick = step * config.time_scale if config.time_scale else step
                 self._gauges = self._gauges_after_step(began + (done - 1) * tick)
 
     def _engine_clock(self) -> float:
@@ -424,9 +420,8 @@ class SimulatorServer:
 
     def _current_gauges(self) -> tuple[int, int]:
         """The gauges as vLLM's /metrics shows them now: from the end of the last step."""
-        if self._run is not None and self.config.time_scale and self._run[1] > 0:
-            # Inside a run of steps nobody joins or leaves until its last step, whose end the loop records (steps
-            # of no length all end at once: nothing to work out).
+        if self._run is not None:
+            # Inside a run of steps nobody joins or leaves until its last step, whose end the loop records.
             began, tick, steps = self._run
             ended = min(steps - 1, math.floor((time.monotonic() - began) / tick))
             if ended >= 1:
@@ -493,6 +488,16 @@ class SimulatorServer:
 
     async def _decode_steps(self, steps: int, step: float) -> int:
         """Run up to ``steps`` decode steps of ``step`` seconds; stop after the step in progress when woken."""
+        real_step = step * self.config.time_scale
+        if real_step > 0:  # the gauges work out which of these steps have ended (none is recorded until the last)
+            self._run = (self._clock, real_step, steps)
+        try:
+            return await self._run_decode_steps(steps, step, real_step)
+        finally:
+            self._run = None
+
+    async def _run_decode_steps(self, steps: int, step: float, real_step: float) -> int:
+        """The steps themselves (see :meth:`_decode_steps`); ``real_step`` is one step in real seconds (0: none)."""
         if len(self._running) >= self.config.max_num_seqs or step == 0:
             await self._spend(steps * step)
             return steps
@@ -505,7 +510,6 @@ class SimulatorServer:
         head = self._waiting[0] if self._waiting else None
         if head is not None and len(self._running) + len(head.lengths) <= self.config.max_num_seqs:
             return 0  # it arrived during the last step (its wake-up is spent): admit it at this boundary
-        real_step = step * self.config.time_scale
         started = self._clock
         remaining = started + steps * real_step - time.monotonic()
         try:

@@ -304,6 +304,7 @@ class SimulatorServer:
         self.completion_lengths: dict[int, list[int]] = {}
         self._cache = _PrefixCache(self.config.block_size, self.config.cache_blocks)
         self._waiting: collections.deque[_Pending] = collections.deque()
+        self._waiting_sequences = 0  # the choices of the requests in _waiting
         self._running: list[_Sequence] = []
         self._wake = asyncio.Event()
         self._virtual = 0.0  # the simulated clock when time_scale == 0
@@ -415,7 +416,13 @@ class SimulatorServer:
         A request that arrives during a step joins the scheduler's queue only when the next step begins, so it
         counts as waiting only from the end of that step.
         """
-        waiting = sum(len(pending.lengths) for pending in self._waiting if pending.arrived <= began)
+        # The queue is in arrival order: only its tail, what arrived since, is walked (a sum over a queue of
+        # hundreds at every step cost the engine's event loop, shared with the client, ~1.5% of its time).
+        waiting = self._waiting_sequences
+        for pending in reversed(self._waiting):
+            if pending.arrived <= began:
+                break
+            waiting -= len(pending.lengths)
         return len(self._running), waiting
 
     def _current_gauges(self) -> tuple[int, int]:
@@ -439,6 +446,7 @@ class SimulatorServer:
             if self._running and len(self._running) + n > config.max_num_seqs:
                 break
             self._waiting.popleft()
+            self._waiting_sequences -= n
             tokens = pending.tokens
             cached = self._cache.admit(tokens) if config.prefix_caching else 0
             # The n choices share the prompt's blocks: it is prefilled once per request.
@@ -591,6 +599,7 @@ class SimulatorServer:
         arrived = time.monotonic() if self.config.time_scale else self._virtual
         pending = _Pending(sim_request, tokens, lengths, asyncio.get_running_loop().create_future(), arrived)
         self._waiting.append(pending)
+        self._waiting_sequences += n
         self.stats.max_waiting = max(self.stats.max_waiting, len(self._waiting))
         self._wake.set()
         await pending.future

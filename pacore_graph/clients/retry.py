@@ -54,6 +54,9 @@ class RetryableStatus(Exception):
         self.retry_after = retry_after_seconds(retry_after_header) if error.status in RETRY_AFTER_STATUSES else None
 
 
+_RETRYABLE = (aiohttp.ClientError, TimeoutError, RetryableStatus)  # what another attempt may cure
+
+
 def retry_after_seconds(value: str | None) -> float | None:
     """Seconds from a ``Retry-After`` header: a number, or an HTTP date; None when absent or unreadable."""
     if not value:
@@ -119,12 +122,28 @@ async def retrying(
     backoff_max: float,
 ) -> T:
     """Run ``attempt`` until it returns, retrying as the module docstring says; ``url`` names it in errors."""
+    # The first attempt runs before tenacity is set up: nearly every request succeeds at once, and tenacity's
+    # per-call setup (it inspects each strategy with inspect.iscoroutinefunction at every iteration) would sit
+    # between a request's admission and its write. A failure is handed to tenacity as its first attempt, so the
+    # attempts counted, the waits and the errors raised stay tenacity's.
+    try:
+        return await attempt()
+    except _RETRYABLE as exc:
+        first_failure: BaseException | None = exc
+
+    async def replay_then_attempt() -> T:
+        nonlocal first_failure
+        if first_failure is not None:
+            failure, first_failure = first_failure, None
+            raise failure
+        return await attempt()
+
     # A new AsyncRetrying per call: tenacity keeps a call's state on the object.
     policy = AsyncRetrying(
-        retry=retry_if_exception_type((aiohttp.ClientError, TimeoutError, RetryableStatus)),
+        retry=retry_if_exception_type(_RETRYABLE),
         stop=stop_after_attempt(max_retries + 1),
         wait=WaitRetryAfter(backoff_base, backoff_max),
         retry_error_callback=_give_up(url, base_url),
     )
-    result: T = await policy(attempt)
+    result: T = await policy(replay_then_attempt)
     return result

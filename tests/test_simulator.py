@@ -122,11 +122,10 @@ async def test_metrics_gauges_are_published_per_step_as_vllm_does() -> None:
         async def late_arrived() -> bool:
             return server.stats.requests == 3
 
-        # Polled, not slept: a loaded machine must not make the test miss a step.
         await client.resolve_model()
         assert await gauges() == ServerLoad(running=0, waiting=0)
         batch = [asyncio.create_task(client.chat(PROMPT, params)) for _ in range(2)]
-        await until(batch_running)
+        await until(batch_running)  # polled, not slept: a loaded machine must not make the test miss a step
         late = asyncio.create_task(client.chat(PROMPT, params))
         await until(late_arrived)
         assert await gauges() == ServerLoad(running=2, waiting=0)  # at most one step has ended since it arrived

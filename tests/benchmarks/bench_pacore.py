@@ -9,6 +9,7 @@ Not a test (timings vary by machine): run it by hand and read the ratios (see BE
     .venv/bin/python tests/benchmarks/bench_pacore.py --only w        # varied lengths: ours vs the official pipeline
     .venv/bin/python tests/benchmarks/bench_pacore.py --only h        # two servers: prefix-aware routing, vllm-router
     .venv/bin/python tests/benchmarks/bench_pacore.py --only s        # the step model: admission orders vs the bound
+    .venv/bin/python tests/benchmarks/bench_pacore.py --only t        # the first round's start: LangGraph vs HTTP
 
 Scenarios:
 
@@ -31,6 +32,10 @@ w. realistic workloads: 16 and 64 problems × [16] and × [32,4] with output len
    pipeline's request pattern, against the step-counting bound (``testing.bound.step_lower_bound``).
 s. the simulator's step model without HTTP or client time: decode steps of several admission orders (including a
    clairvoyant one that knows every length) over the step bound, on w's workloads and several seeds.
+t. the first round's start in real time: LangGraph's setup of P runs × [K] with a backend that never answers;
+   256 requests sent at once without LangGraph (the official pipeline's, ours on new and on kept-alive
+   connections); and when w's 16 × [16] requests reach the simulator, by both clients and by ours on a
+   long-lived client's next run (w's time scale).
 h. two simulators with prefix caches: least outstanding, prefix affinity, and vLLM's own router (``vllm-router``)
    in front of them: prefill tokens computed and wall / bound.
 """
@@ -341,8 +346,10 @@ async def workload_once(
                 window = c.limiter.limit
         stats = server.stats
         bound = step_lower_bound(config, stages_from_log(server, varied=True))
+        arrivals = sorted(r.arrived - start for r in server.requests)
     return {
         "wall": wall,
+        "arrivals": arrivals,
         "bound": bound,
         "steps": stats.steps,
         "busy": stats.busy_seconds,
@@ -481,6 +488,145 @@ def scenario_s(problem_counts: Sequence[int], schedules: Sequence[list[int]], se
             print(
                 f"{name} {problems} × {schedule}: "
                 + "; ".join(f"{o} {statistics.mean(v):.3f} ({min(v):.3f}-{max(v):.3f})" for o, v in ratios.items()),
+                flush=True,
+            )
+
+
+# --- t ---------------------------------------------------------------------------------------------------
+
+
+class NeverAnswers:
+    """A backend that records when each chat() call came and never answers: LangGraph's setup, timed alone."""
+
+    def __init__(self, expected: int) -> None:
+        self.calls: list[float] = []
+        self.expected = expected
+        self.all_called = asyncio.Event()
+
+    async def chat(self, messages: Any, params: SamplingParams, *, n: int = 1) -> Any:
+        self.calls.append(time.perf_counter())
+        if len(self.calls) == self.expected:
+            self.all_called.set()
+        await asyncio.Event().wait()
+
+
+async def langgraph_setup(problems: int, k: int) -> tuple[float, float]:
+    """Real ms from starting P runs × [K] to the first and to the last explorer's chat() call."""
+    backend = NeverAnswers(problems * k)
+    graph = build_pacore_graph(backend, config=graph_config([k], 896, 1, None))
+    started = time.perf_counter()
+    runs = [asyncio.create_task(graph.ainvoke({"problem": problem_text(i)})) for i in range(problems)]
+    await backend.all_called.wait()
+    for run in runs:
+        run.cancel()
+    await asyncio.gather(*runs, return_exceptions=True)
+    return (backend.calls[0] - started) * 1000, (backend.calls[-1] - started) * 1000
+
+
+class ArrivalClock:
+    """A ``completion_tokens`` script that records when each request reached the simulator (perf_counter)."""
+
+    def __init__(self, tokens: int) -> None:
+        self.tokens = tokens
+        self.arrived: list[float] = []
+
+    def __call__(self, request: SimRequest, index: int) -> int:
+        if index == 0:
+            self.arrived.append(time.perf_counter())
+        return self.tokens
+
+
+async def requests_on_the_wire(n: int, time_scale: float, official_first: bool) -> dict[str, float]:
+    """Real ms from sending n chat requests at once until the simulator has the last, without LangGraph.
+
+    The official pipeline's request (a session and a connection per request), and ours (``VLLMClient`` with a
+    fixed window of n) on a new client's pool (new connections), then again on the same pool (kept alive).
+    """
+    config = SimulatorConfig(time_scale=time_scale, max_num_seqs=256)
+    clock = ArrivalClock(16)
+    figures: dict[str, float] = {}
+    prompt = [{"role": "user", "content": problem_text(0)}]
+    async with SimulatorServer(config, completion_tokens=clock) as server:
+
+        async def official() -> None:
+            clock.arrived.clear()
+            started = time.perf_counter()
+            await official_pipeline(server.base_url, config.model, [problem_text(0)], [n], 16)
+            figures["official"] = (clock.arrived[n - 1] - started) * 1000
+
+        if official_first:
+            await official()
+        async with VLLMClient(server.base_url, max_concurrency=n, adaptive_concurrency=False) as client:
+            await client.resolve_model()
+            for label in ("ours, new connections", "ours, kept-alive connections"):
+                clock.arrived.clear()
+                started = time.perf_counter()
+                await asyncio.gather(*(client.chat(prompt, SamplingParams(max_tokens=16)) for _ in range(n)))
+                figures[label] = (clock.arrived[n - 1] - started) * 1000
+        if not official_first:
+            await official()
+    return figures
+
+
+async def next_run_once(
+    config: SimulatorConfig, distribution: LengthDistribution, schedule: list[int], problems: int
+) -> dict[str, Any]:
+    """w's workload as a long-lived client's next run: its pool kept alive and its window learned.
+
+    An earlier run of 256 one-token requests (not counted) leaves them so; the figures are ``workload_once``'s.
+    """
+    async with SimulatorServer(config, completion_tokens=ScriptedLengths(distribution, key=workload_key)) as server:
+        async with VLLMClient(server.base_url) as client:
+            graph = build_pacore_graph(client, config=graph_config(schedule, distribution.high, 1, None))
+            await client.resolve_model()
+            earlier = [{"role": "user", "content": "an earlier run"}]
+            await asyncio.gather(*(client.chat(earlier, SamplingParams(max_tokens=1)) for _ in range(256)))
+            seen, steps = len(server.requests), server.stats.steps
+            start = server.sim_now()
+            await asyncio.gather(*(graph.ainvoke({"problem": problem_text(i)}) for i in range(problems)))
+            wall = server.sim_now() - start
+        arrivals = sorted(r.arrived - start for r in server.requests[seen:])
+        return {"wall": wall, "arrivals": arrivals, "steps": server.stats.steps - steps}
+
+
+async def scenario_t(time_scale: float, repeats: int) -> None:
+    """The first round's start in real time: LangGraph's setup, the requests' HTTP, and w's arrivals."""
+    print(f"\n## t. the first round's start, real ms; {repeats} repeats, median (range)")
+
+    def spread(values: Sequence[float]) -> str:
+        return f"{statistics.median(values):6.1f} ({min(values):.1f}-{max(values):.1f})"
+
+    for problems, k in ((16, 16), (16, 32), (64, 16)):
+        setups = [await langgraph_setup(problems, k) for _ in range(repeats)]
+        print(
+            f"LangGraph, {problems} runs × [{k}], a backend that never answers: first chat() call "
+            f"{spread([s[0] for s in setups])}, last {spread([s[1] for s in setups])}",
+            flush=True,
+        )
+    on_the_wire: dict[str, list[float]] = defaultdict(list)
+    for repeat in range(repeats):
+        for label, ms in (await requests_on_the_wire(256, time_scale, repeat % 2 == 0)).items():
+            on_the_wire[label].append(ms)
+    for label, values in on_the_wire.items():
+        print(f"256 requests at once, no LangGraph, {label}: the last at the server after {spread(values)}", flush=True)
+    config = SimulatorConfig(time_scale=time_scale, max_num_seqs=256)
+    for name in ("uniform", "longtail"):
+        marks: dict[str, list[list[float]]] = defaultdict(list)
+        for repeat in range(repeats):
+            clients = ("official", "ours", "ours, next run")
+            for client in clients if repeat % 2 == 0 else reversed(clients):
+                if client == "ours, next run":
+                    run = await next_run_once(config, DISTRIBUTIONS[name], [16], 16)
+                else:
+                    run = await workload_once(config, DISTRIBUTIONS[name], client, [16], 16)
+                real = [a * time_scale * 1000 for a in run["arrivals"]]
+                marks[client].append([real[0], real[63], real[255], run["wall"], run["steps"]])
+        for client, rows in marks.items():
+            print(
+                f"w's {name} 16 × [16] at time scale {time_scale}, {client}: first request at the server "
+                f"{spread([r[0] for r in rows])}, 64th {spread([r[1] for r in rows])}, 256th "
+                f"{spread([r[2] for r in rows])}; wall {spread([r[3] for r in rows])} s simulated, decode steps "
+                f"{spread([r[4] for r in rows])}",
                 flush=True,
             )
 
@@ -898,6 +1044,7 @@ def main() -> None:
     parser.add_argument("--time-scale-w", type=float, default=0.1)
     parser.add_argument("--repeats-w", type=int, default=1)
     parser.add_argument("--seeds-s", type=int, default=6, help="s: length seeds per workload")
+    parser.add_argument("--repeats-t", type=int, default=4, help="t: repeats of each measurement")
     parser.add_argument("--problems-h", type=int, default=8)
     parser.add_argument("--schedule-h", default="32,4")
     parser.add_argument("--words-h", type=int, default=1000, help="h: problem length in words (tokens)")
@@ -939,6 +1086,8 @@ def main() -> None:
             [[int(k) for k in schedule.split(",")] for schedule in args.schedules_w.split(";")],
             args.seeds_s,
         )
+    if "t" in only:
+        asyncio.run(scenario_t(args.time_scale_w, args.repeats_t))
     if "h" in only:
         asyncio.run(
             scenario_h(
